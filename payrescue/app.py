@@ -1,0 +1,60 @@
+"""The composition root: assembles one aiohttp application for a process.
+
+This is the one module that knows every part (`bot`, `handoff`, billing webhooks); the parts
+know only `payrescue` and meet through the database and the event bus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payrescue import health
+from payrescue.clock import Clock
+from payrescue.config import Settings
+from payrescue.db import create_engine, create_sessionmaker
+from payrescue.events import Bus
+from payrescue.keys import BUS, CLOCK, ENGINE, SESSIONMAKER, SETTINGS
+
+MAX_BODY_BYTES = 1024 * 1024  # webhooks larger than 1 MiB are refused with 413
+
+
+def init_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    bus: Bus | None = None,
+    engine: AsyncEngine | None = None,
+    with_bot: bool = True,
+) -> web.Application:
+    """Build the application; `engine` lets a caller (tests, the demo) share its own."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or Clock()
+    app[BUS] = bus or Bus()
+    app.cleanup_ctx.append(_database(engine))
+    app.add_routes(health.routes)
+    _setup_parts(app, with_bot=with_bot)
+    return app
+
+
+def _setup_parts(app: web.Application, *, with_bot: bool) -> None:
+    # Imported here so that importing payrescue.app for its keys stays cheap.
+    from bot.service import setup_bot
+
+    if with_bot:
+        setup_bot(app)
+
+
+def _database(shared: AsyncEngine | None):  # noqa: ANN202 - an aiohttp cleanup context
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        engine = shared or create_engine(app[SETTINGS].effective_database_url)
+        app[ENGINE] = engine
+        app[SESSIONMAKER] = create_sessionmaker(engine)
+        yield
+        if shared is None:
+            await engine.dispose()
+
+    return context

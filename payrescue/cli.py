@@ -1,0 +1,203 @@
+"""The `payrescue` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from payrescue.clock import Clock
+from payrescue.config import ConfigError, Settings, load_settings
+from payrescue.db import create_engine, create_sessionmaker
+
+Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+
+class CommandError(Exception):
+    """Ends a command with one line on stderr and exit status 1."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="payrescue",
+        description="Win back members whose renewal payment failed.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (or PAYRESCUE_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the service (bot, webhooks, console)")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo", help="try everything locally: no token, no internet, an emulated Telegram"
+    )
+    demo.add_argument("--port", type=int, default=8080, help="web server port (default 8080)")
+    demo.add_argument("--emulator-port", type=int, default=8081,
+                      help="Telegram emulator and member chat page port (default 8081)")
+    demo.add_argument("--data-dir", default="data/demo", help="where the demo keeps its SQLite")
+    demo.set_defaults(handler=_demo, demo_mode=True)
+
+    db = commands.add_parser("db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION"
+    )
+    db.add_parser("upgrade", help="apply all migrations").set_defaults(handler=_db_upgrade)
+
+    agents = commands.add_parser("agents", help="console accounts").add_subparsers(
+        dest="agents_command", required=True, metavar="ACTION"
+    )
+    add_agent = agents.add_parser(
+        "add", help="create an agent or admin; asks for the password",
+        description="Create a console account. The password is asked for (twice) on the "
+        "terminal, or read from the first line of standard input when it is not a terminal.",
+    )
+    add_agent.add_argument("email")
+    add_agent.add_argument("--name", required=True)
+    add_agent.add_argument("--role", choices=["agent", "admin"], default="agent")
+    add_agent.add_argument("--language", choices=["de", "en"], default="en")
+    add_agent.set_defaults(handler=_agents_add)
+
+    members = commands.add_parser("members", help="members and their Telegram links")
+    member_actions = members.add_subparsers(dest="members_command", required=True,
+                                            metavar="ACTION")
+    add_member = member_actions.add_parser("add", help="add one member by hand")
+    add_member.add_argument("email")
+    add_member.add_argument("--name", required=True)
+    add_member.add_argument("--language", choices=["de", "en"])
+    add_member.add_argument("--time-zone", help="IANA zone such as Europe/Vienna")
+    add_member.set_defaults(handler=_members_add)
+    link = member_actions.add_parser("link", help="print a member's Telegram deep link")
+    link.add_argument("email")
+    link.set_defaults(handler=_members_link)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {"demo": True} if getattr(args, "demo_mode", False) else {}
+        settings = load_settings(args.config, **overrides)
+    except ConfigError as exc:
+        print(f"payrescue: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(args.handler(settings, args))
+    except CommandError as exc:
+        print(f"payrescue: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _with_session(settings: Settings, work: Callable[..., Awaitable[Any]]) -> Any:
+    engine = create_engine(settings.effective_database_url)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await work(session)
+    except SQLAlchemyError as exc:
+        raise CommandError(f"database error: {exc.__class__.__name__}: {exc.args[0]}") from exc
+    finally:
+        await engine.dispose()
+
+
+async def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    from payrescue.service import serve
+
+    return await serve(settings)
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue.demo import run_demo
+
+    return await run_demo(settings, port=args.port, emulator_port=args.emulator_port,
+                          data_dir=args.data_dir)
+
+
+async def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    from payrescue.db.migrate import current_revision, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.effective_database_url)
+    try:
+        await upgrade(engine)
+        print(f"database at revision {await current_revision(engine)}")
+    except (SQLAlchemyError, OSError) as exc:
+        raise CommandError(f"cannot migrate the database: {exc}") from exc
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def _ask_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password (again): "):
+        raise CommandError("the two passwords differ; nothing was created")
+    return first
+
+
+async def _agents_add(settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue.agents import add_agent
+
+    password = _ask_password()
+
+    async def work(session):  # noqa: ANN001, ANN202
+        return await add_agent(session, email=args.email, name=args.name, role=args.role,
+                               password=password, now=Clock().now(), language=args.language)
+
+    try:
+        agent = await _with_session(settings, work)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    except CommandError as exc:
+        if isinstance(exc.__cause__, IntegrityError):
+            raise CommandError(f"an account for {args.email} exists already") from None
+        raise
+    print(f"created {agent.role} {agent.email}")
+    return 0
+
+
+async def _members_add(settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue.members import add_member
+
+    async def work(session):  # noqa: ANN001, ANN202
+        return await add_member(session, email=args.email, name=args.name, now=Clock().now(),
+                                language=args.language, time_zone=args.time_zone)
+
+    try:
+        member = await _with_session(settings, work)
+    except CommandError as exc:
+        if isinstance(exc.__cause__, IntegrityError):
+            raise CommandError(f"a member with {args.email} exists already") from None
+        raise
+    print(f"added member {member.id}")
+    return 0
+
+
+async def _members_link(settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue.members import deep_link, find_by_email, link_token
+
+    member = await _with_session(settings, lambda session: find_by_email(session, args.email))
+    if member is None:
+        raise CommandError(f"no member with the e-mail address {args.email}")
+    username = settings.bot_username or await _bot_username(settings)
+    token = link_token(settings.secret, member, Clock().now(), settings.link_token_days)
+    print(deep_link(username, token))
+    return 0
+
+
+async def _bot_username(settings: Settings) -> str:
+    from bot.service import fetch_bot_username
+
+    if settings.bot_token is None:
+        raise CommandError("set PAYRESCUE_BOT_USERNAME or PAYRESCUE_BOT_TOKEN to build links")
+    return await fetch_bot_username(settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

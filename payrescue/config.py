@@ -1,0 +1,170 @@
+"""Settings from PAYRESCUE_* environment variables and an optional TOML file.
+
+Precedence: explicit arguments, then the environment, then the TOML file named by
+PAYRESCUE_CONFIG (or `--config`), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from payrescue.hours import BusinessHours, DailyWindow
+
+ENV_PREFIX = "PAYRESCUE_"
+Language = Literal["de", "en"]
+
+
+class ConfigError(Exception):
+    """A setting is wrong or missing; the message is one line meant for the operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    data_dir: Path = Path("data")
+    database_url: str = ""  # empty: an SQLite file in data_dir
+    bot_token: SecretStr | None = None
+    bot_username: str | None = None  # asked from Telegram (getMe) when not set
+    bot_mode: Literal["polling", "webhook"] = "polling"
+    telegram_api_base: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org")
+    webhook_secret: SecretStr | None = None
+    public_base_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8080")
+    secret_key: SecretStr | None = None
+    default_language: Language = "en"
+    business_timezone: str = "Europe/Berlin"
+    business_hours: str = "mon-fri 09:00-17:00"
+    quiet_hours: str = "21:00-08:00"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    demo: bool = False
+    link_token_days: int = Field(default=14, ge=1, le=365)
+    admin_chat_id: int | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("expected an IANA time zone such as Europe/Berlin") from exc
+        return value
+
+    @field_validator("business_hours")
+    @classmethod
+    def _valid_business_hours(cls, value: str) -> str:
+        BusinessHours.parse(value, ZoneInfo("UTC"))
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _valid_quiet_hours(cls, value: str) -> str:
+        DailyWindow.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _secret_key_outside_demo(self) -> Settings:
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if not self.demo and len(key) < 32:
+            raise ValueError(
+                "secret_key: required outside demo mode, at least 32 random characters "
+                "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if self.bot_mode == "webhook" and not self.webhook_secret:
+            raise ValueError("webhook_secret: required when bot_mode is webhook")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    # Derived values: computed here so every consumer agrees.
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'payrescue.sqlite3').resolve()}"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.business_timezone)
+
+    @property
+    def hours(self) -> BusinessHours:
+        return BusinessHours.parse(self.business_hours, self.zone)
+
+    @property
+    def quiet(self) -> DailyWindow:
+        return DailyWindow.parse(self.quiet_hours)
+
+    @property
+    def secret(self) -> bytes:
+        if self.secret_key:
+            return self.secret_key.get_secret_value().encode()
+        # demo mode only: a key kept in the data directory so links survive a restart
+        key_file = self.data_dir / "demo-secret.key"
+        if not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_bytes(os.urandom(32).hex().encode())
+        return key_file.read_bytes()
+
+    def public_url(self, path: str) -> str:
+        return str(self.public_base_url).rstrip("/") + path
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings or raise ConfigError with one line naming the culprit."""
+    path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{ENV_PREFIX}CONFIG: no such file: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path) if path else SettingsConfigDict()
+
+    try:
+        return _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    field = str(error["loc"][0]) if error["loc"] else ""
+    if not field and ":" in message:  # a model-level check names its field itself
+        field, message = (part.strip() for part in message.split(":", 1))
+    name = f"{ENV_PREFIX}{field.upper()}" if field else "configuration"
+    if error["type"] == "extra_forbidden":
+        return f"{name}: unknown setting"
+    given = error.get("input")
+    shown = "" if field in {"secret_key", "bot_token", "webhook_secret"} or isinstance(
+        given, dict
+    ) else f" (got {given!r})"
+    return f"{name}: {message}{shown}"

@@ -1,0 +1,337 @@
+"""The schema: one typed class per table.
+
+Status values are plain strings checked by the domain modules that own them
+(`payrescue.billing.cases`, `payrescue.conversations`, `bot.notifier`), so a new state
+needs no enum migration on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from payrescue.db.types import UTCDateTime
+
+# Named constraints, so migrations can drop and alter them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Member(Base):
+    """A paying member of the business. Personal fields become NULL when erased."""
+
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(5))
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    memberpress_member_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
+    member_since: Mapped[datetime | None]
+    erased_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    telegram: Mapped[TelegramLink | None] = relationship(
+        back_populates="member", uselist=False, lazy="selectin"
+    )
+
+    @property
+    def first_name(self) -> str:
+        return (self.name or "").split(" ")[0]
+
+
+class TelegramLink(Base):
+    """The Telegram chat a member linked through their deep link; at most one per member."""
+
+    __tablename__ = "telegram_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), unique=True
+    )
+    chat_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    telegram_user_id: Mapped[int] = mapped_column(BigInteger)
+    language_code: Mapped[str | None] = mapped_column(String(16))
+    linked_at: Mapped[datetime]
+
+    member: Mapped[Member] = relationship(back_populates="telegram")
+
+
+class UsedToken(Base):
+    """One-time tokens already spent (deep-link tokens), so a replayed token changes nothing."""
+
+    __tablename__ = "used_tokens"
+
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    used_at: Mapped[datetime]
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("provider", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str] = mapped_column(String(200))
+    plan_name: Mapped[str | None] = mapped_column(String(200))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    update_url: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class PaymentEvent(Base):
+    """Every provider event, stored raw before it is acted on (dedupe by provider + id)."""
+
+    __tablename__ = "payment_events"
+    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    event_id: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(100))
+    occurred_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    payload: Mapped[dict[str, Any]]
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), index=True
+    )
+    case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recovery_cases.id", ondelete="SET NULL"), index=True
+    )
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+
+
+class RecoveryCase(Base):
+    """One failed renewal: open → recovered | lost."""
+
+    __tablename__ = "recovery_cases"
+    __table_args__ = (
+        UniqueConstraint("provider", "invoice_ref"),
+        Index("ix_recovery_cases_status_opened", "status", "opened_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    subscription_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="SET NULL"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(20))
+    invoice_ref: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    attempt_count: Mapped[int] = mapped_column(Integer, default=1)
+    decline_code: Mapped[str | None] = mapped_column(String(100))
+    decline_category: Mapped[str] = mapped_column(String(40), default="unknown")
+    billing_reason: Mapped[str | None] = mapped_column(String(60))
+    action_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    hosted_invoice_url: Mapped[str | None] = mapped_column(Text)
+    update_url: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    dunning_stage: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime]
+    last_failure_at: Mapped[datetime]
+    recovered_at: Mapped[datetime | None]
+    recovered_amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    attribution: Mapped[str | None] = mapped_column(String(20))
+    lost_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class UpdateLink(Base):
+    """A signed payment-update link sent for one case; opening and completion are tracked."""
+
+    __tablename__ = "update_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(64), unique=True)
+    case_id: Mapped[int] = mapped_column(
+        ForeignKey("recovery_cases.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    first_opened_at: Mapped[datetime | None]
+    open_count: Mapped[int] = mapped_column(Integer, default=0)
+    completed_at: Mapped[datetime | None]
+
+
+class Alert(Base):
+    """An owner alarm such as a gateway fault; member reminders wait while it is active."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    provider: Mapped[str | None] = mapped_column(String(20))
+    details: Mapped[dict[str, Any]]
+    raised_at: Mapped[datetime]
+    released_at: Mapped[datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(10), default="agent")
+    language: Mapped[str] = mapped_column(String(5), default="en")
+    available: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_open: Mapped[int] = mapped_column(Integer, default=5)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    last_assigned_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class Conversation(Base):
+    """A member's chat: the bot answers (`bot`), or it waits for / belongs to a human."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_status_priority", "status", "priority"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recovery_cases.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(20), default="bot")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    handoff_reasons: Mapped[list[str]] = mapped_column(default=list)
+    assigned_agent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("agents.id", ondelete="SET NULL"), index=True
+    )
+    not_understood: Mapped[int] = mapped_column(Integer, default=0)
+    waiting_since: Mapped[datetime | None]
+    first_response_at: Mapped[datetime | None]
+    snoozed_until: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    rating: Mapped[int | None] = mapped_column(Integer)
+    rating_comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Handoff(Base):
+    """One request for a human, kept for response-time and reason figures."""
+
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    reasons: Mapped[list[str]]
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    requested_at: Mapped[datetime] = mapped_column(index=True)
+    claimed_at: Mapped[datetime | None]
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    first_response_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(20))
+
+
+class Message(Base):
+    """One line of a transcript: from the member, the bot, an agent, or an internal note."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_conversation_id_id", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    sender: Mapped[str] = mapped_column(String(10))  # member | bot | agent | note
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(20), default="text")
+    text: Mapped[str | None] = mapped_column(Text)
+    file_id: Mapped[str | None] = mapped_column(String(300))
+    file_name: Mapped[str | None] = mapped_column(String(300))
+    mime_type: Mapped[str | None] = mapped_column(String(100))
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+
+
+class Outbox(Base):
+    """Everything sent to a member is a row first, then delivered by the notifier."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_priority_due", "status", "priority", "not_before"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), index=True
+    )
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(20))  # reminder | agent_reply | bot | edit | alert
+    priority: Mapped[int] = mapped_column(Integer, default=5)  # lower goes first
+    method: Mapped[str] = mapped_column(String(40), default="sendMessage")
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime]
+    claimed_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    sent_at: Mapped[datetime | None]
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recovery_cases.id", ondelete="SET NULL"), index=True
+    )
+    dunning_step: Mapped[int | None] = mapped_column(Integer)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime]
+
+
+class CannedAnswer(Base):
+    __tablename__ = "canned_answers"
+    __table_args__ = (UniqueConstraint("shortcut", "language"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shortcut: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(5))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
