@@ -42,9 +42,9 @@ def init_app(
 
 def _setup_parts(app: web.Application, *, with_bot: bool) -> None:
     # Imported here so that importing payrescue.app for its keys stays cheap.
-    from bot.service import setup_bot
-
     if with_bot:
+        from bot.service import setup_bot
+
         setup_bot(app)
 
 

@@ -1,0 +1,69 @@
+"""Running the service in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from payrescue.app import init_app
+from payrescue.config import Settings
+from payrescue.db import create_engine
+from payrescue.db.migrate import SchemaOutOfDate, ensure_current
+from payrescue.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+async def check_database(settings: Settings) -> str | None:
+    """Why the database cannot serve this version, or None when it can."""
+    engine = create_engine(settings.effective_database_url)
+    try:
+        async with asyncio.timeout(10):
+            await ensure_current(engine)
+    except SchemaOutOfDate as exc:
+        return str(exc)
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        return f"cannot reach the database ({exc.__class__.__name__}); check PAYRESCUE_DATABASE_URL"
+    finally:
+        await engine.dispose()
+    return None
+
+
+async def serve(settings: Settings) -> int:
+    setup_logging(settings.log_level)
+    problem = await check_database(settings)
+    if problem:
+        print(f"payrescue: {problem}", file=sys.stderr)
+        return 1
+    runner = web.AppRunner(init_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        print(f"payrescue: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    log.info("listening", extra={"host": settings.host, "port": settings.port})
+    await wait_for_stop_signal()
+    log.info("stopping")
+    await runner.cleanup()
+    return 0
+
+
+async def wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,78 @@
+"""The `payrescue` command as an operator uses it (in-process, real database)."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from payrescue.cli import build_parser, main
+
+SECRET = "s" * 40
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PAYRESCUE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PAYRESCUE_SECRET_KEY", SECRET)
+    monkeypatch.setenv("PAYRESCUE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PAYRESCUE_BOT_USERNAME", "payrescue_test_bot")
+    return tmp_path
+
+
+def _subcommand_paths(parser, prefix=()):  # noqa: ANN001, ANN202
+    for action in parser._actions:  # argparse keeps sub-parsers here
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict):
+            for name, sub in choices.items():
+                yield (*prefix, name)
+                yield from _subcommand_paths(sub, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [(), *list(_subcommand_paths(build_parser()))], ids=" ".join)
+def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*path, "--help"])
+    assert exited.value.code == 0
+    assert "usage: payrescue" in capsys.readouterr().out
+
+
+def test_run_refuses_an_unmigrated_database(env: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run"]) == 1
+    assert "run `payrescue db upgrade` first" in capsys.readouterr().err
+
+
+def test_add_agent_reads_the_password_not_from_arguments(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["db", "upgrade"]) == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse battery\n"))
+    assert main(["agents", "add", "Lena@Example.org", "--name", "Lena", "--role", "admin"]) == 0
+    assert "created admin lena@example.org" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "stdin", io.StringIO("another long password\n"))
+    assert main(["agents", "add", "lena@example.org", "--name", "Lena"]) == 1
+    assert "exists already" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert main(["agents", "add", "max@example.org", "--name", "Max"]) == 1
+    assert "at least 10 characters" in capsys.readouterr().err
+
+
+def test_members_link_prints_a_telegram_deep_link(
+    env: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["db", "upgrade"]) == 0
+    assert main(["members", "add", "anna@example.org", "--name", "Anna Schmidt",
+                 "--language", "de"]) == 0
+    capsys.readouterr()
+    assert main(["members", "link", "anna@example.org"]) == 0
+    link = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"https://t\.me/payrescue_test_bot\?start=[A-Za-z0-9_-]{1,64}", link)
+    assert main(["members", "link", "nobody@example.org"]) == 1
+    assert "no member with the e-mail address" in capsys.readouterr().err
