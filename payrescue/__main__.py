@@ -1,0 +1,3 @@
+from payrescue.cli import main
+
+raise SystemExit(main())
