@@ -118,7 +118,10 @@ class PaymentEvent(Base):
     """Every provider event, stored raw before it is acted on (dedupe by provider + id)."""
 
     __tablename__ = "payment_events"
-    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id"),
+        Index("ix_payment_events_provider_invoice_ref", "provider", "invoice_ref"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(String(20))
@@ -136,6 +139,10 @@ class PaymentEvent(Base):
     )
     amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(3))
+    # the invoice/transaction the event is about, so a success that arrives before its
+    # failure (deliveries come out of order) still keeps that failure from opening a case
+    invoice_ref: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str | None] = mapped_column(String(20))  # normalised: failed, recovered, …
 
 
 class RecoveryCase(Base):
