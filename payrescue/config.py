@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     demo: bool = False
     link_token_days: int = Field(default=14, ge=1, le=365)
     admin_chat_id: int | None = None
+    # payment events in (payrescue/billing)
+    stripe_webhook_secret: SecretStr | None = None  # whsec_…; several during rotation: "a,b"
+    stripe_api_key: SecretStr | None = None  # for Billing Portal sessions and payment look-ups
+    stripe_api_base: AnyHttpUrl = AnyHttpUrl("https://api.stripe.com")
+    memberpress_webhook_key: SecretStr | None = None  # MEMBERPRESS-WEBHOOK-KEY header
+    memberpress_account_url: AnyHttpUrl | None = None  # e.g. https://example.org/account/
+    memberpress_currency: str = Field(default="EUR", pattern=r"^[A-Za-z]{3}$")
+    generic_api_secret: SecretStr | None = None  # HMAC key for POST /api/v1/events
+    update_link_days: int = Field(default=7, ge=1, le=90)
+    gateway_fault_threshold: int = Field(default=5, ge=1)  # "processing error" failures …
+    gateway_fault_window_minutes: int = Field(default=10, ge=1)  # … within this many minutes
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("business_timezone")
@@ -164,7 +175,9 @@ def _describe(exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         return f"{name}: unknown setting"
     given = error.get("input")
-    shown = "" if field in {"secret_key", "bot_token", "webhook_secret"} or isinstance(
+    shown = "" if field in {"secret_key", "bot_token", "webhook_secret",
+                          "stripe_webhook_secret", "stripe_api_key",
+                          "memberpress_webhook_key", "generic_api_secret"} or isinstance(
         given, dict
     ) else f" (got {given!r})"
     return f"{name}: {message}{shown}"
