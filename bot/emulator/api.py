@@ -1,0 +1,503 @@
+"""The Bot API methods, answering with Telegram's exact shapes and error texts."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import ApiError, bad_request, too_many_requests
+from .formatting import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, parse_text, utf16_len
+from .limits import RateLimiter
+from .markup import inline_keyboard, validate_reply_markup
+from .media import FileStore, StoredFile, media_object
+from .params import Params, Upload
+from .state import BotAccount, Conversation, EmulatorState, Message, Webhook
+from .webhook import local_address_error
+
+if TYPE_CHECKING:
+    from .webhook import WebhookDispatcher
+
+Handler = Callable[[BotAccount, Params], Awaitable[Any]]
+
+NOT_MODIFIED = (
+    "message is not modified: specified new message content and reply markup are exactly "
+    "the same as a current content and reply markup of the message"
+)
+CHAT_ACTIONS = {
+    "typing",
+    "upload_photo",
+    "record_video",
+    "upload_video",
+    "record_voice",
+    "upload_voice",
+    "upload_document",
+    "choose_sticker",
+    "find_location",
+    "record_video_note",
+    "upload_video_note",
+}
+MAX_DOWNLOAD_SIZE = 20 * 1024 * 1024  # getFile refuses bigger files, as Telegram does
+MAX_POLL_TIMEOUT = 50
+# Methods a bot calls once at start-up to describe itself; accepted and forgotten.
+_ACCEPTED_NOOPS = (
+    "setMyDescription",
+    "setMyShortDescription",
+    "setMyName",
+    "setChatMenuButton",
+    "setMyDefaultAdministratorRights",
+)
+
+
+class BotApi:
+    def __init__(
+        self,
+        state: EmulatorState,
+        files: FileStore,
+        limiter: RateLimiter,
+        webhooks: WebhookDispatcher,
+    ) -> None:
+        self.state = state
+        self.files = files
+        self.limiter = limiter
+        self.webhooks = webhooks
+        methods: dict[str, Handler] = {
+            "getMe": self.get_me,
+            "getUpdates": self.get_updates,
+            "setWebhook": self.set_webhook,
+            "deleteWebhook": self.delete_webhook,
+            "getWebhookInfo": self.get_webhook_info,
+            "sendMessage": self.send_message,
+            "editMessageText": self.edit_message_text,
+            "editMessageReplyMarkup": self.edit_message_reply_markup,
+            "editMessageCaption": self.edit_message_caption,
+            "deleteMessage": self.delete_message,
+            "answerCallbackQuery": self.answer_callback_query,
+            "sendChatAction": self.send_chat_action,
+            "sendPhoto": self._media_sender("photo"),
+            "sendDocument": self._media_sender("document"),
+            "sendVoice": self._media_sender("voice"),
+            "sendSticker": self._media_sender("sticker"),
+            "sendAudio": self._media_sender("audio"),
+            "sendVideo": self._media_sender("video"),
+            "getFile": self.get_file,
+            "getChat": self.get_chat,
+            "setMyCommands": self.set_my_commands,
+            "getMyCommands": self.get_my_commands,
+            "deleteMyCommands": self.delete_my_commands,
+        }
+        for name in _ACCEPTED_NOOPS:
+            methods[name] = self._accept
+        # Telegram matches method names case-insensitively.
+        self._methods = {name.lower(): handler for name, handler in methods.items()}
+
+    def knows(self, method: str) -> bool:
+        return method.lower() in self._methods
+
+    async def call(self, bot: BotAccount, method: str, params: Params) -> Any:
+        handler = self._methods.get(method.lower())
+        if handler is None:
+            raise ApiError(404, "Not Found")
+        return await handler(bot, params)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _conversation(self, bot: BotAccount, params: Params) -> Conversation:
+        chat_id = params.chat_id()
+        user = self.state.users.get(chat_id)
+        if user is None:
+            raise bad_request("chat not found")
+        conv = self.state.conversation(bot, user)
+        if conv.blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        return conv
+
+    def _throttle(self, bot: BotAccount, chat_id: int | None) -> None:
+        retry_after = self.limiter.check(bot.id, chat_id)
+        if retry_after is not None:
+            raise too_many_requests(retry_after)
+
+    @staticmethod
+    def _reply_markup(params: Params) -> dict[str, Any] | None:
+        markup = params.json_value(
+            "reply_markup", "Bad Request: can't parse reply keyboard markup JSON object"
+        )
+        return validate_reply_markup(markup)
+
+    @staticmethod
+    def _formatted(
+        params: Params, field: str, entities_field: str, limit: int, too_long: str
+    ) -> tuple[str | None, str | None, list[dict[str, Any]]]:
+        """(plain text, parse_mode, entities) of a text or caption field."""
+        text = params.text(field)
+        if text is None or text == "":
+            return None, None, []
+        parse_mode = params.text("parse_mode") or None
+        plain, entities = parse_text(text, parse_mode)
+        if parse_mode is None and entities_field in params:
+            entities = params.json_value(entities_field) or []
+        if utf16_len(plain) > limit:
+            raise bad_request(too_long)
+        return plain, parse_mode, entities
+
+    def _bot_message(self, bot: BotAccount, conv: Conversation, **fields: Any) -> Message:
+        message = Message(
+            message_id=self.state.next_message_id(conv),
+            date=self.state.now(),
+            chat=conv.user,
+            sender=bot.to_api(),
+            from_bot=True,
+            **fields,
+        )
+        return self.state.add_message(conv, message)
+
+    def _editable(self, bot: BotAccount, params: Params) -> tuple[Conversation, Message]:
+        if "inline_message_id" in params:
+            raise bad_request("inline messages are not supported by the emulator")
+        conv = self._conversation(bot, params)
+        message_id = params.integer("message_id")
+        if message_id is None:
+            raise bad_request("message identifier is not specified")
+        message = conv.find(message_id)
+        if message is None:
+            raise bad_request("message to edit not found")
+        if not message.from_bot:
+            raise bad_request("message can't be edited")
+        return conv, message
+
+    def _apply_edit(self, conv: Conversation, message: Message, **changes: Any) -> Any:
+        message.edits.append(message.snapshot())
+        for key, value in changes.items():
+            setattr(message, key, value)
+        message.edit_date = self.state.now()
+        self.state.changed(conv)
+        return message.to_api()
+
+    # --- identity and updates -------------------------------------------------------------
+
+    async def get_me(self, bot: BotAccount, params: Params) -> Any:
+        return bot.to_api()
+
+    async def _accept(self, bot: BotAccount, params: Params) -> Any:
+        return True
+
+    async def get_updates(self, bot: BotAccount, params: Params) -> Any:
+        if bot.webhook is not None:
+            raise _webhook_conflict()
+        offset = params.integer("offset")
+        limit = min(max(params.integer("limit", 100) or 100, 1), 100)
+        timeout = min(max(params.integer("timeout", 0) or 0, 0), MAX_POLL_TIMEOUT)
+        if "allowed_updates" in params:
+            bot.allowed_updates = params.json_value("allowed_updates") or None
+        if offset is not None and offset > 0:
+            # An offset confirms (and forgets) every update before it.
+            bot.pending = [u for u in bot.pending if u["update_id"] >= offset]
+        elif offset is not None and offset < 0:
+            bot.pending = bot.pending[offset:]
+        bot.poll_generation += 1
+        generation = bot.poll_generation
+        if not bot.pending and timeout:
+            await self.state.notifier.wait_for(
+                lambda: (
+                    bool(bot.pending)
+                    or bot.poll_generation != generation
+                    or bot.webhook is not None
+                ),
+                timeout,
+            )
+            if bot.poll_generation != generation:
+                raise ApiError(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only "
+                    "one bot instance is running",
+                )
+            if bot.webhook is not None:
+                raise _webhook_conflict()
+        return copy.deepcopy(bot.pending[:limit])
+
+    async def set_webhook(self, bot: BotAccount, params: Params) -> Any:
+        url = params.text("url") or ""
+        if not url:
+            return await self.delete_webhook(bot, params)
+        error = await local_address_error(url)
+        if error:
+            raise bad_request(f"bad webhook: {error}")
+        secret = params.text("secret_token")
+        if secret is not None and not _valid_secret(secret):
+            raise bad_request("secret token contains unallowed characters")
+        if params.flag("drop_pending_updates"):
+            bot.pending.clear()
+        if "allowed_updates" in params:
+            bot.allowed_updates = params.json_value("allowed_updates") or None
+        bot.webhook = Webhook(
+            url=url,
+            secret_token=secret or None,
+            max_connections=params.integer("max_connections", 40) or 40,
+        )
+        self.webhooks.start(bot)
+        self.state.changed()
+        return True
+
+    async def delete_webhook(self, bot: BotAccount, params: Params) -> Any:
+        if params.flag("drop_pending_updates"):
+            bot.pending.clear()
+        bot.webhook = None
+        self.webhooks.stop(bot)
+        self.state.changed()
+        return True
+
+    async def get_webhook_info(self, bot: BotAccount, params: Params) -> Any:
+        info: dict[str, Any] = {
+            "url": bot.webhook.url if bot.webhook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(bot.pending),
+        }
+        if bot.webhook:
+            info["max_connections"] = bot.webhook.max_connections
+            info["ip_address"] = "127.0.0.1"
+            if bot.webhook.last_error_date:
+                info["last_error_date"] = bot.webhook.last_error_date
+                info["last_error_message"] = bot.webhook.last_error_message
+        if bot.allowed_updates:
+            info["allowed_updates"] = bot.allowed_updates
+        return info
+
+    # --- messages -------------------------------------------------------------------------
+
+    async def send_message(self, bot: BotAccount, params: Params) -> Any:
+        conv = self._conversation(bot, params)
+        plain, parse_mode, entities = self._formatted(
+            params, "text", "entities", MAX_TEXT_LENGTH, "message is too long"
+        )
+        if plain is None or not plain.strip():
+            raise bad_request("message text is empty")
+        markup = self._reply_markup(params)
+        self._throttle(bot, conv.user.id)
+        message = self._bot_message(
+            bot,
+            conv,
+            text=params.text("text"),
+            parse_mode=parse_mode,
+            plain_text=plain,
+            entities=entities,
+            reply_markup=markup,
+        )
+        return message.to_api()
+
+    async def edit_message_text(self, bot: BotAccount, params: Params) -> Any:
+        conv, message = self._editable(bot, params)
+        if message.plain_text is None:
+            raise bad_request("there is no text in the message to edit")
+        plain, parse_mode, entities = self._formatted(
+            params, "text", "entities", MAX_TEXT_LENGTH, "message is too long"
+        )
+        if plain is None or not plain.strip():
+            raise bad_request("message text is empty")
+        # Like Telegram, an edit without reply_markup removes the inline keyboard.
+        markup = inline_keyboard(self._reply_markup(params))
+        self._throttle(bot, conv.user.id)
+        # "Not modified" compares what the member sees, not the markup source.
+        if (plain, entities, markup) == (
+            message.plain_text,
+            message.entities,
+            inline_keyboard(message.reply_markup),
+        ):
+            raise bad_request(NOT_MODIFIED)
+        return self._apply_edit(
+            conv,
+            message,
+            text=params.text("text"),
+            parse_mode=parse_mode,
+            plain_text=plain,
+            entities=entities,
+            reply_markup=markup,
+        )
+
+    async def edit_message_reply_markup(self, bot: BotAccount, params: Params) -> Any:
+        conv, message = self._editable(bot, params)
+        markup = inline_keyboard(self._reply_markup(params))
+        self._throttle(bot, conv.user.id)
+        if markup == inline_keyboard(message.reply_markup):
+            raise bad_request(NOT_MODIFIED)
+        return self._apply_edit(conv, message, reply_markup=markup)
+
+    async def edit_message_caption(self, bot: BotAccount, params: Params) -> Any:
+        conv, message = self._editable(bot, params)
+        if message.media is None:
+            raise bad_request("there is no caption in the message to edit")
+        plain, parse_mode, entities = self._formatted(
+            params, "caption", "caption_entities", MAX_CAPTION_LENGTH, "message caption is too long"
+        )
+        markup = inline_keyboard(self._reply_markup(params))
+        self._throttle(bot, conv.user.id)
+        if (plain, entities, markup) == (
+            message.caption_plain,
+            message.caption_entities,
+            inline_keyboard(message.reply_markup),
+        ):
+            raise bad_request(NOT_MODIFIED)
+        return self._apply_edit(
+            conv,
+            message,
+            caption=params.text("caption"),
+            parse_mode=parse_mode,
+            caption_plain=plain,
+            caption_entities=entities,
+            reply_markup=markup,
+        )
+
+    async def delete_message(self, bot: BotAccount, params: Params) -> Any:
+        conv = self._conversation(bot, params)
+        message = conv.find(params.integer("message_id") or 0)
+        if message is None:
+            raise bad_request("message to delete not found")
+        message.deleted = True
+        self.state.changed(conv)
+        return True
+
+    async def answer_callback_query(self, bot: BotAccount, params: Params) -> Any:
+        query_id = params.text("callback_query_id") or ""
+        query = self.state.callback_queries.get(query_id)
+        if query is None or query["bot_id"] != bot.id or query["answered"]:
+            raise bad_request(
+                "query is too old and response timeout expired or query ID is invalid"
+            )
+        query["answered"] = True
+        answer = {
+            "callback_query_id": query_id,
+            "bot_id": bot.id,
+            "user_id": query["user_id"],
+            "message_id": query["message_id"],
+            "data": query["data"],
+            "text": params.text("text"),
+            "show_alert": params.flag("show_alert"),
+            "url": params.text("url"),
+            "cache_time": params.integer("cache_time", 0),
+            "date": self.state.now(),
+        }
+        self.state.callback_answers.append(answer)
+        user = self.state.users.get(query["user_id"])
+        self.state.changed(self.state.conversation(bot, user) if user else None)
+        return True
+
+    async def send_chat_action(self, bot: BotAccount, params: Params) -> Any:
+        conv = self._conversation(bot, params)
+        action = params.text("action")
+        if action not in CHAT_ACTIONS:
+            raise bad_request("wrong parameter action in request")
+        # Chat actions count against the bot's overall limit only, so that the usual
+        # "typing..." before a reply does not eat the chat's message budget.
+        self._throttle(bot, None)
+        conv.actions.append({"action": action, "date": self.state.now()})
+        self.state.changed(conv)
+        return True
+
+    # --- files ----------------------------------------------------------------------------
+
+    def _resolve_file(self, kind: str, ref: Upload | str | None) -> StoredFile:
+        if ref is None:
+            raise bad_request(f"there is no {kind} in the request")
+        if isinstance(ref, Upload):
+            if not ref.data:
+                raise bad_request("file must be non-empty")
+            return self.files.add(kind, ref.data, ref.filename, ref.content_type)
+        if ref.startswith(("http://", "https://")):
+            # Telegram would download the URL; the emulator never leaves the machine.
+            raise bad_request("failed to get HTTP URL content")
+        stored = self.files.get(ref)
+        if stored is None:
+            raise bad_request("wrong file identifier/HTTP URL specified")
+        if stored.kind != kind and not (kind == "document" and stored.kind != "photo"):
+            raise bad_request(f"can't use file of type {stored.kind.title()} as {kind.title()}")
+        return stored
+
+    def _media_sender(self, kind: str) -> Handler:
+        async def send(bot: BotAccount, params: Params) -> Any:
+            conv = self._conversation(bot, params)
+            caption, parse_mode, entities = self._formatted(
+                params,
+                "caption",
+                "caption_entities",
+                MAX_CAPTION_LENGTH,
+                "message caption is too long",
+            )
+            markup = self._reply_markup(params)
+            stored = self._resolve_file(kind, params.file(kind))
+            self._throttle(bot, conv.user.id)
+            media = media_object(
+                stored,
+                duration=params.integer("duration"),
+                emoji=params.text("emoji"),
+                width=params.integer("width"),
+                height=params.integer("height"),
+            )
+            message = self._bot_message(
+                bot,
+                conv,
+                caption=params.text("caption"),
+                parse_mode=parse_mode,
+                caption_plain=caption,
+                caption_entities=entities,
+                media=media,
+                media_file_id=stored.file_id,
+                reply_markup=markup,
+            )
+            return message.to_api()
+
+        return send
+
+    async def get_file(self, bot: BotAccount, params: Params) -> Any:
+        stored = self.files.get(params.text("file_id") or "")
+        if stored is None:
+            raise bad_request("invalid file_id")
+        if stored.file_size > MAX_DOWNLOAD_SIZE:
+            raise bad_request("file is too big")
+        return stored.to_file()
+
+    # --- chats and commands -------------------------------------------------------------------
+
+    async def get_chat(self, bot: BotAccount, params: Params) -> Any:
+        user = self.state.users.get(params.chat_id())
+        if user is None:
+            raise bad_request("chat not found")
+        return {
+            **user.chat_api(),
+            "accent_color_id": 0,
+            "max_reaction_count": 11,
+            "accepted_gift_types": {
+                "unlimited_gifts": False,
+                "limited_gifts": False,
+                "unique_gifts": False,
+                "premium_subscription": False,
+                "gifts_from_channels": False,
+            },
+        }
+
+    async def set_my_commands(self, bot: BotAccount, params: Params) -> Any:
+        commands = params.json_value("commands")
+        if not isinstance(commands, list) or not all(
+            isinstance(c, dict) and c.get("command") and c.get("description") for c in commands
+        ):
+            raise bad_request("can't parse commands JSON object")
+        bot.commands = commands
+        return True
+
+    async def get_my_commands(self, bot: BotAccount, params: Params) -> Any:
+        return copy.deepcopy(bot.commands)
+
+    async def delete_my_commands(self, bot: BotAccount, params: Params) -> Any:
+        bot.commands = []
+        return True
+
+
+def _webhook_conflict() -> ApiError:
+    return ApiError(
+        409,
+        "Conflict: can't use getUpdates method while webhook is active; "
+        "use deleteWebhook to delete the webhook first",
+    )
+
+
+def _valid_secret(secret: str) -> bool:
+    allowed = all(c.isascii() and (c.isalnum() or c in "_-") for c in secret)
+    return allowed and 1 <= len(secret) <= 256
