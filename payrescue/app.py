@@ -15,7 +15,7 @@ from payrescue import health
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db import create_engine, create_sessionmaker
-from payrescue.events import Bus
+from payrescue.events import Bus, create_bus
 from payrescue.keys import BUS, CLOCK, ENGINE, SESSIONMAKER, SETTINGS
 
 MAX_BODY_BYTES = 1024 * 1024  # webhooks larger than 1 MiB are refused with 413
@@ -33,7 +33,9 @@ def init_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
-    app[BUS] = bus or Bus()
+    app[BUS] = bus or create_bus(settings.redis_url)
+    if bus is None:  # a bus handed in belongs to the caller, who starts and closes it
+        app.cleanup_ctx.append(_bus_lifetime)
     app.cleanup_ctx.append(_database(engine))
     app.add_routes(health.routes)
     _setup_parts(app, with_bot=with_bot)
@@ -46,6 +48,15 @@ def _setup_parts(app: web.Application, *, with_bot: bool) -> None:
         from bot.service import setup_bot
 
         setup_bot(app)
+    from handoff.app import setup_console
+
+    setup_console(app)
+
+
+async def _bus_lifetime(app: web.Application) -> AsyncIterator[None]:
+    await app[BUS].start()
+    yield
+    await app[BUS].close()
 
 
 def _database(shared: AsyncEngine | None):  # noqa: ANN202 - an aiohttp cleanup context

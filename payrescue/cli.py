@@ -73,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     link = member_actions.add_parser("link", help="print a member's Telegram deep link")
     link.add_argument("email")
     link.set_defaults(handler=_members_link)
+
+    report = commands.add_parser(
+        "report", help="print the recovery figures for a period",
+        description="The same figures as the console's dashboard, in the business's time zone.",
+    )
+    report.add_argument("--since", default="30d",
+                        help="a number of days such as 30d (default), or a date YYYY-MM-DD")
+    report.add_argument("--until", metavar="DATE", help="last day YYYY-MM-DD (default: today)")
+    report.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    report.add_argument("--language", choices=["de", "en"],
+                        help="labels and numbers (default: PAYRESCUE_DEFAULT_LANGUAGE)")
+    report.add_argument("--decimal-comma", action="store_true",
+                        help="CSV with decimal commas and ';' between fields (German spreadsheets)")
+    report.set_defaults(handler=_report)
     return parser
 
 
@@ -197,6 +211,32 @@ async def _bot_username(settings: Settings) -> str:
     if settings.bot_token is None:
         raise CommandError("set PAYRESCUE_BOT_USERNAME or PAYRESCUE_BOT_TOKEN to build links")
     return await fetch_bot_username(settings)
+
+
+async def _report(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from payrescue import report_export
+    from payrescue.i18n import use_language
+    from payrescue.reports import Period, PeriodError, compute
+
+    try:
+        period = Period.parse(args.since, args.until, Clock().now(), settings.zone)
+    except PeriodError as exc:
+        raise CommandError(str(exc)) from exc
+    language = args.language or settings.default_language
+    figures = await _with_session(settings, lambda session: compute(
+        session, period, settings.hours, settings.default_language))
+    with use_language(language):
+        if args.format == "json":
+            print(json.dumps(report_export.figures_json(figures), indent=2))
+        elif args.format == "csv":
+            sys.stdout.flush()
+            sys.stdout.buffer.write(report_export.figures_csv(figures, args.decimal_comma))
+            sys.stdout.buffer.flush()
+        else:
+            print(report_export.render_table(figures, language), end="")
+    return 0
 
 
 if __name__ == "__main__":

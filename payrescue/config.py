@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     update_link_days: int = Field(default=7, ge=1, le=90)
     gateway_fault_threshold: int = Field(default=5, ge=1)  # "processing error" failures …
     gateway_fault_window_minutes: int = Field(default=10, ge=1)  # … within this many minutes
+    redis_url: str | None = None  # set when several processes share one database
+    first_response_minutes: int = Field(default=15, ge=1)  # console highlights later ones
+    auto_assign: bool = False  # round-robin waiting chats among available agents
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("business_timezone")

@@ -71,3 +71,64 @@ class Bus:
 
     async def close(self) -> None:
         self._subscribers.clear()
+
+
+class RedisBus(Bus):
+    """Every event goes through one Redis pub/sub channel, so all processes see it.
+
+    An event is delivered locally only when it comes back from Redis, so a process sees each
+    event exactly once, whichever process published it.
+    """
+
+    def __init__(self, url: str, channel: str = "payrescue:events", queue_size: int = 1000) -> None:
+        super().__init__(queue_size)
+        self._url = url
+        self._channel = channel
+        self._redis: Any = None
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        import redis.asyncio as redis  # optional dependency: only needed when scaled out
+
+        self._redis = redis.from_url(self._url)
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._channel)  # before returning: no early event is missed
+        self._listener = asyncio.create_task(self._listen(pubsub), name="redis-bus")
+
+    async def publish(self, event: Event) -> None:
+        if self._redis is None:
+            raise RuntimeError("RedisBus.start() was not awaited")
+        await self._redis.publish(self._channel, event.to_json())
+
+    async def _listen(self, pubsub: Any) -> None:
+        import redis.exceptions
+
+        try:
+            while True:
+                try:
+                    message = await pubsub.get_message(timeout=None)
+                except redis.exceptions.ConnectionError:
+                    # the bus is a wake-up call: consumers catch up from the database, so
+                    # a gap costs latency; reconnect instead of ending the listener
+                    log.warning("redis bus connection lost; reconnecting")
+                    await asyncio.sleep(1)
+                    await pubsub.subscribe(self._channel)
+                    continue
+                if message is not None:
+                    self.deliver_locally(Event.from_json(message["data"]))
+        finally:
+            await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._redis is not None:
+            await self._redis.aclose()
+        await super().close()
+
+
+def create_bus(redis_url: str | None) -> Bus:
+    """The in-process bus, or Redis when `redis_url` is configured."""
+    return RedisBus(redis_url) if redis_url else Bus()

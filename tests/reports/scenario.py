@@ -106,7 +106,7 @@ def _cases() -> list[RecoveryCase]:
         # recovered 00:30 CEST on Monday 30 March: the second week, thanks to summer time
         _case(3, 3, 3, "2026-03-28T20:00", 2900, "insufficient_funds",
               recovered="2026-03-29T22:30", attribution="agent", recovered_amount=3100),
-        _case(4, 4, 4, "2026-03-30T08:00", 1500, "do_not_honor", currency="USD",
+        _case(4, 4, 4, "2026-03-30T08:00", 1500, "issuer_declined", currency="USD",
               lost="2026-04-03T08:00"),
         _case(5, 5, 5, "2026-04-01T09:00", 2900, "expired_card"),
         # 23:30 CEST on the last day: inside
@@ -115,7 +115,7 @@ def _cases() -> list[RecoveryCase]:
         _case(7, 2, 2, "2026-03-10T10:00", 4900, "insufficient_funds",
               recovered="2026-03-23T10:00", attribution="bot"),
         # opened before, lost inside; no subscription on record
-        _case(8, 3, None, "2026-03-01T10:00", 1000, "card_declined", lost="2026-03-26T12:00"),
+        _case(8, 3, None, "2026-03-01T10:00", 1000, "fraud", lost="2026-03-26T12:00"),
         # 23:30 on 22 March local: outside; recovered 00:30 on 6 April local: outside
         _case(9, 5, 5, "2026-03-22T22:30", 9900, "insufficient_funds",
               recovered="2026-04-05T22:30", attribution="bot"),

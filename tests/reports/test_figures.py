@@ -70,7 +70,7 @@ def test_by_decline_category(figures) -> None:  # noqa: ANN001
     assert figures.by_category == [
         Group("insufficient_funds", 3, 2),  # cases 1, 3, 6
         Group("expired_card", 2, 1),  # cases 2, 5
-        Group("do_not_honor", 1, 0),  # case 4
+        Group("issuer_declined", 1, 0),  # case 4
     ]
     assert figures.by_category[0].rate == pytest.approx(2 / 3)
 

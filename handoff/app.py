@@ -1,0 +1,31 @@
+"""Assembles the agent console into the service's aiohttp application.
+
+Everything lives under /console. Middlewares (sessions, security headers, CSRF, language)
+act on /console paths only, so webhooks and the bot are untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from handoff import auth, canned, conversation, live, media, queue
+from handoff.csrf import csrf_middleware
+from handoff.render import TEMPLATES, create_environment
+from handoff.security import security_headers
+from handoff.watch import watcher_lifetime
+from payrescue.keys import SETTINGS
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def setup_console(app: web.Application) -> None:
+    app[TEMPLATES] = create_environment()
+    app[conversation.TYPING_SENT] = {}
+    auth.setup_auth(app, app[SETTINGS])  # adds the session middleware, which runs first
+    app.middlewares.extend([security_headers, csrf_middleware, auth.language_middleware])
+    for part in (auth, queue, conversation, live, canned, media):
+        app.add_routes(part.routes())
+    app.router.add_static("/console/static", STATIC_DIR, name="console-static")
+    app.cleanup_ctx.append(watcher_lifetime)

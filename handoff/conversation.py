@@ -1,0 +1,357 @@
+"""The conversation view and what an agent does in it.
+
+Replies and fresh update links become an agent `Message` linked to an `Outbox` row; the
+notifier delivers the row and publishes `outbox.updated`, which the live view shows as the
+delivery state. Notes are `Message(sender="note")` and never leave the console.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handoff.auth import login_required, request_agent
+from handoff.context import member_context
+from handoff.render import render
+from payrescue import assignment
+from payrescue.assignment import AssignmentError
+from payrescue.conversations import ASSIGNED
+from payrescue.db.models import Agent, Conversation, Member, Message, Outbox
+from payrescue.events import Event
+from payrescue.i18n import _, use_language
+from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+
+MAX_REPLY_CHARS = 4096  # Telegram's limit for one message
+TYPING_EVERY = timedelta(seconds=4)  # Telegram shows "typing…" for about five seconds
+TYPING_SENT = web.AppKey("console_typing_sent", dict)
+
+
+class ReplyError(Exception):
+    """The reply cannot be queued; the message is meant for the agent."""
+
+
+async def transcript(
+    db: AsyncSession, conversation_id: int, after_id: int = 0
+) -> list[tuple[Message, Outbox | None]]:
+    """The lines after `after_id` with their delivery rows, oldest first."""
+    rows = await db.execute(
+        select(Message, Outbox)
+        .outerjoin(Outbox, Outbox.id == Message.outbox_id)
+        .where(Message.conversation_id == conversation_id, Message.id > after_id)
+        .order_by(Message.id)
+    )
+    return [(message, outbox) for message, outbox in rows.all()]
+
+
+async def queue_agent_message(
+    db: AsyncSession, conversation: Conversation, agent: Agent, text: str, now: datetime
+) -> Message:
+    """Store the reply as a transcript line and queue it for Telegram as plain text."""
+    text = text.strip()
+    if not text:
+        raise ReplyError(_("The message is empty."))
+    if len(text) > MAX_REPLY_CHARS:
+        raise ReplyError(_("Telegram takes at most 4096 characters per message."))
+    member = await db.get(Member, conversation.member_id)
+    if member is None or member.telegram is None:
+        raise ReplyError(_("This member has no Telegram chat linked."))
+    chat_id = member.telegram.chat_id
+    outbox = Outbox(
+        member_id=member.id, chat_id=chat_id, kind="agent_reply", priority=0,
+        method="sendMessage", payload={"chat_id": chat_id, "text": text}, status="queued",
+        not_before=now, created_at=now, case_id=conversation.case_id,
+    )
+    db.add(outbox)
+    await db.flush()
+    message = Message(
+        conversation_id=conversation.id, sender="agent", agent_id=agent.id, kind="text",
+        text=text, outbox_id=outbox.id, created_at=now,
+    )
+    db.add(message)
+    await assignment.record_first_response(db, conversation, now)
+    await db.flush()
+    return message
+
+
+async def publish_message(request: web.Request, message: Message) -> None:
+    bus = request.config_dict[BUS]
+    if message.outbox_id is not None:
+        await bus.publish(Event("outbox.queued", {"outbox_id": message.outbox_id}))
+    await bus.publish(Event("message.created", {
+        "conversation_id": message.conversation_id, "message_id": message.id,
+        "sender": message.sender,
+    }))
+
+
+def _conversation_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["conversation_id"])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+
+
+def _agent(request: web.Request) -> Agent:
+    agent = request_agent(request)
+    assert agent is not None  # noqa: S101 - login_required ran
+    return agent
+
+
+def _wants_json(request: web.Request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+async def _page(request: web.Request, conversation_id: int, *, error: str | None = None,
+                status: int = 200) -> web.Response:
+    async with request.config_dict[SESSIONMAKER]() as db:
+        conversation = await db.get(Conversation, conversation_id)
+        if conversation is None:
+            raise web.HTTPNotFound()
+        lines = await transcript(db, conversation_id)
+        context = await member_context(db, conversation)
+        owner = (await db.get(Agent, conversation.assigned_agent_id)
+                 if conversation.assigned_agent_id else None)
+        agents = (await db.scalars(select(Agent).order_by(Agent.name))).all()
+    return render(request, "conversation.html", {
+        "conversation": conversation, "lines": lines, "ctx": context, "owner": owner,
+        "agents": agents, "error": error, "mine": owner is not None and owner.id == _agent(
+            request).id,
+        "last_id": lines[-1][0].id if lines else 0,
+    }, status=status)
+
+
+async def _respond(request: web.Request, conversation_id: int, error: str | None = None,
+                   status: int = 200) -> web.StreamResponse:
+    """JSON for the page's scripts; for plain forms, the page again (errors) or a redirect."""
+    if _wants_json(request):
+        return web.json_response({"ok": error is None, "error": error},
+                                 status=status if error else 200)
+    if error:
+        return await _page(request, conversation_id, error=error, status=status)
+    raise web.HTTPSeeOther(f"/console/conversations/{conversation_id}")
+
+
+@login_required
+async def conversation_page(request: web.Request) -> web.StreamResponse:
+    return await _page(request, _conversation_id(request))
+
+
+@login_required
+async def claim_view(request: web.Request) -> web.StreamResponse:
+    conversation_id = _conversation_id(request)
+    agent = _agent(request)
+    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+        try:
+            result = await assignment.claim(db, conversation_id, agent.id,
+                                            request.config_dict[CLOCK].now())
+        except AssignmentError:
+            raise web.HTTPNotFound() from None
+        owner = await db.get(Agent, result.owner_id) if result.owner_id else None
+    if not result.won:
+        if owner is not None and owner.id == agent.id:
+            return await _respond(request, conversation_id)
+        error = (_("%(name)s has already claimed this conversation.") % {"name": owner.name}
+                 if owner else _("This conversation is no longer waiting."))
+        return await _respond(request, conversation_id, error, 409)
+    await request.config_dict[BUS].publish(Event("conversation.updated", {
+        "conversation_id": conversation_id, "status": ASSIGNED, "assigned_agent_id": agent.id,
+    }))
+    return await _respond(request, conversation_id)
+
+
+async def _owned(db: AsyncSession, conversation_id: int, agent: Agent) -> Conversation:
+    conversation = await assignment.load_for_change(db, conversation_id)
+    if conversation.status != ASSIGNED:
+        raise AssignmentError(_("Claim the conversation first."))
+    assignment.ensure_owner(conversation, agent)
+    return conversation
+
+
+def _explain(exc: AssignmentError) -> str:
+    known = {
+        "not yours": _("Another agent holds this conversation."),
+        "claim it first": _("Claim the conversation first."),
+        "no such agent": _("That agent does not exist."),
+        "pick a time in the future": _("Pick a time in the future."),
+    }
+    text = str(exc)
+    if text in known:
+        return known[text]
+    if text.startswith("not possible while"):
+        return _("That is not possible in the conversation's current state.")
+    return text
+
+
+@login_required
+async def reply_view(request: web.Request) -> web.StreamResponse:
+    return await _add_line(request, note=False)
+
+
+@login_required
+async def note_view(request: web.Request) -> web.StreamResponse:
+    return await _add_line(request, note=True)
+
+
+async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
+    conversation_id = _conversation_id(request)
+    agent = _agent(request)
+    text = str((await request.post()).get("text", ""))
+    now = request.config_dict[CLOCK].now()
+    try:
+        async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+            conversation = await _owned(db, conversation_id, agent)
+            if note:
+                message = await _add_note(db, conversation, agent, text, now)
+            else:
+                message = await queue_agent_message(db, conversation, agent, text, now)
+    except (AssignmentError, ReplyError) as exc:
+        error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)
+        return await _respond(request, conversation_id, error, 409)
+    await publish_message(request, message)
+    if _wants_json(request):
+        return web.json_response({"ok": True, "message_id": message.id})
+    return await _respond(request, conversation_id)
+
+
+async def _add_note(db: AsyncSession, conversation: Conversation, agent: Agent, text: str,
+                    now: datetime) -> Message:
+    text = text.strip()
+    if not text:
+        raise ReplyError(_("The message is empty."))
+    message = Message(conversation_id=conversation.id, sender="note", agent_id=agent.id,
+                      kind="text", text=text, created_at=now)
+    db.add(message)
+    await db.flush()
+    return message
+
+
+@login_required
+async def typing_view(request: web.Request) -> web.StreamResponse:
+    """Shows "typing…" in the member's Telegram; at most once every few seconds."""
+    conversation_id = _conversation_id(request)
+    now = request.config_dict[CLOCK].now()
+    sent = request.app[TYPING_SENT]
+    last = sent.get(conversation_id)
+    if last is not None and now - last < TYPING_EVERY:
+        return web.json_response({"ok": True, "sent": False})
+    async with request.config_dict[SESSIONMAKER]() as db:
+        conversation = await db.get(Conversation, conversation_id)
+        if conversation is None:
+            raise web.HTTPNotFound()
+        member = await db.get(Member, conversation.member_id)
+        chat_id = member.telegram.chat_id if member and member.telegram else None
+    if chat_id is None or conversation.assigned_agent_id != _agent(request).id:
+        return web.json_response({"ok": True, "sent": False})
+    sent[conversation_id] = now
+    await request.config_dict[BUS].publish(
+        Event("agent.typing", {"conversation_id": conversation_id, "chat_id": chat_id})
+    )
+    return web.json_response({"ok": True, "sent": True})
+
+
+async def _transition(request: web.Request, step) -> web.StreamResponse:  # noqa: ANN001
+    conversation_id = _conversation_id(request)
+    agent = _agent(request)
+    form = await request.post()
+    now = request.config_dict[CLOCK].now()
+    try:
+        async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+            conversation = await step(db, conversation_id, agent, form, now)
+            event = assignment.updated_event(conversation)
+    except AssignmentError as exc:
+        return await _respond(request, conversation_id, _explain(exc), 409)
+    await request.config_dict[BUS].publish(event)
+    return await _respond(request, conversation_id)
+
+
+@login_required
+async def resolve_view(request: web.Request) -> web.StreamResponse:
+    return await _transition(
+        request, lambda db, cid, agent, _form, now: assignment.resolve(db, cid, agent, now))
+
+
+@login_required
+async def hand_back_view(request: web.Request) -> web.StreamResponse:
+    return await _transition(
+        request, lambda db, cid, agent, _form, now: assignment.hand_back(db, cid, agent, now))
+
+
+@login_required
+async def to_queue_view(request: web.Request) -> web.StreamResponse:
+    return await _transition(
+        request, lambda db, cid, agent, _form, now: assignment.back_to_queue(db, cid, agent, now))
+
+
+@login_required
+async def transfer_view(request: web.Request) -> web.StreamResponse:
+    async def step(db, cid, agent, form, now):  # noqa: ANN001, ANN202
+        try:
+            target = int(str(form.get("agent_id", "")))
+        except ValueError:
+            raise AssignmentError("no such agent") from None
+        return await assignment.transfer(db, cid, agent, target, now)
+
+    return await _transition(request, step)
+
+
+@login_required
+async def snooze_view(request: web.Request) -> web.StreamResponse:
+    zone = request.config_dict[SETTINGS].zone
+
+    async def step(db, cid, agent, form, now):  # noqa: ANN001, ANN202
+        try:
+            until = datetime.fromisoformat(str(form.get("until", ""))).replace(tzinfo=zone)
+        except ValueError:
+            raise AssignmentError("pick a time in the future") from None
+        return await assignment.snooze(db, cid, agent, until, now)
+
+    return await _transition(request, step)
+
+
+@login_required
+async def update_link_view(request: web.Request) -> web.StreamResponse:
+    """A fresh signed update link for the member's case, sent as the agent's message."""
+    conversation_id = _conversation_id(request)
+    agent = _agent(request)
+    settings = request.config_dict[SETTINGS]
+    now = request.config_dict[CLOCK].now()
+    try:
+        from payrescue.billing.links import create_update_link
+    except ImportError:
+        return await _respond(request, conversation_id,
+                              _("Update links are not available in this installation."), 503)
+    try:
+        async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+            conversation = await _owned(db, conversation_id, agent)
+            ctx = await member_context(db, conversation)
+            if ctx.case is None:
+                raise ReplyError(_("This member has no open payment case."))
+            url = await create_update_link(db, ctx.case, settings, now)
+            with use_language(ctx.member.language or settings.default_language):
+                text = _("Here is your personal link to update your payment method: "
+                         "%(url)s") % {"url": url}
+            message = await queue_agent_message(db, conversation, agent, text, now)
+    except (AssignmentError, ReplyError) as exc:
+        error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)
+        return await _respond(request, conversation_id, error, 409)
+    await publish_message(request, message)
+    return await _respond(request, conversation_id)
+
+
+def routes() -> list[web.RouteDef]:
+    base = "/console/conversations/{conversation_id}"
+    return [
+        web.get(base, conversation_page),
+        web.post(base + "/claim", claim_view),
+        web.post(base + "/reply", reply_view),
+        web.post(base + "/note", note_view),
+        web.post(base + "/typing", typing_view),
+        web.post(base + "/resolve", resolve_view),
+        web.post(base + "/hand-back", hand_back_view),
+        web.post(base + "/to-queue", to_queue_view),
+        web.post(base + "/transfer", transfer_view),
+        web.post(base + "/snooze", snooze_view),
+        web.post(base + "/update-link", update_link_view),
+    ]

@@ -1,0 +1,142 @@
+"""Live updates by Server-Sent Events, fed by the event bus.
+
+The bus only wakes a stream up; what the stream sends it reads from the database. Transcript
+lines carry their message id as the SSE event id, so a browser that reconnects sends
+`Last-Event-ID` and gets exactly the lines it has not seen: nothing lost, nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+from sqlalchemy import select
+
+from handoff.auth import login_required
+from handoff.conversation import transcript
+from handoff.render import render_string
+from payrescue.db.models import Agent, Conversation, Message, Outbox
+from payrescue.events import Event
+from payrescue.keys import BUS, SESSIONMAKER
+
+QUEUE_TOPICS = {"conversation.waiting", "conversation.updated", "message.created"}
+CHECK_CONNECTION_EVERY = 15.0  # seconds; a closed tab is noticed at the latest then
+
+
+def _last_seen(request: web.Request) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("after") or "0"
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise web.HTTPBadRequest(text="Last-Event-ID must be a message id") from None
+
+
+async def _next_event(events: asyncio.Queue[Event]) -> Event | None:
+    try:
+        return await asyncio.wait_for(events.get(), timeout=CHECK_CONNECTION_EVERY)
+    except TimeoutError:
+        return None
+
+
+@login_required
+async def conversation_stream(request: web.Request) -> web.StreamResponse:
+    try:
+        conversation_id = int(request.match_info["conversation_id"])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+    last_id = _last_seen(request)
+    async with request.config_dict[SESSIONMAKER]() as db:
+        if await db.get(Conversation, conversation_id) is None:
+            raise web.HTTPNotFound()
+    # subscribe before catching up, so an event between the two is not missed
+    async with request.config_dict[BUS].subscribe() as events, sse_response(request) as sse:
+        last_id = await _send_lines(request, sse, conversation_id, last_id)
+        while sse.is_connected():
+            event = await _next_event(events)
+            if event is not None:
+                last_id = await _relay(request, sse, conversation_id, last_id, event)
+    return sse
+
+
+async def _relay(request: web.Request, sse: EventSourceResponse, conversation_id: int,
+                 last_id: int, event: Event) -> int:
+    data = event.data
+    if event.topic == "message.created" and data.get("conversation_id") == conversation_id:
+        return await _send_lines(request, sse, conversation_id, last_id)
+    if event.topic == "outbox.updated":
+        await _send_delivery(request, sse, conversation_id, data)
+    elif event.topic == "conversation.updated" and data.get("conversation_id") == conversation_id:
+        await _send_status(request, sse, conversation_id)
+    elif event.topic == "agent.typing" and data.get("conversation_id") == conversation_id:
+        await sse.send("{}", event="typing")
+    return last_id
+
+
+async def _send_lines(request: web.Request, sse: EventSourceResponse, conversation_id: int,
+                      after_id: int) -> int:
+    async with request.config_dict[SESSIONMAKER]() as db:
+        lines = await transcript(db, conversation_id, after_id)
+    for message, outbox in lines:
+        html = render_string(request, "_line.html", {"message": message, "outbox": outbox})
+        await sse.send(json.dumps({"id": message.id, "html": html}), id=str(message.id),
+                       event="line")
+        after_id = message.id
+    return after_id
+
+
+async def _send_delivery(request: web.Request, sse: EventSourceResponse, conversation_id: int,
+                         data: dict) -> None:
+    outbox_id = data.get("outbox_id")
+    if not isinstance(outbox_id, int):
+        return
+    async with request.config_dict[SESSIONMAKER]() as db:
+        row = (await db.execute(
+            select(Message, Outbox).join(Outbox, Outbox.id == Message.outbox_id)
+            .where(Message.outbox_id == outbox_id, Message.conversation_id == conversation_id)
+        )).first()
+    if row is None:  # another conversation's message
+        return
+    html = render_string(request, "_line.html", {"message": row[0], "outbox": row[1]})
+    await sse.send(json.dumps({"id": row[0].id, "html": html}), event="line-update")
+
+
+async def _send_status(request: web.Request, sse: EventSourceResponse,
+                       conversation_id: int) -> None:
+    async with request.config_dict[SESSIONMAKER]() as db:
+        conversation = await db.get(Conversation, conversation_id)
+        owner = (await db.get(Agent, conversation.assigned_agent_id)
+                 if conversation and conversation.assigned_agent_id else None)
+    if conversation is None:
+        return
+    await sse.send(json.dumps({
+        "status": conversation.status,
+        "owner_id": owner.id if owner else None,
+        "owner": owner.name if owner else None,
+    }), event="status")
+
+
+@login_required
+async def queue_stream(request: web.Request) -> web.StreamResponse:
+    """Tells the queue page to fetch its rows again; `waiting` marks a new handoff."""
+    async with request.config_dict[BUS].subscribe() as events, sse_response(request) as sse:
+        while sse.is_connected():
+            event = await _next_event(events)
+            if event is None or event.topic not in QUEUE_TOPICS:
+                continue
+            if event.topic == "message.created" and event.data.get("sender") != "member":
+                continue
+            await sse.send(json.dumps({
+                "conversation_id": event.data.get("conversation_id"),
+                "new": event.topic == "conversation.waiting",
+            }), event="queue")
+    return sse
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/console/stream/queue", queue_stream),
+        web.get("/console/stream/conversations/{conversation_id}", conversation_stream),
+    ]
+

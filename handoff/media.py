@@ -1,0 +1,78 @@
+"""Member photos, documents and voice notes, streamed through the server after a log-in check.
+
+The browser never sees the bot token or a Telegram URL: the server asks the Bot API for the
+file path (`getFile`) and relays the bytes.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from handoff.auth import login_required
+from handoff.security import HEADERS
+from payrescue.db.models import Message
+from payrescue.keys import SESSIONMAKER, SETTINGS
+
+INLINE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "audio/ogg", "audio/mpeg",
+                "video/mp4")
+TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
+
+
+class MediaUnavailable(Exception):
+    """Telegram did not hand out the file."""
+
+
+@login_required
+async def media_view(request: web.Request) -> web.StreamResponse:
+    async with request.config_dict[SESSIONMAKER]() as db:
+        message = await db.get(Message, int(request.match_info["message_id"]))
+    if message is None or not message.file_id:
+        raise web.HTTPNotFound()
+    settings = request.config_dict[SETTINGS]
+    if settings.bot_token is None:
+        raise web.HTTPServiceUnavailable(text="No bot token configured.")
+    base = str(settings.telegram_api_base).rstrip("/")
+    token = settings.bot_token.get_secret_value()
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        try:
+            file_path = await _file_path(client, f"{base}/bot{token}/getFile", message.file_id)
+            async with client.get(f"{base}/file/bot{token}/{file_path}") as upstream:
+                if upstream.status != 200:
+                    raise MediaUnavailable(f"file download answered {upstream.status}")
+                return await _relay(request, upstream, message)
+        except (aiohttp.ClientError, TimeoutError, MediaUnavailable) as exc:
+            # reported to the agent; the token stays out of the message
+            raise web.HTTPBadGateway(
+                text=f"Telegram did not deliver the file ({type(exc).__name__})."
+            ) from None
+
+
+async def _file_path(client: aiohttp.ClientSession, url: str, file_id: str) -> str:
+    async with client.post(url, data={"file_id": file_id}) as response:
+        body = await response.json(content_type=None)
+    if not body.get("ok") or not body.get("result", {}).get("file_path"):
+        raise MediaUnavailable(str(body.get("error_code", "no file_path")))
+    return body["result"]["file_path"]
+
+
+async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
+                 message: Message) -> web.StreamResponse:
+    mime = message.mime_type or ""
+    inline = mime in INLINE_TYPES or (message.kind == "photo" and not mime)
+    response = web.StreamResponse(headers={
+        **HEADERS,  # sent before the middleware could add them
+        "Content-Type": mime if inline and mime else (
+            "image/jpeg" if inline else "application/octet-stream"),
+        "Content-Disposition": "inline" if inline else "attachment",
+        "Cache-Control": "private, no-store",
+    })
+    await response.prepare(request)
+    async for chunk in upstream.content.iter_chunked(64 * 1024):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/console/media/{message_id:\\d+}", media_view)]

@@ -1,0 +1,146 @@
+"""The queue: waiting conversations by priority, then waiting time; plus mine, open, resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from aiohttp import web
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handoff.auth import login_required, request_agent
+from handoff.render import render
+from payrescue.conversations import ASSIGNED, RESOLVED, WAITING
+from payrescue.db.models import Agent, Conversation, Member, RecoveryCase
+from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
+
+VIEWS = ("waiting", "mine", "open", "resolved")
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    conversation_id: int
+    status: str
+    member_name: str
+    language: str
+    reasons: list[str]
+    priority: int
+    amount_minor: int | None
+    currency: str | None
+    waited_seconds: float
+    overdue: bool
+    agent_name: str | None
+    snoozed: bool
+
+
+def _filtered(query: Select, view: str, agent_id: int, search: str) -> Select:
+    if view == "waiting":
+        query = query.where(Conversation.status == WAITING)
+    elif view == "mine":
+        query = query.where(
+            Conversation.status == ASSIGNED, Conversation.assigned_agent_id == agent_id
+        )
+    elif view == "open":
+        query = query.where(Conversation.status.in_((WAITING, ASSIGNED)))
+    else:
+        query = query.where(Conversation.status == RESOLVED)
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(or_(func.lower(Member.name).like(pattern),
+                                func.lower(Member.email).like(pattern)))
+    return query
+
+
+async def load_queue(
+    db: AsyncSession, view: str, agent_id: int, search: str, now: datetime,
+    first_response: timedelta,
+) -> tuple[list[QueueRow], int]:
+    """One page of the view and the number of conversations in it."""
+    base = select(Conversation.id).join(Member, Member.id == Conversation.member_id)
+    total = await db.scalar(
+        select(func.count()).select_from(_filtered(base, view, agent_id, search).subquery())
+    ) or 0
+    query = _filtered(
+        select(Conversation, Member.name, Member.language, RecoveryCase.amount_minor,
+               RecoveryCase.currency, Agent.name.label("agent_name"))
+        .join(Member, Member.id == Conversation.member_id)
+        .outerjoin(RecoveryCase, RecoveryCase.id == Conversation.case_id)
+        .outerjoin(Agent, Agent.id == Conversation.assigned_agent_id),
+        view, agent_id, search,
+    )
+    if view == "resolved":
+        query = query.order_by(Conversation.resolved_at.desc(), Conversation.id.desc())
+    else:
+        query = query.order_by(Conversation.priority.desc(), Conversation.waiting_since.asc(),
+                               Conversation.id)
+    rows = []
+    for conversation, name, language, amount, currency, agent_name in (
+        await db.execute(query.limit(PAGE_SIZE))
+    ).all():
+        since = conversation.waiting_since or conversation.updated_at
+        waited = (now - since).total_seconds()
+        rows.append(QueueRow(
+            conversation_id=conversation.id, status=conversation.status,
+            member_name=name or "—", language=language or "",
+            reasons=list(conversation.handoff_reasons or []), priority=conversation.priority,
+            amount_minor=amount, currency=currency, waited_seconds=max(0.0, waited),
+            overdue=conversation.status == WAITING and waited > first_response.total_seconds(),
+            agent_name=agent_name,
+            snoozed=bool(conversation.snoozed_until and conversation.snoozed_until > now),
+        ))
+    return rows, total
+
+
+async def _queue_context(request: web.Request) -> dict:
+    view = request.query.get("view", "waiting")
+    if view not in VIEWS:
+        raise web.HTTPBadRequest(text="unknown view")
+    search = request.query.get("q", "").strip()[:100]
+    agent = request_agent(request)
+    assert agent is not None  # noqa: S101 - login_required ran
+    settings = request.config_dict[SETTINGS]
+    async with request.config_dict[SESSIONMAKER]() as db:
+        rows, total = await load_queue(
+            db, view, agent.id, search, request.config_dict[CLOCK].now(),
+            timedelta(minutes=settings.first_response_minutes),
+        )
+    return {"rows": rows, "total": total, "view": view, "q": search, "views": VIEWS}
+
+
+@login_required
+async def queue_page(request: web.Request) -> web.StreamResponse:
+    return render(request, "queue.html", await _queue_context(request))
+
+
+@login_required
+async def queue_rows(request: web.Request) -> web.StreamResponse:
+    """The table body alone, fetched again by the page when the live stream says so."""
+    return render(request, "_queue_rows.html", await _queue_context(request))
+
+
+@login_required
+async def set_availability(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    agent = request_agent(request)
+    assert agent is not None  # noqa: S101 - login_required ran
+    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+        stored = await db.get(Agent, agent.id)
+        assert stored is not None  # noqa: S101 - the session's agent exists
+        stored.available = form.get("available") == "1"
+    raise web.HTTPSeeOther("/console/queue")
+
+
+async def home(_request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/console/queue")
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/console", home),
+        web.get("/console/", home),
+        web.get("/console/queue", queue_page),
+        web.get("/console/queue/rows", queue_rows),
+        web.post("/console/availability", set_availability),
+    ]

@@ -1,0 +1,63 @@
+"""Page rendering for the console: one Jinja2 environment over the shared catalogs.
+
+Other console parts (the dashboard) render their pages with `render()`; their templates
+extend `layout.html`, which brings the navigation, the CSRF meta tag and the static assets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader
+
+from payrescue.i18n import current_language, format_datetime, template_environment
+from payrescue.keys import SETTINGS
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+TEMPLATES = web.AppKey("console_templates", Environment)
+
+
+def create_environment() -> Environment:
+    env = template_environment(FileSystemLoader(TEMPLATES_DIR))
+    env.filters["waited"] = waited
+    return env
+
+
+def waited(seconds: float) -> str:
+    """A compact duration such as 4 min or 2 h 05 (no translation needed)."""
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d}"
+    return f"{hours // 24} d"
+
+
+def render_string(request: web.Request, name: str, context: dict[str, Any]) -> str:
+    from handoff.auth import request_agent
+    from handoff.csrf import csrf_token
+
+    settings = request.config_dict[SETTINGS]
+    base = {
+        "agent": request_agent(request),
+        "csrf_token": csrf_token(request),
+        "language": current_language(),
+        "path": request.path,
+        "when": lambda moment: format_datetime(moment, settings.zone, format="short")
+        if moment else "",
+    }
+    return request.config_dict[TEMPLATES].get_template(name).render(base | context)
+
+
+def render(
+    request: web.Request, name: str, context: dict[str, Any] | None = None, *, status: int = 200
+) -> web.Response:
+    """Render `handoff/templates/<name>` in the agent's language as an HTML response."""
+    return web.Response(
+        text=render_string(request, name, context or {}),
+        status=status,
+        content_type="text/html",
+    )
