@@ -44,6 +44,9 @@ def init_app(
 
 def _setup_parts(app: web.Application, *, with_bot: bool) -> None:
     # Imported here so that importing payrescue.app for its keys stays cheap.
+    from payrescue.metrics import setup_metrics
+
+    setup_metrics(app)  # first: its middleware times every request
     if with_bot:
         from bot.service import setup_bot
 

@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     first_response_minutes: int = Field(default=15, ge=1)  # console highlights later ones
     auto_assign: bool = False  # round-robin waiting chats among available agents
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_token: SecretStr | None = None  # bearer token for GET /metrics; unset: no /metrics
 
     @field_validator("business_timezone")
     @classmethod
