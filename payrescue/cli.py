@@ -206,11 +206,14 @@ async def _members_link(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _bot_username(settings: Settings) -> str:
-    from bot.service import fetch_bot_username
+    from bot.service import TelegramUnavailable, fetch_bot_username
 
     if settings.bot_token is None:
         raise CommandError("set PAYRESCUE_BOT_USERNAME or PAYRESCUE_BOT_TOKEN to build links")
-    return await fetch_bot_username(settings)
+    try:
+        return await fetch_bot_username(settings)
+    except TelegramUnavailable as exc:
+        raise CommandError(f"{exc}; or set PAYRESCUE_BOT_USERNAME") from exc
 
 
 async def _report(settings: Settings, args: argparse.Namespace) -> int:

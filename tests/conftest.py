@@ -149,3 +149,25 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         secret_key=TEST_SECRET,
         public_base_url="http://127.0.0.1:8080",
     )
+
+
+# --- the running service (tests/harness.py): app, bot and Telegram emulator on real ports ---
+
+
+@pytest.fixture
+async def service(engine: AsyncEngine, clock: FakeClock, tmp_path: Path):  # noqa: ANN201
+    """The whole service, bot polling the emulator; on each database backend."""
+    from tests.harness import running_service
+
+    async with running_service(engine=engine, clock=clock, data_dir=tmp_path) as svc:
+        yield svc
+
+
+@pytest.fixture
+async def webhook_service(engine: AsyncEngine, clock: FakeClock, tmp_path: Path):  # noqa: ANN201
+    """As `service`, but Telegram (the emulator) POSTs updates to /telegram/webhook."""
+    from tests.harness import running_service
+
+    async with running_service(engine=engine, clock=clock, data_dir=tmp_path,
+                               webhook=True) as svc:
+        yield svc

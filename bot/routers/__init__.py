@@ -1,0 +1,1 @@
+"""One router per feature; `bot.dispatcher.build_dispatcher` includes them in order."""

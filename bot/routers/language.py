@@ -1,0 +1,57 @@
+"""/language: the member picks Deutsch or English with a button; linked members keep it."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot, Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.keyboards import LanguageChoice, language_keyboard
+from payrescue.db.models import Member
+from payrescue.i18n import _, normalise, use_language
+from payrescue.members import set_language
+
+log = logging.getLogger(__name__)
+
+
+def build_router() -> Router:
+    router = Router(name="language")
+    router.message.register(ask_language, Command("language"))
+    router.callback_query.register(choose_language, LanguageChoice.filter())
+    return router
+
+
+async def ask_language(message: Message) -> None:
+    await message.answer(_("Which language would you like me to use?"),
+                         reply_markup=language_keyboard())
+
+
+async def choose_language(query: CallbackQuery, callback_data: LanguageChoice, bot: Bot,
+                          session: AsyncSession, member: Member | None) -> None:
+    chosen = normalise(callback_data.code)
+    if chosen is None:  # only a forged or outdated button gets here
+        await query.answer(_("Sorry, I do not know that language."), show_alert=True)
+        return
+    if member is not None:
+        await set_language(session, member, chosen)
+        # saved before we confirm, so the confirmation never promises something lost
+        await session.commit()
+        log.info("member %s chose language %s", member.id, chosen)
+    with use_language(chosen):
+        text = _confirmation(linked=member is not None)
+        await query.answer()
+    if isinstance(query.message, Message):
+        await query.message.edit_text(text)  # also removes the buttons
+    else:  # the message is too old to edit (Telegram hides it after 48 hours)
+        chat_id = query.message.chat.id if query.message else query.from_user.id
+        await bot.send_message(chat_id, text)
+
+
+def _confirmation(*, linked: bool) -> str:
+    if linked:
+        return _("Done! From now on I will write to you in English.")
+    return _("I will answer you in English. To receive messages about your membership "
+             "here, please open the personal link we sent you by e-mail.")

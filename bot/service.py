@@ -1,0 +1,261 @@
+"""Runs the Telegram bot inside the service's aiohttp application.
+
+Polling mode (one process, the default) long-polls getUpdates in a background task. Webhook
+mode (several processes behind a load balancer) lets Telegram POST updates to
+`/telegram/webhook` on the same web server, checked against the configured secret token.
+
+Telegram being unreachable at start-up never stops the web server: the bot keeps retrying
+with back-off in the background, and a refused token is reported once and leaves the bot off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import (
+    AiogramError,
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import Update, User
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+from bot.dispatcher import build_dispatcher
+from bot.keys import BOT, BOT_RUNNER, POLLING_TIMEOUT
+from bot.middlewares import ReplyFloodWait
+from payrescue.clock import Clock
+from payrescue.config import Settings
+from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/telegram/webhook"
+DEFAULT_POLLING_TIMEOUT = 25  # seconds Telegram holds a getUpdates call open
+FIRST_RETRY_DELAY = 1.0
+MAX_RETRY_DELAY = 60.0
+_WEBHOOK_HANDLER = web.AppKey("bot_webhook_handler", SimpleRequestHandler)
+# worth another try later; any other refusal at start-up (a wrong token, a wrong API base
+# that answers 404, a webhook URL Telegram rejects) will not fix itself by waiting
+_TRANSIENT = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, ClientDecodeError)
+
+
+class TelegramUnavailable(Exception):
+    """Telegram could not be asked something; the message is one line for the operator."""
+
+
+def create_bot(settings: Settings) -> Bot:
+    """A Bot speaking HTML parse mode to Telegram, or to the server `telegram_api_base` names."""
+    if settings.bot_token is None:
+        raise TelegramUnavailable("PAYRESCUE_BOT_TOKEN is not set")
+    base = str(settings.telegram_api_base).rstrip("/")
+    api = PRODUCTION if base == "https://api.telegram.org" else TelegramAPIServer.from_base(base)
+    session = AiohttpSession(api=api)
+    session.middleware(ReplyFloodWait())
+    return Bot(
+        settings.bot_token.get_secret_value(),
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+
+
+async def fetch_bot_username(settings: Settings) -> str:
+    """Ask Telegram (getMe) for the bot's @username, for deep links."""
+    bot = create_bot(settings)
+    try:
+        me = await bot.get_me()
+    except TelegramUnauthorizedError:
+        raise TelegramUnavailable("Telegram refused the bot token (PAYRESCUE_BOT_TOKEN)") from None
+    except AiogramError as exc:
+        raise TelegramUnavailable(f"cannot reach Telegram: {exc.__class__.__name__}") from exc
+    finally:
+        await bot.session.close()
+    if not me.username:
+        raise TelegramUnavailable("Telegram reports no username for this bot")
+    return me.username
+
+
+def setup_bot(app: web.Application) -> None:
+    """Attach the bot to the application; a no-op (with a warning) without a bot token."""
+    settings = app[SETTINGS]
+    if settings.bot_token is None:
+        log.warning("PAYRESCUE_BOT_TOKEN is not set: the Telegram bot is off")
+        return
+    if settings.bot_mode == "webhook":
+        # routes cannot be added once the application runs, so this one delegates to the
+        # handler the start-up below creates
+        app.router.add_post(WEBHOOK_PATH, _webhook_endpoint)
+    app.cleanup_ctx.append(_bot_context)
+
+
+async def _bot_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    bot = create_bot(settings)
+    dispatcher = build_dispatcher(
+        sessionmaker=app[SESSIONMAKER], settings=settings, clock=app[CLOCK], bus=app[BUS],
+    )
+    runner = BotRunner(bot, dispatcher, settings, app[CLOCK],
+                       polling_timeout=app.get(POLLING_TIMEOUT, DEFAULT_POLLING_TIMEOUT))
+    app[BOT] = bot
+    app[BOT_RUNNER] = runner
+    if settings.bot_mode == "webhook":
+        assert settings.webhook_secret is not None  # Settings refuses webhook mode without it
+        app[_WEBHOOK_HANDLER] = WebhookHandler(
+            dispatcher, bot, secret_token=settings.webhook_secret.get_secret_value(),
+            # answer only after handling: a failure then reaches Telegram as a 500 and
+            # Telegram delivers the update again, instead of it being lost in the background
+            handle_in_background=False,
+        )
+    runner.start()
+    try:
+        yield
+    finally:
+        await runner.stop()
+
+
+async def _webhook_endpoint(request: web.Request) -> web.Response:
+    handler = request.app.get(_WEBHOOK_HANDLER)
+    if handler is None:  # start-up failed before the handler existed
+        raise web.HTTPServiceUnavailable(text="the bot is not running")
+    return await handler.handle(request)
+
+
+class WebhookHandler(SimpleRequestHandler):
+    """aiogram's handler (secret compared with `secrets.compare_digest`, 401 when wrong) that
+    answers a body which is no Telegram update with 400 instead of a server error."""
+
+    async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
+        try:
+            update = Update.model_validate(
+                await request.json(loads=bot.session.json_loads), context={"bot": bot}
+            )
+        except ValueError:  # invalid JSON, bad encoding, or not the shape of an Update
+            return web.json_response(
+                {"ok": False, "description": "Bad Request: the body is not a Telegram update"},
+                status=400,
+            )
+        result = await self.dispatcher.feed_webhook_update(bot, update, **self.data)
+        return web.Response(body=self._build_response_writer(bot=bot, result=result))
+
+
+class BotRunner:
+    """Connects the bot to Telegram in the background, then polls (in polling mode).
+
+    `ready` is set once Telegram accepted the token and the webhook or polling is set up;
+    `failure` holds the one-line reason when the bot gave up.
+    """
+
+    def __init__(self, bot: Bot, dispatcher: Dispatcher, settings: Settings, clock: Clock,
+                 *, polling_timeout: int) -> None:
+        self.bot = bot
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.clock = clock
+        self.polling_timeout = polling_timeout
+        self.ready = asyncio.Event()
+        self.me: User | None = None
+        self.failure: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._polling = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="telegram-bot")
+
+    async def wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109 - a start-up bound
+        """Return once ready; raise RuntimeError if the bot gave up, TimeoutError if slow."""
+        assert self._task is not None, "start() first"
+        ready = asyncio.ensure_future(self.ready.wait())
+        try:
+            await asyncio.wait({ready, self._task}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if self.ready.is_set():
+            return
+        if self._task.done():
+            raise RuntimeError(f"the Telegram bot did not start: {self.failure}")
+        raise TimeoutError(f"the Telegram bot was not ready within {timeout} s")
+
+    async def stop(self) -> None:
+        try:
+            if self._polling and self._task is not None and not self._task.done():
+                await self.dispatcher.stop_polling()
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        finally:
+            await self.bot.session.close()
+
+    async def _run(self) -> None:
+        try:
+            self.me = await self._connect()
+            if self.me is None:
+                return
+            log.info("Telegram bot @%s (id %s) ready in %s mode",
+                     self.me.username, self.me.id, self.settings.bot_mode)
+            self.ready.set()
+            if self.settings.bot_mode == "polling":
+                self._polling = True
+                await self.dispatcher.start_polling(
+                    self.bot, handle_signals=False, close_bot_session=False,
+                    polling_timeout=self.polling_timeout,
+                )
+        except Exception as exc:
+            # aiogram retries network faults while polling itself; reaching here is a bug,
+            # reported with its traceback while the web server keeps serving
+            log.exception("the Telegram bot stopped unexpectedly; it stays off")
+            self.failure = f"stopped: {exc.__class__.__name__}"
+
+    async def _connect(self) -> User | None:
+        """getMe, then deleteWebhook (polling) or setWebhook; retried while Telegram is away."""
+        delay = FIRST_RETRY_DELAY
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                me = await self.bot.me()
+                await self._prepare_updates()
+                return me
+            except TelegramUnauthorizedError:
+                return self._give_up("Telegram refused the bot token (401 Unauthorized): "
+                                     "check PAYRESCUE_BOT_TOKEN")
+            except _TRANSIENT as exc:
+                wait = exc.retry_after if isinstance(exc, TelegramRetryAfter) else delay
+                log.warning("Telegram not reachable (attempt %d, %s); next try in %.0f s",
+                            attempt, exc.__class__.__name__, wait)
+                await self.clock.sleep(wait)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+            except TelegramAPIError as exc:
+                return self._give_up(f"Telegram refused the bot set-up "
+                                     f"({exc.__class__.__name__}: {exc.message})")
+
+    async def _prepare_updates(self) -> None:
+        if self.settings.bot_mode == "polling":
+            # a webhook left from an earlier deployment would make getUpdates fail with 409
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            return
+        assert self.settings.webhook_secret is not None
+        await self.bot.set_webhook(
+            self.settings.public_url(WEBHOOK_PATH),
+            secret_token=self.settings.webhook_secret.get_secret_value(),
+            allowed_updates=self.dispatcher.resolve_used_update_types(),
+            drop_pending_updates=False,
+        )
+
+    def _give_up(self, reason: str) -> None:
+        log.error("%s; the Telegram bot stays off until the service restarts", reason)
+        self.failure = reason
+        return None
