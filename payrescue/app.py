@@ -54,6 +54,9 @@ def _setup_parts(app: web.Application, *, with_bot: bool) -> None:
     from handoff.app import setup_console
 
     setup_console(app)
+    from payrescue.billing.http import setup_billing
+
+    setup_billing(app)
 
 
 async def _bus_lifetime(app: web.Application) -> AsyncIterator[None]:

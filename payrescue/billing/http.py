@@ -1,0 +1,217 @@
+"""HTTP routes for payment events and update links; handlers stay thin.
+
+Answers for providers are JSON: `{"status": …}` with 200 (also for a repeat, so the provider
+stops retrying), or `{"error": "<one line>"}` with 400 (bad body or signature), 401 (wrong
+MemberPress key), 404 (provider not configured), 413 (over 1 MiB) or 503 (database down:
+the provider retries later and nothing was written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import stripe
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from payrescue.billing import generic, links, memberpress, pages, stripe_events
+from payrescue.billing import signals as s
+from payrescue.billing.ingest import already_stored, ingest
+from payrescue.billing.stripe_api import StripeApi, StripeUnavailable
+from payrescue.i18n import normalise
+from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+
+log = logging.getLogger(__name__)
+STRIPE_API = web.AppKey("billing_stripe_api", StripeApi)
+DATABASE_TIMEOUT_SECONDS = 15  # a hung database answers 503 rather than keeping Stripe waiting
+_DATABASE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+
+
+def setup_billing(app: web.Application) -> None:
+    app.add_routes([
+        web.post("/webhooks/stripe", stripe_webhook),
+        web.post("/webhooks/memberpress", memberpress_webhook),
+        web.post("/api/v1/events", generic_event),
+        web.get("/u/thanks", update_link_done),
+        web.get("/u/{token}", update_link),
+    ])
+    app.cleanup_ctx.append(_stripe_api)
+
+
+async def _stripe_api(app: web.Application) -> AsyncIterator[None]:
+    api = StripeApi(app[SETTINGS]) if app[SETTINGS].stripe_api_key else None
+    if api is not None:
+        app[STRIPE_API] = api
+    yield
+    if api is not None:
+        await api.close()
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason.splitlines()[0][:300]}, status=status)
+
+
+async def _read(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _Refused(413, "body larger than 1 MiB") from None
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+async def stripe_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+
+    async def signal() -> s.Signal:
+        if settings.stripe_webhook_secret is None:
+            raise _Refused(404, "Stripe webhooks are not configured")
+        raw = await _read(request)
+        secrets = [x.strip() for x in settings.stripe_webhook_secret.get_secret_value().split(",")
+                   if x.strip()]
+        try:
+            stripe_events.verify(raw, request.headers.get("Stripe-Signature"), secrets)
+        except stripe_events.BadSignature as exc:
+            raise _Refused(400, f"Stripe-Signature: {exc}") from None
+        return stripe_events.parse(raw)
+
+    return await _handle(request, signal)
+
+
+async def memberpress_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+
+    async def signal() -> s.Signal:
+        try:
+            memberpress.verify(request.headers.get(memberpress.KEY_HEADER), settings)
+        except memberpress.BadKey as exc:
+            status = 404 if settings.memberpress_webhook_key is None else 401
+            raise _Refused(status, str(exc)) from None
+        raw = await _read(request)
+        return memberpress.parse(raw, settings, request.app[CLOCK].now())
+
+    return await _handle(request, signal)
+
+
+async def generic_event(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+
+    async def signal() -> s.Signal:
+        if settings.generic_api_secret is None:
+            raise _Refused(404, "the events API is not configured")
+        raw = await _read(request)
+        try:
+            payload = raw.decode("utf-8")
+            stripe.WebhookSignature.verify_header(
+                payload, request.headers.get(generic.SIGNATURE_HEADER),
+                settings.generic_api_secret.get_secret_value(),
+                stripe_events.TOLERANCE_SECONDS)
+        except (UnicodeDecodeError, stripe.SignatureVerificationError) as exc:
+            reason = str(exc).split(".")[0] if isinstance(exc, stripe.SignatureVerificationError) \
+                else "body is not UTF-8"
+            raise _Refused(400, f"{generic.SIGNATURE_HEADER}: {reason}") from None
+        return generic.parse(raw)
+
+    return await _handle(request, signal)
+
+
+async def _handle(request: web.Request, read_signal) -> web.Response:  # noqa: ANN001
+    try:
+        signal = await read_signal()
+        async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
+            if await _enrich(request, signal) == "duplicate":
+                return web.json_response({"status": "duplicate"})
+            outcome = await ingest(request.app[SESSIONMAKER], signal, request.app[SETTINGS],
+                                   request.app[CLOCK].now(), request.app[BUS])
+    except _Refused as exc:
+        return _error(exc.status, str(exc))
+    except s.BadEvent as exc:
+        return _error(400, str(exc))
+    except _DATABASE_ERRORS as exc:
+        log.warning("event not stored: database unavailable",
+                    extra={"path": request.path, "error": type(exc).__name__})
+        return _error(503, "database unavailable; please retry later")
+    log.info("payment event", extra={
+        "provider": signal.provider, "event_type": signal.event_type,
+        "outcome": outcome.status, "case_id": outcome.case_id, "member_id": outcome.member_id})
+    return web.json_response({"status": outcome.status, "case_id": outcome.case_id})
+
+
+async def _enrich(request: web.Request, signal: s.Signal) -> str | None:
+    """Ask Stripe what the webhook leaves out (the decline code, a dispute's customer),
+    after a cheap check that this is not a repeat we already acted on."""
+    api = request.app.get(STRIPE_API)
+    wants_dispute_customer = (signal.kind == s.DISPUTE and not signal.member.customer_id
+                              and signal.payment_intent_ref)
+    if api is None or not (signal.needs_decline_lookup or wants_dispute_customer):
+        return None
+    async with request.app[SESSIONMAKER]() as session:
+        if await already_stored(session, signal.provider, signal.event_id):
+            return "duplicate"
+    if signal.needs_decline_lookup:
+        await api.lookup_decline(signal)
+    elif wants_dispute_customer:
+        signal.member.customer_id = await api.customer_of_charge(signal.payment_intent_ref)
+    return None
+
+
+# --- update links ------------------------------------------------------------------------
+
+
+def _browser_language(request: web.Request) -> str:
+    settings = request.app[SETTINGS]
+    for part in request.headers.get("Accept-Language", "").split(","):
+        language = normalise(part.split(";")[0].strip())
+        if language:
+            return language
+    return settings.default_language
+
+
+async def update_link(request: web.Request) -> web.StreamResponse:
+    settings, now = request.app[SETTINGS], request.app[CLOCK].now()
+    fallback = _browser_language(request)
+    try:
+        async with request.app[SESSIONMAKER]() as session, session.begin():
+            opened = await links.open_link(session, request.match_info["token"], settings, now,
+                                           fallback)
+            where = await links.destination(session, opened)
+    except _DATABASE_ERRORS as exc:
+        log.warning("update link not opened: database unavailable",
+                    extra={"error": type(exc).__name__})
+        return pages.unavailable(fallback, str(request.url))
+    if opened.refusal is not None:
+        log.info("update link refused", extra={"reason": opened.refusal.value})
+        return pages.refused(opened.language, settings,
+                             expired=opened.refusal is links.Refusal.EXPIRED)
+    log.info("update link opened", extra={"case_id": opened.case.id})
+    if where.settled:
+        return pages.settled(opened.language)
+    if where.portal_customer:
+        return await _to_portal(request, where.portal_customer, opened.language)
+    if where.url:
+        raise web.HTTPFound(where.url)
+    return pages.no_destination(opened.language, settings)
+
+
+async def _to_portal(request: web.Request, customer: str, language: str) -> web.StreamResponse:
+    api = request.app.get(STRIPE_API)
+    if api is None:
+        log.error("update link needs a Stripe API key (PAYRESCUE_STRIPE_API_KEY)")
+        return pages.unavailable(language, str(request.url))
+    try:
+        url = await api.portal_url(customer, request.app[SETTINGS].public_url("/u/thanks"),
+                                   language)
+    except StripeUnavailable as exc:
+        log.warning("billing portal unavailable", extra={"error": str(exc)})
+        return pages.unavailable(language, str(request.url))
+    raise web.HTTPFound(url)
+
+
+async def update_link_done(request: web.Request) -> web.Response:
+    return pages.thanks(_browser_language(request))

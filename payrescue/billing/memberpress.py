@@ -1,0 +1,158 @@
+"""MemberPress Developer Tools webhooks → `Signal`.
+
+MemberPress signs nothing and sends no event id: the request carries the static key from
+Developer Tools in the `MEMBERPRESS-WEBHOOK-KEY` header (compared in constant time), and
+repeats are recognised by event name + object id (+ status). Amounts are decimal strings in
+the site's currency, which MemberPress does not send, so it comes from the settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlencode
+
+import babel.numbers
+
+from payrescue.billing import signals as s
+from payrescue.config import Settings
+
+PROVIDER = "memberpress"
+KEY_HEADER = "MEMBERPRESS-WEBHOOK-KEY"
+
+_FAILED = {"transaction-failed", "recurring-transaction-failed"}
+_PAID = {"transaction-completed", "recurring-transaction-completed",
+         "renewal-transaction-completed"}
+_ENDED = {"subscription-stopped", "subscription-expired"}
+_STATUS = {"subscription-paused": "paused", "subscription-resumed": "active"}
+
+
+class BadKey(Exception):
+    """The webhook key is missing or wrong."""
+
+
+def verify(header: str | None, settings: Settings) -> None:
+    if settings.memberpress_webhook_key is None:
+        raise BadKey("MemberPress webhooks are not configured")
+    expected = settings.memberpress_webhook_key.get_secret_value().encode()
+    if not header or not hmac.compare_digest(header.encode("utf-8", "replace"), expected):
+        raise BadKey(f"{KEY_HEADER}: missing or wrong")
+
+
+def parse(raw_body: bytes, settings: Settings, now: datetime) -> s.Signal:
+    try:
+        body = json.loads(raw_body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise s.BadEvent(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise s.BadEvent("expected an object with event, type and data")
+    event, data = body.get("event"), body.get("data")
+    if not isinstance(event, str) or not event:
+        raise s.BadEvent("event: missing")
+    if not isinstance(data, dict):
+        raise s.BadEvent("data: missing")
+    object_id = _ref(data.get("id"))
+    if object_id is None:
+        raise s.BadEvent("data.id: missing")
+    signal = s.Signal(provider=PROVIDER, event_id=_event_id(event, object_id, data),
+                      event_type=event[:100], kind=s.IGNORED, occurred_at=now, payload=body,
+                      cases_by_subscription=True)  # each retry is a new transaction
+    if event in _FAILED or event in _PAID:
+        _transaction(signal, data, settings)
+        signal.kind = s.FAILED if event in _FAILED else s.RECOVERED
+        signal.invoice_ref = object_id
+    elif event in _ENDED or event in _STATUS or event == "before-cc-expires-reminder":
+        _subscription(signal, data, object_id, settings)
+        signal.kind = (s.CANCELED if event in _ENDED else
+                       s.CARD_EXPIRING if event == "before-cc-expires-reminder" else
+                       s.SUBSCRIPTION_STATUS)
+        signal.subscription_status = "canceled" if event in _ENDED else _STATUS.get(event)
+    elif event == "member-account-updated":
+        signal.member = _member(data)
+        signal.kind = s.MEMBER_UPDATED
+    return signal
+
+
+def _event_id(event: str, object_id: str, data: dict[str, Any]) -> str:
+    status = data.get("status") if isinstance(data.get("status"), str) else ""
+    if event == "member-account-updated":  # each change of name or address is news
+        fields = json.dumps([data.get(k) for k in ("email", "first_name", "last_name")])
+        status = hashlib.sha256(fields.encode()).hexdigest()[:16]
+    return f"{event}:{object_id}:{status}"[:200]
+
+
+def _ref(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | str) and str(value).strip() not in {"", "0"}:
+        return str(value).strip()[:200]
+    return None
+
+
+def _member(data: dict[str, Any]) -> s.MemberRef:
+    name = " ".join(str(data.get(k) or "").strip() for k in ("first_name", "last_name")).strip()
+    return s.MemberRef(customer_id=_ref(data.get("id")),
+                       email=data.get("email") if isinstance(data.get("email"), str) else None,
+                       name=name or None)
+
+
+def _nested_member(data: dict[str, Any]) -> s.MemberRef:
+    member = data.get("member")
+    if isinstance(member, dict):
+        return _member(member)
+    return s.MemberRef(customer_id=_ref(member) or _ref(data.get("user_id")))
+
+
+def _transaction(signal: s.Signal, data: dict[str, Any], settings: Settings) -> None:
+    signal.member = _nested_member(data)
+    subscription = data.get("subscription")
+    signal.subscription_ref = _ref(subscription.get("id") if isinstance(subscription, dict)
+                                   else subscription)
+    membership = data.get("membership")
+    if isinstance(membership, dict) and isinstance(membership.get("title"), str):
+        signal.plan_name = membership["title"][:200]
+    signal.currency = settings.memberpress_currency.upper()
+    signal.amount_minor = _minor(data.get("total") or data.get("amount"), signal.currency)
+    signal.occurred_at = _when(data.get("created_at"), signal.occurred_at)
+    signal.update_url = _update_url(settings, signal.subscription_ref)
+
+
+def _subscription(signal: s.Signal, data: dict[str, Any], object_id: str,
+                  settings: Settings) -> None:
+    signal.member = _nested_member(data)
+    signal.subscription_ref = object_id
+    signal.update_url = _update_url(settings, object_id)
+
+
+def _minor(value: Any, currency: str) -> int:
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise s.BadEvent("data.total: expected a decimal amount such as \"29.00\"") from None
+    if not amount.is_finite() or amount < 0 or amount > Decimal("1e12"):
+        raise s.BadEvent("data.total: out of range")
+    digits = babel.numbers.get_currency_precision(currency)
+    return int(amount.scaleb(digits).to_integral_value())
+
+
+def _when(value: Any, default: datetime) -> datetime:
+    """MemberPress writes "2026-01-05 09:00:00" in UTC (GMT in its tables)."""
+    if not isinstance(value, str):
+        return default
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise s.BadEvent("data.created_at: expected YYYY-MM-DD HH:MM:SS") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _update_url(settings: Settings, subscription_ref: str | None) -> str | None:
+    if settings.memberpress_account_url is None or subscription_ref is None:
+        return None
+    base = str(settings.memberpress_account_url)
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}{urlencode({'action': 'update', 'sub': subscription_ref})}"

@@ -1,0 +1,88 @@
+"""What a provider event means, in one shape for every provider.
+
+Each provider module turns its raw payload into a `Signal`; `ingest` stores the raw payload
+and acts on the signal. A payload that lacks what its event needs raises `BadEvent` with a
+one-line reason, which the HTTP layer answers with 400.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# what happened, whatever the provider called it
+FAILED = "failed"  # a renewal payment failed (opens or updates a case)
+RECOVERED = "recovered"  # a payment succeeded (closes the open case of that invoice)
+CANCELED = "canceled"  # the subscription ended (open cases are lost)
+SUBSCRIPTION_STATUS = "sub_status"  # past_due, unpaid, active, paused …
+CARD_EXPIRING = "card_expiring"
+CARD_UPDATED = "card_updated"  # the network updated the card silently
+DECLINE_INFO = "decline_info"  # the decline code of an attempt arrives on its own
+NEXT_ATTEMPT = "next_attempt"  # the provider rescheduled its retry
+DISPUTE = "dispute"  # a chargeback: a human takes over
+MEMBER_UPDATED = "member_updated"
+IGNORED = "ignored"
+
+
+class BadEvent(ValueError):
+    """The payload cannot be used; the message is one line for the sender."""
+
+
+@dataclass
+class MemberRef:
+    """How the provider names the member; matched by customer id, then e-mail."""
+
+    customer_id: str | None = None  # Stripe customer / MemberPress member id
+    email: str | None = None
+    name: str | None = None
+    external_id: str | None = None  # the generic API's member id
+    language: str | None = None
+
+
+@dataclass
+class Signal:
+    provider: str
+    event_id: str
+    event_type: str
+    kind: str
+    occurred_at: datetime
+    payload: dict[str, Any]
+    member: MemberRef = field(default_factory=MemberRef)
+    subscription_ref: str | None = None
+    plan_name: str | None = None
+    invoice_ref: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    attempt_count: int | None = None
+    next_attempt_at: datetime | None = None
+    billing_reason: str | None = None
+    decline_code: str | None = None  # the issuer's reason (Stripe decline_code, SEPA reason)
+    error_code: str | None = None  # the provider's error code (Stripe `code`)
+    action_required: bool = False  # 3-D Secure: the member must confirm the payment
+    hosted_invoice_url: str | None = None
+    update_url: str | None = None
+    subscription_status: str | None = None
+    payment_intent_ref: str | None = None  # for looking the decline code up (Stripe)
+    needs_decline_lookup: bool = False
+    # True where each failed attempt has its own id (MemberPress transactions): the case is
+    # the subscription's open one, and a success is remembered per subscription
+    cases_by_subscription: bool = False
+
+    @property
+    def has_member(self) -> bool:
+        m = self.member
+        return bool(m.customer_id or m.email or m.external_id)
+
+
+def from_unix(value: Any, what: str) -> datetime:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadEvent(f"{what}: expected a unix timestamp")
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise BadEvent(f"{what}: timestamp out of range") from None
+
+
+def optional_unix(value: Any, what: str) -> datetime | None:
+    return None if value is None else from_unix(value, what)

@@ -1,0 +1,266 @@
+"""Stripe webhooks: signature check with the official library, then event → `Signal`.
+
+Webhook endpoints keep the API version they were created with, so both invoice shapes
+arrive: before 2025-03-31 ("basil") an invoice names its `payment_intent` / `charge` (ids, or
+objects when expanded); from basil on these are gone and the attempt is found through the
+invoice's payments (`InvoicePayment.list`, see `stripe_api.lookup_decline`). Either way the
+decline code may also arrive on its own in `payment_intent.payment_failed` / `charge.failed`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import stripe
+
+from payrescue.billing import signals as s
+
+PROVIDER = "stripe"
+TOLERANCE_SECONDS = 300
+
+
+class BadSignature(Exception):
+    """Missing, forged or stale `Stripe-Signature`."""
+
+
+def verify(raw_body: bytes, header: str | None, secrets: list[str]) -> None:
+    """Accept the body if any configured endpoint secret signed it (`v1`) within 300 s."""
+    try:
+        payload = raw_body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadSignature("body is not UTF-8") from None
+    reason = "no webhook secret configured"
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(payload, header, secret, TOLERANCE_SECONDS)
+            return
+        except stripe.SignatureVerificationError as exc:
+            reason = str(exc).split(".")[0]
+    raise BadSignature(reason)
+
+
+def parse(raw_body: bytes) -> s.Signal:
+    try:
+        event = json.loads(raw_body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise s.BadEvent(f"malformed JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise s.BadEvent("expected a Stripe event object")
+    event_id, event_type = event.get("id"), event.get("type")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 200:
+        raise s.BadEvent("id: missing")
+    if not isinstance(event_type, str) or not event_type:
+        raise s.BadEvent("type: missing")
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(obj, dict):
+        raise s.BadEvent("data.object: missing")
+    signal = s.Signal(provider=PROVIDER, event_id=event_id, event_type=event_type,
+                      kind=s.IGNORED, occurred_at=s.from_unix(event.get("created"), "created"),
+                      payload=event)
+    reader = _READERS.get(event_type)
+    if reader is not None:
+        reader(signal, obj)
+    return signal
+
+
+# --- helpers over Stripe's JSON ----------------------------------------------------------------
+
+
+def _id(value: Any) -> str | None:
+    """A reference is an id string, or the object itself when it was expanded."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _str(obj: dict, key: str) -> str | None:
+    value = obj.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _int(obj: dict, key: str, what: str, *, required: bool = False) -> int | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise s.BadEvent(f"{what}.{key}: expected a non-negative integer")
+    return value
+
+
+def _dict(obj: dict, key: str) -> dict:
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _currency(obj: dict, what: str) -> str:
+    value = obj.get("currency")
+    if not isinstance(value, str) or len(value) != 3 or not value.isalpha():
+        raise s.BadEvent(f"{what}.currency: expected a three-letter code")
+    return value.upper()
+
+
+def _customer(signal: s.Signal, obj: dict) -> None:
+    customer = obj.get("customer")
+    signal.member = s.MemberRef(
+        customer_id=_id(customer),
+        email=_str(obj, "customer_email") or (_str(customer, "email") if isinstance(
+            customer, dict) else None),
+        name=_str(obj, "customer_name") or (_str(customer, "name") if isinstance(
+            customer, dict) else None),
+        language=(obj.get("customer_preferred_locales") or [None])[0]
+        if isinstance(obj.get("customer_preferred_locales"), list) else None,
+    )
+
+
+def _error_codes(error: Any) -> tuple[str | None, str | None]:
+    if not isinstance(error, dict):
+        return None, None
+    return _str(error, "decline_code"), _str(error, "code")
+
+
+# --- invoices -----------------------------------------------------------------------------
+
+
+def _invoice(signal: s.Signal, invoice: dict) -> None:
+    signal.invoice_ref = _id(invoice)
+    if signal.invoice_ref is None:
+        raise s.BadEvent("data.object.id: missing")
+    _customer(signal, invoice)
+    parent = _dict(_dict(invoice, "parent"), "subscription_details")
+    signal.subscription_ref = _id(invoice.get("subscription")) or _id(parent.get("subscription"))
+    signal.currency = _currency(invoice, "invoice")
+    signal.billing_reason = _str(invoice, "billing_reason")
+    signal.hosted_invoice_url = _str(invoice, "hosted_invoice_url")
+    lines = _dict(invoice, "lines").get("data")
+    if isinstance(lines, list) and lines and isinstance(lines[0], dict):
+        signal.plan_name = (_str(lines[0], "description") or "")[:200] or None
+
+
+def _invoice_failed(signal: s.Signal, invoice: dict, *, action_required: bool = False) -> None:
+    _invoice(signal, invoice)
+    if signal.billing_reason == "subscription_create":
+        signal.kind = s.IGNORED  # a first payment that never went through is no renewal
+        return
+    signal.kind = s.FAILED
+    signal.action_required = action_required
+    signal.amount_minor = _int(invoice, "amount_remaining", "invoice")
+    if signal.amount_minor is None:
+        signal.amount_minor = _int(invoice, "amount_due", "invoice", required=True)
+    signal.attempt_count = _int(invoice, "attempt_count", "invoice")
+    signal.next_attempt_at = s.optional_unix(invoice.get("next_payment_attempt"),
+                                             "next_payment_attempt")
+    if "payment_intent" in invoice or "charge" in invoice:  # shapes before 2025-03-31
+        intent, charge = invoice.get("payment_intent"), invoice.get("charge")
+        if isinstance(intent, dict):
+            signal.decline_code, signal.error_code = _error_codes(
+                intent.get("last_payment_error"))
+        elif isinstance(charge, dict):
+            signal.decline_code = _str(_dict(charge, "outcome"), "reason")
+            signal.error_code = _str(charge, "failure_code")
+        signal.payment_intent_ref = _id(intent)
+    if not (signal.decline_code or signal.error_code) and not action_required:
+        signal.needs_decline_lookup = True
+
+
+def _invoice_action_required(signal: s.Signal, invoice: dict) -> None:
+    _invoice_failed(signal, invoice, action_required=True)
+    signal.needs_decline_lookup = False
+
+
+def _invoice_paid(signal: s.Signal, invoice: dict) -> None:
+    _invoice(signal, invoice)
+    signal.kind = s.RECOVERED
+    signal.amount_minor = _int(invoice, "amount_paid", "invoice")
+
+
+def _invoice_updated(signal: s.Signal, invoice: dict) -> None:
+    _invoice(signal, invoice)
+    signal.kind = s.NEXT_ATTEMPT
+    signal.next_attempt_at = s.optional_unix(invoice.get("next_payment_attempt"),
+                                             "next_payment_attempt")
+
+
+# --- subscriptions ------------------------------------------------------------------------
+
+_LOST_STATUSES = {"canceled", "incomplete_expired"}
+
+
+def _subscription(signal: s.Signal, sub: dict) -> None:
+    signal.subscription_ref = _id(sub)
+    if signal.subscription_ref is None:
+        raise s.BadEvent("data.object.id: missing")
+    _customer(signal, sub)
+    status = _str(sub, "status")
+    signal.subscription_status = status
+    items = _dict(sub, "items").get("data")
+    if isinstance(items, list) and items and isinstance(items[0], dict):
+        price = _dict(items[0], "price")
+        signal.plan_name = (_str(price, "nickname") or "")[:200] or None
+    if status in _LOST_STATUSES:
+        signal.kind = s.CANCELED
+        ended = sub.get("ended_at") or sub.get("canceled_at")
+        if isinstance(ended, int) and not isinstance(ended, bool):
+            signal.occurred_at = max(signal.occurred_at, s.from_unix(ended, "ended_at"))
+    else:
+        signal.kind = s.SUBSCRIPTION_STATUS
+
+
+def _subscription_deleted(signal: s.Signal, sub: dict) -> None:
+    _subscription(signal, sub)
+    signal.kind = s.CANCELED
+
+
+# --- attempts, cards, disputes ----------------------------------------------------------------
+
+
+def _intent_failed(signal: s.Signal, intent: dict) -> None:
+    _customer(signal, intent)
+    signal.kind = s.DECLINE_INFO
+    signal.invoice_ref = _id(intent.get("invoice"))
+    signal.decline_code, signal.error_code = _error_codes(intent.get("last_payment_error"))
+
+
+def _charge_failed(signal: s.Signal, charge: dict) -> None:
+    _customer(signal, charge)
+    signal.kind = s.DECLINE_INFO
+    signal.invoice_ref = _id(charge.get("invoice"))
+    signal.decline_code = _str(_dict(charge, "outcome"), "reason")
+    signal.error_code = _str(charge, "failure_code")
+
+
+def _source_expiring(signal: s.Signal, card: dict) -> None:
+    _customer(signal, card)
+    signal.kind = s.CARD_EXPIRING
+
+
+def _card_updated(signal: s.Signal, method: dict) -> None:
+    _customer(signal, method)
+    signal.kind = s.CARD_UPDATED
+
+
+def _dispute(signal: s.Signal, dispute: dict) -> None:
+    evidence = _dict(dispute, "evidence")
+    charge = dispute.get("charge")
+    signal.member = s.MemberRef(
+        customer_id=_id(charge.get("customer")) if isinstance(charge, dict) else None,
+        email=_str(evidence, "customer_email_address"))
+    signal.kind = s.DISPUTE
+    signal.payment_intent_ref = _id(charge)  # the charge, for finding the customer
+
+
+_READERS = {
+    "invoice.payment_failed": _invoice_failed,
+    "invoice.payment_action_required": _invoice_action_required,
+    "invoice.paid": _invoice_paid,
+    "invoice.payment_succeeded": _invoice_paid,
+    "invoice.updated": _invoice_updated,
+    "customer.subscription.updated": _subscription,
+    "customer.subscription.deleted": _subscription_deleted,
+    "charge.dispute.created": _dispute,
+    "customer.source.expiring": _source_expiring,
+    "payment_method.card_automatically_updated": _card_updated,
+    "payment_intent.payment_failed": _intent_failed,
+    "charge.failed": _charge_failed,
+}

@@ -1,0 +1,221 @@
+"""Stripe webhooks end to end: signature, both invoice shapes, replays, out of order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription
+from tests.billing.conftest import (
+    WHSEC,
+    invoice,
+    post_stripe,
+    sign_stripe,
+    stripe_event,
+    subscription,
+)
+from tests.billing.stripe_standin import invoice_payment, payment_intent
+
+
+async def _count(session, model) -> int:  # noqa: ANN001
+    return await session.scalar(select(func.count()).select_from(model))
+
+
+async def test_failed_invoice_opens_a_case_with_the_decline_from_invoice_payments(
+        client, session, clock, standin):
+    _, state = standin
+    intent = payment_intent("pi_1", decline_code="expired_card", code="expired_card")
+    state.invoice_payments["in_1Abc"] = [invoice_payment("in_1Abc", intent, 1767600000)]
+    next_try = clock.now() + timedelta(days=3)
+    event = stripe_event("invoice.payment_failed",
+                         invoice(attempt_count=1, next_attempt=next_try), clock.now())
+
+    response = await post_stripe(client, event)
+
+    assert response.status == 200, await response.text()
+    case = await session.scalar(select(RecoveryCase))
+    assert (case.status, case.amount_minor, case.currency) == ("open", 2900, "EUR")
+    assert (case.decline_code, case.decline_category) == ("expired_card", "expired_card")
+    assert case.next_attempt_at == next_try.replace(microsecond=0)
+    assert case.billing_reason == "subscription_cycle"
+    member = await session.get(Member, case.member_id)
+    assert (member.email, member.stripe_customer_id) == ("anna@example.org", "cus_Anna")
+    assert "GET /v1/invoice_payments" in state.requests
+
+
+async def test_older_api_version_reads_the_expanded_payment_intent(client, session, clock):
+    intent = payment_intent("pi_2", decline_code="insufficient_funds")
+    event = stripe_event("invoice.payment_failed",
+                         invoice(basil=False, payment_intent=intent), clock.now(),
+                         api_version="2024-06-20")
+
+    assert (await post_stripe(client, event)).status == 200
+    case = await session.scalar(select(RecoveryCase))
+    assert case.decline_category == "insufficient_funds"
+    sub = await session.scalar(select(Subscription))
+    assert (sub.external_id, sub.status) == ("sub_Anna", "past_due")
+
+
+async def test_failed_lookup_opens_unknown_and_payment_intent_event_corrects_it(
+        client, session, clock, standin):
+    _, state = standin
+    state.fail_with = 500
+    failed = stripe_event("invoice.payment_failed", invoice(), clock.now())
+    assert (await post_stripe(client, failed)).status == 200
+    case = await session.scalar(select(RecoveryCase))
+    assert case.decline_category == "unknown"
+
+    sepa = payment_intent("pi_3", decline_code=None, code="account_closed",
+                          method_type="sepa_debit")
+    sepa["customer"] = "cus_Anna"
+    await post_stripe(client, stripe_event("payment_intent.payment_failed", sepa, clock.now()))
+    await session.refresh(case)
+    assert (case.decline_code, case.decline_category) == ("account_closed", "bank_account_closed")
+
+
+async def test_bad_or_stale_signature_is_refused_and_nothing_stored(client, session, clock):
+    event = stripe_event("invoice.payment_failed", invoice(), clock.now())
+    body = json.dumps(event).encode()
+    wrong = await client.post("/webhooks/stripe", data=body,
+                              headers={"Stripe-Signature": sign_stripe(body, "whsec_other")})
+    stale = await client.post("/webhooks/stripe", data=body, headers={
+        "Stripe-Signature": sign_stripe(body, timestamp=int(time.time()) - 301)})
+    missing = await client.post("/webhooks/stripe", data=body)
+
+    assert [wrong.status, stale.status, missing.status] == [400, 400, 400]
+    assert "Stripe-Signature" in (await stale.json())["error"]
+    assert await _count(session, PaymentEvent) == 0
+
+
+async def test_rotation_several_v1_and_test_v0_are_accepted(client, session, clock):
+    event = stripe_event("invoice.payment_failed", invoice(), clock.now())
+    body = json.dumps(event).encode()
+    t = int(time.time())
+    good = sign_stripe(body, WHSEC, t).split(",")[1]
+    old = sign_stripe(body, "whsec_old_secret", t).split(",")[1]
+    header = f"t={t},{old},{good},v0=6ffbb59b2300aae63f272406069a9788598b792a944a07aba816edb039989a39"
+
+    response = await client.post("/webhooks/stripe", data=body,
+                                 headers={"Stripe-Signature": header})
+    assert response.status == 200
+    assert await _count(session, RecoveryCase) == 1
+
+
+async def test_replay_answers_200_and_changes_nothing(client, session, clock):
+    event = stripe_event("invoice.payment_failed", invoice(attempt_count=1), clock.now())
+    first = await post_stripe(client, event)
+    again = await post_stripe(client, event)
+
+    assert (first.status, again.status) == (200, 200)
+    assert (await again.json())["status"] == "duplicate"
+    case = await session.scalar(select(RecoveryCase))
+    assert case.attempt_count == 1
+    assert await _count(session, PaymentEvent) == 1
+
+
+async def test_ten_identical_deliveries_at_once_have_one_effect(client, session, clock, bus):
+    event = stripe_event("invoice.payment_failed", invoice(), clock.now())
+    async with bus.subscribe() as queue:
+        responses = await asyncio.gather(*(post_stripe(client, event) for _ in range(10)))
+        assert [r.status for r in responses] == [200] * 10
+        statuses = sorted([(await r.json())["status"] for r in responses])
+        assert statuses == ["duplicate"] * 9 + ["processed"]
+        opened = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert await _count(session, RecoveryCase) == 1
+    assert await _count(session, PaymentEvent) == 1
+    assert [e.data["change"] for e in opened if e.topic == "case.changed"] == ["opened"]
+
+
+async def test_shuffled_and_duplicated_sequence_ends_recovered(client, session, clock):
+    t0 = clock.now()
+    sequence = [
+        stripe_event("invoice.payment_failed", invoice(attempt_count=1), t0),
+        stripe_event("invoice.payment_failed", invoice(attempt_count=2),
+                     t0 + timedelta(days=3)),
+        stripe_event("customer.subscription.updated", subscription(status="past_due"),
+                     t0 + timedelta(seconds=5)),
+        stripe_event("invoice.paid", invoice(paid=True, attempt_count=3),
+                     t0 + timedelta(days=5)),
+        stripe_event("invoice.payment_succeeded", invoice(paid=True, attempt_count=3),
+                     t0 + timedelta(days=5)),
+        stripe_event("customer.subscription.updated", subscription(status="active"),
+                     t0 + timedelta(days=5, seconds=2)),
+    ]
+    deliveries = sequence + random.Random(3).sample(sequence, 4)
+    random.Random(7).shuffle(deliveries)
+    for event in deliveries:
+        assert (await post_stripe(client, event)).status == 200
+
+    cases = list(await session.scalars(select(RecoveryCase)))
+    assert len(cases) <= 1
+    if cases:  # the success may have come first: then no case was ever opened
+        assert cases[0].status == "recovered"
+        assert cases[0].recovered_amount_minor == 2900
+        assert cases[0].attribution == "no_contact"
+
+
+async def test_success_older_than_a_new_failure_does_not_close_it(client, session, clock):
+    t0 = clock.now()
+    await post_stripe(client, stripe_event("invoice.payment_failed", invoice(attempt_count=2),
+                                           t0 + timedelta(hours=2)))
+    await post_stripe(client, stripe_event("invoice.paid", invoice(paid=True), t0))
+    case = await session.scalar(select(RecoveryCase))
+    assert case.status == "open"
+
+
+async def test_failure_older_than_recorded_success_does_not_open_a_case(
+        client, session, clock):
+    t0 = clock.now()
+    paid = await post_stripe(client, stripe_event("invoice.paid", invoice(paid=True),
+                                                  t0 + timedelta(hours=1)))
+    late = await post_stripe(client, stripe_event("invoice.payment_failed", invoice(), t0))
+    assert paid.status == 200  # remembered even before the member is known
+    assert (await late.json())["status"] == "stale"
+    assert await _count(session, RecoveryCase) == 0
+
+
+async def test_action_required_then_deleted_subscription_loses_the_case(client, session, clock):
+    t0 = clock.now()
+    await post_stripe(client, stripe_event("invoice.payment_action_required", invoice(), t0))
+    case = await session.scalar(select(RecoveryCase))
+    assert case.action_required and case.decline_category == "authentication_required"
+    await post_stripe(client, stripe_event(
+        "customer.subscription.deleted", subscription(status="canceled",
+                                                      ended_at=t0 + timedelta(days=20)),
+        t0 + timedelta(days=20)))
+    await session.refresh(case)
+    assert case.status == "lost"
+    assert (await session.scalar(select(Subscription))).status == "canceled"
+
+
+async def test_unknown_event_types_are_accepted_and_ignored(client, session, clock):
+    event = stripe_event("customer.created", {"id": "cus_X", "object": "customer"}, clock.now())
+    response = await post_stripe(client, event)
+    assert (response.status, (await response.json())["status"]) == (200, "ignored")
+    assert await _count(session, Member) == 0
+
+
+async def test_member_is_matched_by_customer_id_before_email(client, session, clock):
+    session.add(Member(email="other@example.org", stripe_customer_id="cus_Anna",
+                       created_at=clock.now()))
+    await session.commit()
+    await post_stripe(client, stripe_event("invoice.payment_failed", invoice(), clock.now()))
+    assert await _count(session, Member) == 1
+    case = await session.scalar(select(RecoveryCase))
+    member = await session.get(Member, case.member_id)
+    assert member.email == "other@example.org"
+
+
+async def test_invoice_updated_moves_the_next_attempt(client, session, clock):
+    t0 = clock.now()
+    await post_stripe(client, stripe_event("invoice.payment_failed", invoice(), t0))
+    later = t0 + timedelta(days=6)
+    await post_stripe(client, stripe_event("invoice.updated", invoice(next_attempt=later),
+                                           t0 + timedelta(minutes=1)))
+    case = await session.scalar(select(RecoveryCase))
+    assert case.next_attempt_at == later.replace(microsecond=0)
