@@ -9,8 +9,10 @@ from datetime import datetime
 
 import pytest
 from aiohttp.test_utils import TestClient
+from argon2 import PasswordHasher
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from payrescue import agents
 from payrescue.agents import add_agent
 from payrescue.app import init_app
 from payrescue.clock import FakeClock
@@ -68,6 +70,13 @@ class World:
             db.add(Handoff(conversation_id=conversation.id, reasons=list(reasons),
                            priority=priority, requested_at=now))
             return conversation.id
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cheap argon2 parameters: the suite tests the flow, not the hash's strength."""
+    monkeypatch.setattr(agents, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024,
+                                                          parallelism=1))
 
 
 @pytest.fixture
