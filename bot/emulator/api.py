@@ -196,6 +196,7 @@ class BotApi:
             bot.pending = bot.pending[offset:]
         bot.poll_generation += 1
         generation = bot.poll_generation
+        self.state.notifier.notify()  # an older poll of this bot ends with 409
         if not bot.pending and timeout:
             await self.state.notifier.wait_for(
                 lambda: (
@@ -247,20 +248,7 @@ class BotApi:
         return True
 
     async def get_webhook_info(self, bot: BotAccount, params: Params) -> Any:
-        info: dict[str, Any] = {
-            "url": bot.webhook.url if bot.webhook else "",
-            "has_custom_certificate": False,
-            "pending_update_count": len(bot.pending),
-        }
-        if bot.webhook:
-            info["max_connections"] = bot.webhook.max_connections
-            info["ip_address"] = "127.0.0.1"
-            if bot.webhook.last_error_date:
-                info["last_error_date"] = bot.webhook.last_error_date
-                info["last_error_message"] = bot.webhook.last_error_message
-        if bot.allowed_updates:
-            info["allowed_updates"] = bot.allowed_updates
-        return info
+        return bot.webhook_info()
 
     # --- messages -------------------------------------------------------------------------
 

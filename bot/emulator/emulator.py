@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -167,6 +168,10 @@ class TelegramEmulator:
     def pending_updates(self, *, bot: BotRef = None) -> list[dict[str, Any]]:
         return list(self.state.resolve_bot(bot).pending)
 
+    def webhook_info(self, *, bot: BotRef = None) -> dict[str, Any]:
+        """What getWebhookInfo answers: url, pending_update_count, last_error_message..."""
+        return self.state.resolve_bot(bot).webhook_info()
+
     async def wait_for_messages(
         self,
         chat_id: int,
@@ -191,6 +196,15 @@ class TelegramEmulator:
                 f"got {len(got)}: {got!r}"
             )
         return self.sent_messages(chat_id, bot=bot)
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 5,  # noqa: ASYNC109 - mirrors wait_for_messages
+    ) -> None:
+        """Wait, event-driven, until `predicate()` holds (checked after every change)."""
+        if not await self.state.notifier.wait_for(predicate, timeout):
+            raise TimeoutError(f"condition not met within {timeout}s")
 
     # --- what a member does -----------------------------------------------------------------
 

@@ -123,6 +123,23 @@ class BotAccount:
             "supports_inline_queries": False,
         }
 
+    def webhook_info(self) -> dict[str, Any]:
+        """Bot API `WebhookInfo`."""
+        info: dict[str, Any] = {
+            "url": self.webhook.url if self.webhook else "",
+            "has_custom_certificate": False,
+            "pending_update_count": len(self.pending),
+        }
+        if self.webhook:
+            info["max_connections"] = self.webhook.max_connections
+            info["ip_address"] = "127.0.0.1"
+            if self.webhook.last_error_date:
+                info["last_error_date"] = self.webhook.last_error_date
+                info["last_error_message"] = self.webhook.last_error_message
+        if self.allowed_updates:
+            info["allowed_updates"] = self.allowed_updates
+        return info
+
     def summary(self) -> dict[str, Any]:
         return {
             **self.to_api(),

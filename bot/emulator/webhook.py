@@ -146,6 +146,7 @@ class WebhookDispatcher:
             if error is not None:
                 webhook.last_error_date = self.state.now()
                 webhook.last_error_message = error
+                self.state.changed()  # lets tests wait for a failed delivery
                 log.debug("webhook delivery to %s failed: %s", webhook.url, error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)
