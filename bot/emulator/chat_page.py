@@ -47,6 +47,12 @@ async def chat_static(request: web.Request) -> web.Response:
     return _static_response(name)
 
 
+async def no_favicon(request: web.Request) -> web.Response:
+    # Browsers ask for it on every page; answering 204 keeps their consoles clean.
+    return web.Response(status=204)
+
+
 def add_chat_page_routes(app: web.Application) -> None:
     app.router.add_get("/chat", chat_page)
+    app.router.add_get("/favicon.ico", no_favicon)
     app.router.add_get("/chat/static/{name}", chat_static)
