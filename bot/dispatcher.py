@@ -7,7 +7,7 @@ from typing import Any
 from aiogram import Dispatcher
 
 from bot.middlewares import MemberContextMiddleware
-from bot.routers import faq, handoff, language, notifications, relay, rights, start
+from bot.routers import language, start
 
 
 def build_dispatcher(**workflow_data: Any) -> Dispatcher:
