@@ -27,5 +27,8 @@ def setup_console(app: web.Application) -> None:
     app.middlewares.extend([security_headers, csrf_middleware, auth.language_middleware])
     for part in (auth, queue, conversation, live, canned, media):
         app.add_routes(part.routes())
+    from handoff import dashboard  # the recovery figures (payrescue.reports)
+
+    app.add_routes(dashboard.routes())
     app.router.add_static("/console/static", STATIC_DIR, name="console-static")
     app.cleanup_ctx.append(watcher_lifetime)

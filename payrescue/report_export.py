@@ -45,10 +45,19 @@ CATEGORY_LABELS = {
     "mandate_refused": lazy_gettext("Direct debit refused"),
     "unknown": lazy_gettext("Unknown reason"),
 }
+# the reasons `payrescue.handoff_rules` records
 REASON_LABELS = {
     "asked_for_human": lazy_gettext("Asked for a person"),
     "not_understood": lazy_gettext("Bot did not understand"),
-    "amount_high": lazy_gettext("High amount"),
+    "media_sent": lazy_gettext("Sent a photo or file"),
+    "many_attempts": lazy_gettext("Many failed attempts"),
+    "large_amount": lazy_gettext("Large amount"),
+    "needs_human": lazy_gettext("Decline reason needs a person"),
+    "fraud": lazy_gettext("Suspected fraud"),
+    "dispute": lazy_gettext("Dispute or chargeback"),
+    "distress": lazy_gettext("Member in a difficult situation"),
+    "refund": lazy_gettext("Asked for a refund"),
+    "cancellation": lazy_gettext("Wants to cancel"),
     "unknown": lazy_gettext("No reason recorded"),
 }
 LANGUAGE_LABELS = {"de": lazy_gettext("German"), "en": lazy_gettext("English")}
@@ -151,10 +160,11 @@ def _locale(language: str | None = None) -> str:
     return _LOCALES.get(language or current_language(), "en_GB")
 
 
-def format_percent(value: float | None, language: str | None = None) -> str:
+def format_percent(value: float | None, language: str | None = None, digits: int = 1) -> str:
     if value is None:
         return "–"
-    return babel.numbers.format_percent(value, "#,##0.0 %", locale=_locale(language))
+    pattern = "#,##0" + ("." + "0" * digits if digits else "") + "\xa0%"  # never wraps
+    return babel.numbers.format_percent(value, pattern, locale=_locale(language))
 
 
 def format_number(value: float | int, language: str | None = None, digits: int = 0) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue.db.models import (
@@ -44,6 +45,14 @@ async def seed(session: AsyncSession) -> None:
     session.add_all(_links() + _conversations())
     await session.flush()
     session.add_all(_handoffs())
+    await session.flush()
+    if session.bind.dialect.name == "postgresql":
+        # rows came with fixed ids: move the sequences on so later inserts get fresh ones
+        for table in ("members", "agents", "subscriptions", "recovery_cases", "update_links",
+                      "conversations", "handoffs", "telegram_links"):
+            await session.execute(text(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
+                f"(SELECT max(id) FROM {table}))"))
     await session.commit()
 
 
@@ -171,7 +180,7 @@ def _handoffs() -> list[Handoff]:
         handoff(1, 1, ["asked_for_human"], "2026-03-28T20:30", "2026-03-30T07:30",
                 "2026-03-30T09:00", 1),
         # Monday 16:00 → Tuesday 09:10: 60 + 10 business minutes; resolved Tuesday 10:00
-        handoff(2, 2, ["amount_high", "asked_for_human"], "2026-03-30T14:00",
+        handoff(2, 2, ["large_amount", "asked_for_human"], "2026-03-30T14:00",
                 "2026-03-31T07:10", "2026-03-31T08:00", 2),
         handoff(3, 3, ["not_understood"], "2026-04-01T10:00", "2026-04-01T10:05",
                 "2026-04-01T11:00", 1),

@@ -87,7 +87,7 @@ def test_update_links(figures) -> None:  # noqa: ANN001
 def test_conversations(figures) -> None:  # noqa: ANN001
     assert figures.handoffs == 5  # 1–5; handoff 6 came at 23:00 on 22 March local
     assert figures.handoff_reasons == {"asked_for_human": 3, "not_understood": 2,
-                                       "amount_high": 1}
+                                       "large_amount": 1}
     # business seconds to the first answer: 2 min, 5 min, 30 min (weekend skipped),
     # 70 min (overnight) → median of the middle two
     assert figures.first_response_median == (5 * 60 + 30 * 60) / 2

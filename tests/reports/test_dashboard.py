@@ -1,0 +1,120 @@
+"""The dashboard page and its CSV downloads, through the real console (log-in, roles, CSP)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payrescue.agents import add_agent
+from payrescue.app import init_app
+from payrescue.clock import FakeClock
+from payrescue.config import Settings
+from payrescue.events import Bus
+from tests.handoff.conftest import PASSWORD, log_in
+from tests.reports.scenario import seed, utc
+
+PERIOD = "from=2026-03-23&to=2026-04-05"
+
+
+@pytest.fixture
+async def console(aiohttp_client, settings: Settings, engine: AsyncEngine,  # noqa: ANN001
+                  session) -> AsyncIterator[TestClient]:  # noqa: ANN001
+    await seed(session)
+    clock = FakeClock(utc("2026-04-05T12:00"))
+    async with session.begin():
+        await add_agent(session, email="owner@example.org", name="Olga <Owner>", role="admin",
+                        password=PASSWORD, now=clock.now(), language="de")
+        await add_agent(session, email="agent@example.org", name="Ali", role="agent",
+                        password=PASSWORD, now=clock.now(), language="en")
+    app = init_app(settings, clock=clock, bus=Bus(), engine=engine, with_bot=False)
+    yield await aiohttp_client(app)
+
+
+async def test_signed_out_readers_are_sent_to_the_log_in(console: TestClient) -> None:
+    response = await console.get("/console/dashboard", allow_redirects=False)
+    assert response.status == 303
+    assert response.headers["Location"].startswith("/console/login")
+    assert (await console.get("/console/dashboard/cases.csv",
+                              allow_redirects=False)).status == 303
+
+
+async def test_admin_reads_every_figure_in_german(console: TestClient) -> None:
+    await log_in(console, "owner@example.org")
+    response = await console.get(f"/console/dashboard?{PERIOD}")
+    assert response.status == 200
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    page = await response.text()
+    assert "Wiederherstellungs" in page or "Dashboard" in page
+    for figure in ("165,00\xa0€", "158,00\xa0€", "50,0\xa0%", "107,00\xa0€", "40,0\xa0%",
+                   "66,7\xa0%", "18 Min.", "1,5 Std.", "3,67", "Petra", "Jonas"):
+        assert figure in page, figure
+    assert page.count("<svg") == 3 and "<script" not in page.split("</head>")[1]
+    assert "figures.csv" in page and "cases.csv" in page
+
+
+async def test_agents_see_figures_but_no_exports_or_colleagues(console: TestClient) -> None:
+    await log_in(console, "agent@example.org")
+    page = await (await console.get(f"/console/dashboard?{PERIOD}")).text()
+    assert "€158.00" in page and "50.0\xa0%" in page
+    assert "cases.csv" not in page and "Petra" not in page
+    assert (await console.get(f"/console/dashboard/cases.csv?{PERIOD}")).status == 403
+    assert (await console.get(f"/console/dashboard/figures.csv?{PERIOD}")).status == 403
+
+
+async def test_an_empty_period_shows_zeros_and_a_note(console: TestClient) -> None:
+    await log_in(console, "agent@example.org")
+    response = await console.get("/console/dashboard?from=2025-01-01&to=2025-01-31")
+    assert response.status == 200
+    page = await response.text()
+    assert "Nothing happened in this period yet" in page
+    assert "No data in this period" in page
+
+
+@pytest.mark.parametrize("query", ["days=12", "from=2026-04-05&to=2026-03-01",
+                                   "from=yesterday&to=2026-03-01", "from=2026-03-01"])
+async def test_a_bad_period_is_explained_and_the_default_shown(console: TestClient,
+                                                               query: str) -> None:
+    await log_in(console, "agent@example.org")
+    response = await console.get(f"/console/dashboard?{query}")
+    assert response.status == 400
+    page = await response.text()
+    assert 'role="alert"' in page and "Last 30 days" in page
+
+
+async def test_figures_csv_for_german_spreadsheets(console: TestClient) -> None:
+    await log_in(console, "owner@example.org")
+    response = await console.get(f"/console/dashboard/figures.csv?{PERIOD}&comma=1")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/csv")
+    assert "payrescue-figures-2026-03-23_2026-04-05.csv" in response.headers[
+        "Content-Disposition"]
+    body = await response.read()
+    assert body.startswith("\ufeff".encode())
+    rows = list(csv.reader(io.StringIO(body.decode("utf-8-sig")), delimiter=";"))
+    assert rows[0] == ["Bereich", "Kennzahl", "Einheit", "Wert"]
+    values = {(r[1], r[2]): r[3] for r in rows[1:]}
+    assert values[("Gefährdeter Betrag", "EUR")] == "165,00"
+    assert values[("Wiederhergestellter Betrag", "EUR")] == "158,00"
+    assert values[("Wiederherstellungsquote der eröffneten Fälle", "%")] == "50,0"
+    assert values[("Unfreiwillige Kündigungsrate", "%")] == "40,0"
+
+
+async def test_cases_csv_with_filters(console: TestClient) -> None:
+    await log_in(console, "owner@example.org")
+    response = await console.get(
+        f"/console/dashboard/cases.csv?{PERIOD}&status=recovered&comma=0")
+    rows = list(csv.reader(io.StringIO((await response.read()).decode("utf-8-sig"))))
+    assert rows[0][:3] == ["Fall", "Mitglied", "Anbieter"]
+    assert [(r[0], r[5], r[9], r[10]) for r in rows[1:]] == [
+        ("3", "29.00", "31.00", "agent"), ("2", "49.00", "", "no_contact"),
+        ("1", "29.00", "", "bot")]
+    assert rows[1][7] == "2026-03-28T21:00:00+01:00"  # local time, with its offset
+    assert "example.org" not in (await response.read()).decode()
+    for bad in ("status=paid", "currency=euro", "attribution=magic", "category=Robert'); --"):
+        response = await console.get(f"/console/dashboard/cases.csv?{PERIOD}&{bad}")
+        assert response.status == 400, bad
