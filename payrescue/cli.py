@@ -73,6 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     link = member_actions.add_parser("link", help="print a member's Telegram deep link")
     link.add_argument("email")
     link.set_defaults(handler=_members_link)
+    import_members = member_actions.add_parser(
+        "import", help="add or update members from a CSV file",
+        description="Columns: email (required), name, language, time_zone, "
+        "stripe_customer_id, memberpress_member_id, external_id. Re-importing updates; "
+        "unusable rows go to FILE.rejected.csv with the reason.",
+    )
+    import_members.add_argument("file", metavar="FILE.csv")
+    import_members.set_defaults(handler=_members_import)
+
+    simulate = commands.add_parser(
+        "simulate", help="send a signed test event to a running service (like stripe trigger)",
+        description="Sends a correctly signed provider event through the real webhook path.",
+    )
+    simulate.add_argument("action", choices=["failed-payment", "recovered", "canceled",
+                                             "card-expiring"])
+    simulate.add_argument("--member", required=True, metavar="EMAIL")
+    simulate.add_argument("--reason", default="insufficient_funds",
+                          help="decline code such as expired_card (default insufficient_funds)")
+    simulate.add_argument("--provider", choices=["stripe", "memberpress", "generic"],
+                          help="default: the first one configured")
+    simulate.add_argument("--url", default=None,
+                          help="the running service (default: http://HOST:PORT from settings)")
+    simulate.add_argument("--amount", type=int, default=2900, help="minor units (default 2900)")
+    simulate.add_argument("--currency", default="EUR")
+    simulate.set_defaults(handler=_simulate)
 
     report = commands.add_parser(
         "report", help="print the recovery figures for a period",
@@ -240,6 +265,47 @@ async def _report(settings: Settings, args: argparse.Namespace) -> int:
         else:
             print(report_export.render_table(figures, language), end="")
     return 0
+
+
+async def _members_import(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from payrescue.billing.importer import ImportError_, import_members, progress_bar
+
+    engine = create_engine(settings.effective_database_url)
+    try:
+        summary = await import_members(create_sessionmaker(engine), Path(args.file),
+                                       Clock().now(), progress_bar(sys.stderr))
+    except ImportError_ as exc:
+        raise CommandError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise CommandError(f"database error: {exc.__class__.__name__}; rows of the batch "
+                           "in progress were not saved, run the import again") from exc
+    finally:
+        await engine.dispose()
+    print(f"{summary.total} rows: {summary.created} created, {summary.updated} updated, "
+          f"{summary.unchanged} unchanged, {len(summary.rejected)} rejected")
+    if summary.rejected_file:
+        print(f"rejected rows and their reasons: {summary.rejected_file}")
+    return 1 if summary.rejected else 0
+
+
+async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue.billing import simulate
+
+    try:
+        provider = args.provider or simulate.default_provider(settings)
+        target = await _with_session(settings, lambda session: simulate.find_target(
+            session, provider, args.action, args.member, args.amount, args.currency.upper()))
+        events = simulate.build_events(provider, args.action, target, args.reason, Clock().now())
+        url = args.url or f"http://{settings.host}:{settings.port}"
+        results = await simulate.send(url, provider, events, settings)
+    except simulate.SimulationError as exc:
+        raise CommandError(str(exc)) from exc
+    for event, (status, text) in zip(events, results, strict=True):
+        name = event.get("event") or event.get("type")
+        print(f"{name}: HTTP {status} {text}")
+    return 0 if all(status == 200 for status, _ in results) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""CSV import (re-import updates, rejected rows with reasons) and `payrescue simulate`."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from sqlalchemy import func, select
+
+from payrescue.billing import simulate
+from payrescue.billing.importer import import_members, progress_bar
+from payrescue.db.models import Member, RecoveryCase
+
+CSV = """email;name;language;time_zone;stripe_customer_id;external_id
+anna@example.org;Anna Schmidt;de;Europe/Berlin;cus_A;crm-1
+BEN@example.org;Ben;en-GB;;;crm-2
+not-an-address;Nobody;de;;;
+carla@example.org;Carla;fr;;;
+dora@example.org;Dora;de;Mars/Olympus;;
+erik@example.org;Erik;;;cus_A;
+"""
+
+
+async def test_import_reports_rejects_and_reimport_updates(sessionmaker, session, clock,
+                                                           tmp_path):
+    source = tmp_path / "members.csv"
+    source.write_text(CSV, encoding="utf-8")
+    shown = io.StringIO()
+
+    first = await import_members(sessionmaker, source, clock.now(), progress_bar(shown))
+
+    assert (first.total, first.created, first.updated) == (6, 2, 0)
+    assert "6/6 (100%)" in shown.getvalue()
+    with first.rejected_file.open(encoding="utf-8") as rejected:
+        reasons = {row["email"]: row["reason"] for row in csv.DictReader(rejected)}
+    assert reasons == {
+        "not-an-address": "email: not an e-mail address",
+        "carla@example.org": "language: 'fr' is not de or en",
+        "dora@example.org": "time_zone: 'Mars/Olympus' is not an IANA zone such as "
+                            "Europe/Berlin",
+        "erik@example.org": "stripe_customer_id: cus_A belongs to another member",
+    }
+    ben = await session.scalar(select(Member).where(Member.email == "ben@example.org"))
+    assert (ben.language, ben.external_id) == ("en", "crm-2")
+
+    source.write_text(CSV.replace("Anna Schmidt", "Anna Weber"), encoding="utf-8")
+    second = await import_members(sessionmaker, source, clock.now())
+    assert (second.created, second.updated, second.unchanged) == (0, 1, 1)
+    assert await session.scalar(select(func.count()).select_from(Member)) == 2
+    anna = await session.scalar(select(Member).where(Member.email == "anna@example.org"))
+    await session.refresh(anna)
+    assert anna.name == "Anna Weber" and anna.stripe_customer_id == "cus_A"
+
+
+async def test_simulate_sends_signed_events_through_the_real_path(
+        client, session, clock, billing_settings):
+    base = str(client.make_url("/")).rstrip("/")
+    for provider in simulate.PROVIDERS:
+        email = f"{provider}@example.org"
+        target = await simulate.find_target(session, provider, "failed-payment", email,
+                                            2900, "EUR")
+        events = simulate.build_events(provider, "failed-payment", target, "expired_card",
+                                       clock.now())
+        results = await simulate.send(base, provider, events, billing_settings)
+        assert [status for status, _ in results] == [200] * len(events), results
+        await session.commit()  # see what the service wrote
+
+        target = await simulate.find_target(session, provider, "recovered", email, 2900, "EUR")
+        events = simulate.build_events(provider, "recovered", target, "", clock.now())
+        assert [s for s, _ in await simulate.send(base, provider, events,
+                                                  billing_settings)] == [200]
+        await session.commit()
+
+    found = list(await session.scalars(select(RecoveryCase).order_by(RecoveryCase.id)))
+    assert [(c.provider, c.status) for c in found] == [
+        ("stripe", "recovered"), ("memberpress", "recovered"), ("generic", "recovered")]
+    assert found[0].decline_category == "expired_card"
+    assert found[2].decline_category == "expired_card"
