@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import BotApi
-from .errors import ApiError, EmulatorError, NotFoundError
+from .errors import EmulatorError, NotFoundError
 from .faults import FaultInjector
 from .formatting import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, command_entities, utf16_len
 from .limits import Clock, EmulatorLimits, RateLimiter
@@ -397,6 +397,3 @@ class TelegramEmulator:
 def _valid_start_payload(payload: str) -> bool:
     allowed = all(c.isascii() and (c.isalnum() or c in "_-") for c in payload)
     return allowed and len(payload) <= 64
-
-
-__all__ = ["ApiError", "TelegramEmulator"]

@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import re
 
 import aiohttp
 import pytest
@@ -196,7 +197,7 @@ async def test_chat_page_and_assets_are_served_with_csp(http):
         csp = resp.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert '<script src="/chat/static/chat.js"></script>' in html
-    assert "<style" not in html and " on" not in html.replace(" one", "")  # no inline handlers
+    assert "<style" not in html and not re.search(r"\son[a-z]+=", html)  # no inline handlers
     async with http.get("chat/static/chat.js") as resp:
         assert resp.status == 200 and resp.content_type == "text/javascript"
         script = await resp.text()
