@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token: SecretStr | None = None  # bearer token for GET /metrics; unset: no /metrics
 
+    @field_validator("webhook_secret")
+    @classmethod
+    def _telegram_secret_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram's setWebhook accepts only these; anything else fails at start-up instead
+        secret = value.get_secret_value() if value else ""
+        if secret and (len(secret) > 256 or not all(
+            c.isascii() and (c.isalnum() or c in "_-") for c in secret
+        )):
+            raise ValueError("expected 1 to 256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
     @field_validator("business_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

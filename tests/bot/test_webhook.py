@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from sqlalchemy import func, select
 
 from bot.service import WEBHOOK_PATH
+from payrescue.config import ConfigError, load_settings
 from payrescue.db.models import TelegramLink
-from tests.harness import WEBHOOK_SECRET, RunningService
+from tests.harness import BOT_TOKEN, SECRET_KEY, WEBHOOK_SECRET, RunningService
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
@@ -90,3 +93,15 @@ async def test_a_body_that_is_no_update_gets_400(webhook_service: RunningService
             SECRET_HEADER: WEBHOOK_SECRET, "Content-Type": "application/json"}
     ) as response:
         assert response.status == 400
+
+
+@pytest.mark.parametrize("secret", ["with space", "ümlaut", "x" * 257])
+def test_a_secret_telegram_would_refuse_stops_start_up_with_one_line(
+    secret: str, tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(data_dir=tmp_path, secret_key=SECRET_KEY, bot_token=BOT_TOKEN,
+                      bot_mode="webhook", webhook_secret=secret)
+
+    assert str(refused.value).startswith("PAYRESCUE_WEBHOOK_SECRET: expected 1 to 256")
+    assert secret not in str(refused.value)
