@@ -7,7 +7,7 @@ from typing import Any
 from aiogram import Dispatcher
 
 from bot.middlewares import MemberContextMiddleware
-from bot.routers import language, start
+from bot.routers import faq, handoff, language, notifications, relay, rights, start
 
 
 def build_dispatcher(**workflow_data: Any) -> Dispatcher:
@@ -21,7 +21,12 @@ def build_dispatcher(**workflow_data: Any) -> Dispatcher:
     # must be last. Each feature module builds a fresh Router, because a Router belongs to
     # one Dispatcher only and a process (or a test run) may build several.
     dispatcher.include_routers(
+        rights.build_router(),  # before start: /start after /stop turns reminders back on
         start.build_router(),
         language.build_router(),
+        notifications.build_router(),
+        handoff.build_router(),
+        relay.build_router(),  # while a human owns the chat it takes every member message
+        faq.build_router(),  # the catch-all
     )
     return dispatcher

@@ -48,9 +48,11 @@ def _setup_parts(app: web.Application, *, with_bot: bool) -> None:
 
     setup_metrics(app)  # first: its middleware times every request
     if with_bot:
+        from bot.notifier import setup_notifier
         from bot.service import setup_bot
 
         setup_bot(app)
+        setup_notifier(app)  # after the bot: it sends through the bot's client
     from handoff.app import setup_console
 
     setup_console(app)

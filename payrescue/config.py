@@ -71,6 +71,19 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # set when several processes share one database
     first_response_minutes: int = Field(default=15, ge=1)  # console highlights later ones
     auto_assign: bool = False  # round-robin waiting chats among available agents
+    # member conversations (dunning, outbox delivery, handoff)
+    dunning_days: list[int] = Field(default=[0, 3, 7], min_length=1)  # days after the failure
+    dunning_final_day: int = Field(default=12, ge=1)  # final notice, before the provider gives up
+    pre_dunning_days: int = Field(default=14, ge=1)  # warn this long before a card expires
+    dunning_tick_seconds: float = Field(default=60, gt=0)
+    handoff_amount_minor: int = Field(default=20000, ge=0)  # larger amounts go to a human
+    handoff_expected_wait_minutes: int = Field(default=10, ge=1)
+    referral_url: AnyHttpUrl | None = None  # offered once after a 4 or 5 rating
+    telegram_rate_per_second: float = Field(default=30, gt=0)
+    telegram_chat_rate_per_second: float = Field(default=1, gt=0)
+    telegram_chat_burst: int = Field(default=3, ge=1)
+    outbox_lease_seconds: int = Field(default=60, ge=5)  # a "sending" row older is re-sent
+    outbox_retry_seconds: float = Field(default=0.5, gt=0)  # first backoff after a network fault
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token: SecretStr | None = None  # bearer token for GET /metrics; unset: no /metrics
 

@@ -1,0 +1,394 @@
+"""Drains the outbox into Telegram through the real aiogram `Bot`.
+
+Limits are kept on our side (a global token bucket, default 30/s, and one per chat, default
+1/s with a burst of 3) so Telegram rarely has to say 429; when it does, every send pauses
+for `retry_after`. Rows are claimed in priority order (agent replies before reminders), at
+most a few per chat, never a chat that already has a row in flight, so one chat's messages
+go out in order. Temporary faults (network, 5xx) are retried with backoff, first in place,
+then by queueing the row again; a 403 marks the member unreachable. A crash leaves claimed
+rows in "sending" and `payrescue.outbox.release_expired_leases` brings them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.methods import (
+    EditMessageReplyMarkup,
+    EditMessageText,
+    SendChatAction,
+    SendDocument,
+    SendMessage,
+    SendPhoto,
+    SendSticker,
+    SendVoice,
+    TelegramMethod,
+)
+from aiogram.types import Message as TelegramMessage
+from aiohttp import web
+from aiolimiter import AsyncLimiter
+from pydantic import ValidationError
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.keys import BOT
+from bot.routers.relay import follow_console
+from payrescue import dunning, outbox
+from payrescue.clock import Clock
+from payrescue.config import Settings
+from payrescue.db.models import Member, Message, Outbox
+from payrescue.events import Bus, Event
+from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+
+log = logging.getLogger(__name__)
+
+METHODS: dict[str, type[TelegramMethod[Any]]] = {
+    "sendMessage": SendMessage,
+    "editMessageText": EditMessageText,
+    "editMessageReplyMarkup": EditMessageReplyMarkup,
+    "sendPhoto": SendPhoto,
+    "sendDocument": SendDocument,
+    "sendVoice": SendVoice,
+    "sendSticker": SendSticker,
+    "sendChatAction": SendChatAction,
+}
+TRIES_IN_PLACE = 4  # network/5xx retries before the row is queued again for later
+MAX_ATTEMPTS = 8  # claims of one row before it is given up as failed
+MAX_FLOOD_WAITS = 20  # 429 answers tolerated for one row in one claim
+IDLE_POLL_SECONDS = 2.0  # re-check even without a wake-up (a missed event costs latency only)
+MAX_CHAT_LIMITERS = 10_000
+
+
+@dataclass
+class NotifierStats:
+    sent: int = 0
+    too_many_requests: int = 0
+    retried: int = 0
+    failed: int = 0
+    blocked: int = 0
+
+
+class Notifier:
+    def __init__(
+        self,
+        bot: Bot,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        bus: Bus,
+        clock: Clock,
+        settings: Settings,
+    ) -> None:
+        self.bot = bot
+        self.sessionmaker = sessionmaker
+        self.bus = bus
+        self.clock = clock
+        self.settings = settings
+        self.worker = f"notifier-{uuid.uuid4().hex[:12]}"
+        self.stats = NotifierStats()
+        rate = settings.telegram_rate_per_second
+        self._global = AsyncLimiter(rate, 1)
+        self._chat_limiters: dict[int, AsyncLimiter] = {}
+        self._in_flight: dict[int, asyncio.Task[None]] = {}  # chat id → its delivery task
+        self._max_in_flight = max(10, int(rate * 2))
+        self._wake = asyncio.Event()
+        self._resume_at = 0.0  # loop time before which nothing is sent (after a 429)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until cancelled; cancelling mid-batch loses nothing (see module doc)."""
+        async with self.bus.subscribe() as events:
+            watcher = asyncio.create_task(self._watch(events))
+            try:
+                await self._release_leases()
+                while True:
+                    if len(self._in_flight) >= self._max_in_flight:
+                        await asyncio.wait(
+                            list(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED
+                        )
+                        continue
+                    if not await self._claim_and_start():
+                        await self._idle()
+            finally:
+                watcher.cancel()
+                tasks = [watcher, *self._in_flight.values()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _watch(self, events: asyncio.Queue[Event]) -> None:
+        while True:
+            event = await events.get()
+            if event.topic == "outbox.queued":
+                self._wake.set()
+
+    async def _release_leases(self) -> None:
+        lease = timedelta(seconds=self.settings.outbox_lease_seconds)
+        async with self.sessionmaker() as session:
+            released = await outbox.release_expired_leases(session, self.clock.now(), lease)
+        if released:
+            log.warning("re-queued rows left in sending", extra={"rows": released})
+
+    async def _claim_and_start(self) -> bool:
+        self._wake.clear()
+        async with self.sessionmaker() as session:
+            rows = await outbox.claim(
+                session,
+                self.worker,
+                self.clock.now(),
+                self._max_in_flight - len(self._in_flight),
+                per_chat=self.settings.telegram_chat_burst,
+                exclude_chats=list(self._in_flight),
+            )
+        by_chat: dict[int, list[Outbox]] = {}
+        for row in rows:
+            by_chat.setdefault(row.chat_id, []).append(row)
+        for chat_id, chat_rows in by_chat.items():
+            task = asyncio.create_task(self._deliver_chat(chat_rows))
+            self._in_flight[chat_id] = task
+            task.add_done_callback(lambda _t, chat=chat_id: self._in_flight.pop(chat, None))
+        return bool(rows)
+
+    async def _idle(self) -> None:
+        async with self.sessionmaker() as session:
+            due = await outbox.next_due(session)
+        helpers = [asyncio.create_task(self._wake.wait())]
+        if due is not None:
+            seconds = max((due - self.clock.now()).total_seconds(), 0)
+            helpers.append(asyncio.create_task(self.clock.sleep(seconds)))
+        try:
+            await asyncio.wait([*helpers, *self._in_flight.values()],
+                               timeout=IDLE_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+        await self._release_leases()
+
+    # --- one chat, one row --------------------------------------------------------------
+
+    async def _deliver_chat(self, rows: list[Outbox]) -> None:
+        for row in rows:
+            try:
+                await self._deliver(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # the row stays in "sending" and comes back when its lease runs out
+                log.exception("delivery bookkeeping failed", extra={"outbox_id": row.id})
+
+    async def _deliver(self, row: Outbox) -> None:
+        try:
+            method = METHODS[row.method](chat_id=row.chat_id, **row.payload)
+        except (KeyError, ValidationError, TypeError) as exc:
+            await self._finish_failed(row, f"cannot build {row.method}: {exc.__class__.__name__}")
+            return
+        tries = floods = 0
+        while True:
+            await self._pace(row.chat_id)
+            try:
+                result = await self.bot(method)
+            except TelegramRetryAfter as exc:
+                self.stats.too_many_requests += 1
+                floods += 1
+                self._pause(exc.retry_after)
+                if floods < MAX_FLOOD_WAITS:
+                    continue
+                await self._retry_later(row, "flood wait")
+                return
+            except TelegramForbiddenError:
+                await self._blocked(row)
+                return
+            except TelegramBadRequest as exc:
+                if "not modified" in exc.message:  # an edit that was already applied
+                    await self._finish_sent(row, None)
+                else:
+                    await self._finish_failed(row, exc.message)
+                return
+            except (TelegramNetworkError, TelegramServerError, TimeoutError) as exc:
+                tries += 1
+                self.stats.retried += 1
+                if tries >= TRIES_IN_PLACE:
+                    await self._retry_later(row, f"{exc.__class__.__name__}: {exc}")
+                    return
+                await asyncio.sleep(self.settings.outbox_retry_seconds * 2 ** (tries - 1))
+                continue
+            await self._finish_sent(row, result)
+            return
+
+    async def _pace(self, chat_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        # a loop, not one sleep: another 429 during the pause may push `_resume_at` further
+        while (pause := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(pause)
+        await self._chat_limiter(chat_id).acquire()
+        await self._global.acquire()
+
+    def _pause(self, retry_after: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._resume_at = max(self._resume_at, loop.time() + retry_after)
+
+    def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
+        limiter = self._chat_limiters.get(chat_id)
+        if limiter is None:
+            if len(self._chat_limiters) >= MAX_CHAT_LIMITERS:
+                self._forget_idle_chats()
+            burst = self.settings.telegram_chat_burst
+            limiter = AsyncLimiter(burst, burst / self.settings.telegram_chat_rate_per_second)
+            self._chat_limiters[chat_id] = limiter
+        return limiter
+
+    def _forget_idle_chats(self) -> None:
+        burst = self.settings.telegram_chat_burst
+        for chat_id, limiter in list(self._chat_limiters.items()):
+            if limiter.has_capacity(burst):
+                del self._chat_limiters[chat_id]
+
+    # --- outcomes -----------------------------------------------------------------------
+
+    async def _finish_sent(self, row: Outbox, result: Any) -> None:
+        message_id = result.message_id if isinstance(result, TelegramMessage) else None
+        async with self.sessionmaker() as session:
+            await outbox.mark_sent(session, row.id, self.clock.now(), message_id)
+            line_id = await session.scalar(
+                update(Message)
+                .where(Message.outbox_id == row.id)
+                .values(telegram_message_id=message_id)
+                .returning(Message.id)
+            )
+            await session.commit()
+        self.stats.sent += 1
+        await self._published(row, outbox.SENT, line_id)
+
+    async def _finish_failed(self, row: Outbox, error: str) -> None:
+        log.error("outbox row failed", extra={"outbox_id": row.id, "error": error})
+        async with self.sessionmaker() as session:
+            await outbox.mark_failed(session, row.id, error)
+            await session.commit()
+        self.stats.failed += 1
+        await self._published(row, outbox.FAILED, None)
+
+    async def _retry_later(self, row: Outbox, error: str) -> None:
+        if row.attempts >= MAX_ATTEMPTS:
+            await self._finish_failed(row, f"gave up after {row.attempts} attempts: {error}")
+            return
+        delay = timedelta(seconds=min(60 * 2 ** (row.attempts - 1), 3600))
+        log.warning("outbox row retried later", extra={"outbox_id": row.id, "error": error})
+        async with self.sessionmaker() as session:
+            await outbox.requeue(session, row.id, self.clock.now() + delay, error)
+            await session.commit()
+        await self._published(row, outbox.QUEUED, None)
+
+    async def _blocked(self, row: Outbox) -> None:
+        self.stats.blocked += 1
+        async with self.sessionmaker() as session:
+            await outbox.mark_failed(session, row.id, "blocked by the member")
+            if row.member_id is not None:
+                await session.execute(
+                    update(Member).where(Member.id == row.member_id).values(unreachable=True)
+                )
+            await session.commit()
+        log.warning("member blocked the bot", extra={"member_id": row.member_id})
+        await self._published(row, outbox.FAILED, None)
+        if row.member_id is not None:
+            await self.bus.publish(Event("member.unreachable", {"member_id": row.member_id}))
+
+    async def _published(self, row: Outbox, status: str, line_id: int | None) -> None:
+        data: dict[str, Any] = {"outbox_id": row.id, "status": status}
+        if line_id is not None:
+            data["message_id"] = line_id
+        await self.bus.publish(Event("outbox.updated", data))
+
+
+async def run_until_cancelled(notifier: Notifier) -> None:
+    """The notifier as a background task that survives its own bugs (logged, restarted)."""
+    while True:
+        try:
+            await notifier.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("notifier crashed; restarting")
+            await asyncio.sleep(1)
+
+
+# --- wiring into the application ----------------------------------------------------------
+
+
+def setup_notifier(app: web.Application) -> None:
+    """Background tasks of a bot process: the outbox notifier and the dunning scheduler.
+
+    Call after `setup_bot`, so the bot exists when these start; without a bot (no token)
+    the scheduler still keeps the outbox up to date and rows wait for the bot.
+    """
+    app.cleanup_ctx.append(_background_tasks)
+
+
+NOTIFIER = web.AppKey("notifier", Notifier)
+
+
+async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(run_scheduler(app), name="dunning-scheduler")]
+    bot = app.get(BOT)
+    if bot is not None:
+        notifier = Notifier(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS])
+        app[NOTIFIER] = notifier
+        tasks.append(asyncio.create_task(run_until_cancelled(notifier), name="notifier"))
+        tasks.append(asyncio.create_task(
+            follow_console(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS]),
+            name="console-follower",
+        ))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_scheduler(app: web.Application) -> None:
+    """Run `dunning.reconcile` on every `case.changed` and at least every tick."""
+    settings, bus, clock = app[SETTINGS], app[BUS], app[CLOCK]
+    async with bus.subscribe() as events:
+        while True:
+            try:
+                async with app[SESSIONMAKER]() as session:
+                    queued = await dunning.reconcile(session, settings, clock.now())
+                for row_id in queued:
+                    await bus.publish(Event("outbox.queued", {"outbox_id": row_id}))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # the database may be away for a moment; the next tick tries again
+                log.exception("dunning reconcile failed")
+            await _next_reason_to_reconcile(events, clock, settings.dunning_tick_seconds)
+
+
+async def _next_reason_to_reconcile(
+    events: asyncio.Queue[Event], clock: Clock, tick: float
+) -> None:
+    async def case_changed() -> None:
+        while (await events.get()).topic != "case.changed":
+            pass
+
+    waits = [asyncio.create_task(case_changed()), asyncio.create_task(clock.sleep(tick))]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()

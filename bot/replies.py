@@ -1,0 +1,52 @@
+"""The bot's answers: Jinja2 templates in bot/templates, rendered in the current language.
+
+Templates autoescape, so a member's name or a plan name can never become Telegram HTML.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aiogram.types import InlineKeyboardMarkup
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+from jinja2 import Environment, FileSystemLoader
+
+from payrescue.i18n import _, template_environment
+
+TEMPLATES = Path(__file__).parent / "templates"
+CANCEL_WAIT = "handoff:cancel"
+RATE_PREFIX = "rate:"
+DELETE_CONFIRM = "rights:delete:yes"
+DELETE_ABORT = "rights:delete:no"
+
+
+@cache
+def _environment() -> Environment:
+    return template_environment(FileSystemLoader(TEMPLATES))
+
+
+def render(template: str, **context: Any) -> str:
+    return _environment().get_template(template).render(**context).strip()
+
+
+def cancel_wait_keyboard() -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    builder.button(text=_("Back to the bot"), callback_data=CANCEL_WAIT)
+    return builder.as_markup()
+
+
+def rating_keyboard(conversation_id: int) -> dict[str, Any]:
+    """As a plain dict: the rating request goes through the outbox."""
+    row = [{"text": str(n), "callback_data": f"{RATE_PREFIX}{conversation_id}:{n}"}
+           for n in range(1, 6)]
+    return {"inline_keyboard": [row]}
+
+
+def delete_keyboard() -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    builder.button(text=_("Yes, delete my data"), callback_data=DELETE_CONFIRM)
+    builder.button(text=_("No, keep everything"), callback_data=DELETE_ABORT)
+    builder.adjust(1)
+    return builder.as_markup()

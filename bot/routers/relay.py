@@ -1,0 +1,213 @@
+"""While a human owns the chat: every member message is stored and shown to the console.
+
+The bot stays silent here (commands are handled by the routers before this one). This
+module also follows the console through the bus: an agent typing shows "typing…" in
+Telegram, a resolve asks the member for a rating, a hand-back is announced. Rating buttons
+and the optional comment after a rating are handled here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramAPIError
+from aiogram.filters import Filter
+from aiogram.types import CallbackQuery
+from aiogram.types import Message as TelegramMessage
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.replies import RATE_PREFIX, rating_keyboard, render
+from payrescue import outbox
+from payrescue.clock import Clock
+from payrescue.config import Settings
+from payrescue.conversations import BOT, HUMAN_OWNED, RESOLVED, current_conversation
+from payrescue.db.models import Conversation, Member, Message
+from payrescue.dunning import language_of
+from payrescue.events import Bus, Event
+from payrescue.i18n import use_language
+
+log = logging.getLogger(__name__)
+COMMENT_WINDOW = timedelta(hours=24)  # a text within a day of rating counts as its comment
+
+
+def message_row(conversation: Conversation, message: TelegramMessage, now: datetime) -> Message:
+    """The transcript line for a member's Telegram message, whatever its kind."""
+    row = Message(conversation_id=conversation.id, sender="member", kind="text",
+                  telegram_message_id=message.message_id, created_at=now,
+                  text=message.text or message.caption)
+    if message.photo:
+        row.kind, row.file_id, row.mime_type = "photo", message.photo[-1].file_id, "image/jpeg"
+    elif message.document:
+        row.kind, row.file_id = "document", message.document.file_id
+        row.file_name, row.mime_type = message.document.file_name, message.document.mime_type
+    elif message.voice:
+        row.kind, row.file_id = "voice", message.voice.file_id
+        row.mime_type = message.voice.mime_type
+    elif message.sticker:
+        row.kind, row.file_id, row.text = "sticker", message.sticker.file_id, message.sticker.emoji
+    return row
+
+
+async def store_member_message(session: AsyncSession, bus: Bus, conversation: Conversation,
+                               message: TelegramMessage, now: datetime) -> Message:
+    """Save the line, commit, then tell the console (ids only on the bus)."""
+    row = message_row(conversation, message, now)
+    session.add(row)
+    conversation.updated_at = now
+    await session.commit()
+    await bus.publish(Event("message.created", {
+        "conversation_id": conversation.id, "message_id": row.id, "sender": "member",
+    }))
+    return row
+
+
+class HumanOwned(Filter):
+    """The member's conversation is waiting for, or assigned to, a human."""
+
+    async def __call__(self, message: TelegramMessage, session: AsyncSession,
+                       member: Member | None, clock: Clock) -> bool | dict[str, Conversation]:
+        if member is None:
+            return False
+        conversation = await current_conversation(session, member.id, clock.now())
+        if conversation.status not in HUMAN_OWNED:
+            return False
+        return {"conversation": conversation}
+
+
+class AwaitingComment(Filter):
+    """The member rated their last conversation and may now add a comment."""
+
+    async def __call__(self, message: TelegramMessage, session: AsyncSession,
+                       member: Member | None, clock: Clock) -> bool | dict[str, Conversation]:
+        if member is None or not message.text or message.text.startswith("/"):
+            return False
+        last = await session.scalar(
+            select(Conversation).where(Conversation.member_id == member.id)
+            .order_by(Conversation.id.desc()).limit(1)
+        )
+        if (last is None or last.status != RESOLVED or last.rating is None
+                or last.rating_comment is not None or last.resolved_at is None
+                or clock.now() - last.updated_at > COMMENT_WINDOW):
+            return False
+        return {"conversation": last}
+
+
+async def rating_comment(message: TelegramMessage, session: AsyncSession,
+                         conversation: Conversation, clock: Clock, bus: Bus) -> None:
+    conversation.rating_comment = message.text
+    conversation.updated_at = clock.now()
+    await store_member_message(session, bus, conversation, message, clock.now())
+    await message.answer(render("handoff/comment.j2"))
+
+
+async def relay_to_agent(message: TelegramMessage, session: AsyncSession,
+                         conversation: Conversation, clock: Clock, bus: Bus) -> None:
+    await store_member_message(session, bus, conversation, message, clock.now())
+
+
+async def rate(query: CallbackQuery, session: AsyncSession, member: Member | None,
+               settings: Settings, clock: Clock, bus: Bus) -> None:
+    parsed = _parse_rating(query.data or "")
+    conversation = await session.get(Conversation, parsed[0]) if parsed else None
+    if parsed is None or conversation is None or member is None \
+            or conversation.member_id != member.id:
+        await query.answer()
+        return
+    first_rating = conversation.rating is None
+    conversation.rating = parsed[1]
+    conversation.updated_at = clock.now()
+    await session.commit()
+    await bus.publish(Event("conversation.updated", {
+        "conversation_id": conversation.id, "status": conversation.status,
+        "assigned_agent_id": conversation.assigned_agent_id, "source": "bot",
+    }))
+    await query.answer("⭐" * parsed[1])
+    if isinstance(query.message, TelegramMessage):
+        await query.message.edit_reply_markup(reply_markup=None)
+        offer = first_rating and parsed[1] >= 4 and settings.referral_url is not None
+        await query.message.answer(render(
+            "handoff/rated.j2", referral_url=str(settings.referral_url) if offer else None
+        ))
+
+
+def _parse_rating(data: str) -> tuple[int, int] | None:
+    try:
+        conversation_id, stars = (int(part) for part in data[len(RATE_PREFIX):].split(":"))
+    except ValueError:
+        return None
+    return (conversation_id, stars) if 1 <= stars <= 5 else None
+
+
+# --- following the console ----------------------------------------------------------------
+
+
+async def follow_console(bot: Bot, sessionmaker: async_sessionmaker[AsyncSession], bus: Bus,
+                         clock: Clock, settings: Settings) -> None:
+    """React to agents: typing → chat action; resolved → rating; handed back → announce."""
+    async with bus.subscribe() as events:
+        while True:
+            event = await events.get()
+            try:
+                await _on_console_event(event, bot, sessionmaker, bus, clock, settings)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # the state stays in the database; the next event starts afresh
+                log.exception("console event %s not handled", event.topic)
+
+
+async def _on_console_event(event: Event, bot: Bot, sessionmaker: async_sessionmaker[AsyncSession],
+                            bus: Bus, clock: Clock, settings: Settings) -> None:
+    if event.topic == "agent.typing" and isinstance(event.data.get("chat_id"), int):
+        try:
+            await bot.send_chat_action(event.data["chat_id"], "typing")
+        except TelegramAPIError as exc:  # cosmetic: never worth a retry
+            log.info("typing indicator not shown: %s", exc.__class__.__name__)
+        return
+    if event.topic != "conversation.updated" or event.data.get("source") == "bot":
+        return
+    status = event.data.get("status")
+    if status not in (RESOLVED, BOT):
+        return
+    async with sessionmaker() as session:
+        row = await _closing_message(session, event.data.get("conversation_id"), status,
+                                     clock.now(), settings)
+        await session.commit()
+    if row is not None:
+        await bus.publish(Event("outbox.queued", {"outbox_id": row.id}))
+
+
+async def _closing_message(session: AsyncSession, conversation_id: object, status: str,
+                           now: datetime, settings: Settings) -> outbox.Outbox | None:
+    if not isinstance(conversation_id, int):
+        return None
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.status != status:
+        return None  # already moved on: the newer event will speak for itself
+    member = await session.get(Member, conversation.member_id)
+    if member is None or member.telegram is None or member.erased_at is not None:
+        return None
+    with use_language(language_of(member, settings)):
+        if status == RESOLVED:
+            payload = {"text": render("handoff/rate.j2"),
+                       "reply_markup": rating_keyboard(conversation.id)}
+            key = f"rate:{conversation.id}:{conversation.resolved_at}"
+        else:
+            payload = {"text": render("handoff/back.j2")}
+            key = f"back:{conversation.id}:{conversation.updated_at}"
+    payload["parse_mode"] = "HTML"
+    return await outbox.queue_message(session, member, "bot", payload, now,
+                                      priority=outbox.PRIORITY_BOT, dedupe_key=key)
+
+
+def build_router() -> Router:
+    """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
+    router = Router(name="relay")
+    router.message.register(rating_comment, AwaitingComment())
+    router.message.register(relay_to_agent, HumanOwned())
+    router.callback_query.register(rate, F.data.startswith(RATE_PREFIX))
+    return router
