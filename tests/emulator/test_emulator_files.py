@@ -8,6 +8,8 @@ import pytest
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import BufferedInputFile
 
+from bot.emulator import EmulatorLimits
+
 TOKEN = "123456:TEST-token"
 
 
@@ -129,3 +131,38 @@ async def test_file_download_requires_the_token(base_url, bot, member):
             assert resp.status == 401
         async with http.get(f"{base_url}/file/bot{TOKEN}/documents/missing.txt") as resp:
             assert resp.status == 404
+
+
+async def test_edit_caption_audio_and_video(bot, emu, member):
+    emu.set_limits(EmulatorLimits.unlimited())  # many sends to one chat
+    sent = await bot.send_document(
+        member["id"], BufferedInputFile(b"data", filename="d.bin"), caption="alt"
+    )
+    edited = await bot.edit_message_caption(
+        chat_id=member["id"], message_id=sent.message_id, caption="<b>neu</b>", parse_mode="HTML"
+    )
+    assert edited.caption == "neu" and edited.caption_entities[0].type == "bold"
+    assert emu.sent_messages(member["id"])[0]["edits"][0]["caption"] == "alt"
+    with pytest.raises(TelegramBadRequest, match="message is not modified"):
+        await bot.edit_message_caption(
+            chat_id=member["id"],
+            message_id=sent.message_id,
+            caption="<b>neu</b>",
+            parse_mode="HTML",
+        )
+    text = await bot.send_message(member["id"], "no media")
+    with pytest.raises(TelegramBadRequest, match="there is no caption in the message to edit"):
+        await bot.edit_message_caption(
+            chat_id=member["id"], message_id=text.message_id, caption="x"
+        )
+    with pytest.raises(TelegramBadRequest, match="message caption is too long"):
+        await bot.send_document(
+            member["id"], BufferedInputFile(b"x", filename="x"), caption="x" * 1025
+        )
+
+    audio = await bot.send_audio(member["id"], BufferedInputFile(b"ID3", filename="song.mp3"))
+    assert audio.audio.file_name == "song.mp3" and audio.audio.mime_type == "audio/mpeg"
+    video = await bot.send_video(
+        member["id"], BufferedInputFile(b"mp4", filename="clip.mp4"), width=640, height=360
+    )
+    assert (video.video.width, video.video.height) == (640, 360)

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import aiohttp
 import pytest
 from aiogram import Dispatcher, F
 from aiogram.exceptions import TelegramConflictError
@@ -138,3 +139,22 @@ async def test_dispatcher_polling_end_to_end(bot, emu, member):
 async def test_wait_for_messages_times_out_with_a_useful_message(emu, member):
     with pytest.raises(TimeoutError, match=r"expected 1 bot message\(s\) .* got 0"):
         await emu.wait_for_messages(member["id"], 1, timeout=0.05)
+
+
+async def test_shutdown_answers_a_pending_long_poll_at_once():
+    from bot.emulator import TelegramEmulator, start_emulator
+
+    emulator = TelegramEmulator()
+    emulator.add_bot(token="42:SHUTDOWN-token", username="shutdown_bot")
+    runner, url = await start_emulator(emulator)
+    async with aiohttp.ClientSession() as http:
+        poll = asyncio.create_task(
+            http.get(f"{url}/bot42:SHUTDOWN-token/getUpdates", params={"timeout": "30"})
+        )
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await runner.cleanup()
+        assert loop.time() - started < 2
+        async with await poll as resp:
+            assert (await resp.json()) == {"ok": True, "result": []}
