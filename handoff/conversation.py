@@ -61,7 +61,7 @@ async def queue_agent_message(
     chat_id = member.telegram.chat_id
     outbox = Outbox(
         member_id=member.id, chat_id=chat_id, kind="agent_reply", priority=0,
-        method="sendMessage", payload={"chat_id": chat_id, "text": text}, status="queued",
+        method="sendMessage", payload={"text": text}, status="queued",  # chat_id: the column
         not_before=now, created_at=now, case_id=conversation.case_id,
     )
     db.add(outbox)

@@ -61,7 +61,7 @@ async def announce_overdue(db: AsyncSession, admin_chat_id: int, target: timedel
             text = _("Conversation #%(id)s has been waiting for %(minutes)s minutes.") % {
                 "id": conversation.id, "minutes": minutes}
         row = Outbox(chat_id=admin_chat_id, kind="alert", priority=1, method="sendMessage",
-                     payload={"chat_id": admin_chat_id, "text": text}, status="queued",
+                     payload={"text": text}, status="queued",
                      not_before=now, dedupe_key=key, created_at=now)
         db.add(row)
         await db.flush()

@@ -1,0 +1,224 @@
+"""An agent works a handoff in a real Chromium: the whole service runs, Telegram is the
+emulator, the bot and the notifier are the real ones.
+
+Saves the screenshots shown in README (docs/console-queue.png, docs/console-conversation.png).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from payrescue.agents import add_agent
+from payrescue.clock import Clock
+from payrescue.conversations import WAITING, current_conversation, move
+from payrescue.db.models import CannedAnswer, Conversation, Handoff, Message, RecoveryCase
+from payrescue.events import Event
+from payrescue.keys import BUS
+from tests.harness import RunningService, running_service
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+PASSWORD = "agent password 123"
+XSS = "<img src=x onerror=alert(1)>"
+WAIT_MS = 10_000
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"  # the browser flow is the same on both; the database tests cover both
+
+
+@pytest.fixture
+async def service(engine) -> AsyncIterator[RunningService]:
+    async with running_service(engine=engine, clock=Clock(), default_language="de") as svc:
+        yield svc
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return str(CHROMIUM)
+
+
+@pytest.fixture
+async def browser(chromium_path: str) -> AsyncIterator:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=chromium_path,
+                                                    args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def _prepare(svc: RunningService) -> tuple[dict, int]:
+    """A German agent, a canned answer, and a linked member with a failed payment."""
+    now = svc.clock.now()
+    member = await svc.add_member(name="Mia Muster", language="de")
+    async with svc.sessionmaker() as db, db.begin():
+        await add_agent(db, email="anna@example.org", name="Anna", role="agent",
+                        password=PASSWORD, now=now, language="de")
+        db.add(CannedAnswer(shortcut="karte", title="Karte aktualisieren", language="de",
+                            body="Hallo {{ first_name }}, bitte aktualisieren Sie Ihre Karte "
+                                 "– offen sind {{ amount }}.", created_at=now, updated_at=now))
+        db.add(RecoveryCase(member_id=member.id, provider="stripe", invoice_ref="in_e2e",
+                            amount_minor=2900, currency="EUR",
+                            decline_category="insufficient_funds",
+                            decline_code="insufficient_funds", opened_at=now,
+                            last_failure_at=now, updated_at=now))
+    user = svc.create_user("Mia", language_code="de")
+    await svc.link(member, user)
+    return user, member.id
+
+
+async def _member_asks_for_a_human(svc: RunningService, member_id: int) -> int:
+    """What the bot's handoff does (payrescue.handoff_rules): queue it, then publish.
+
+    Played here so the console's test does not hang on the bot's trigger words; the bot's
+    own tests cover those.
+    """
+    now = svc.clock.now()
+    async with svc.sessionmaker() as db, db.begin():
+        conversation = await current_conversation(db, member_id, now)
+        conversation.case_id = await db.scalar(
+            select(RecoveryCase.id).where(RecoveryCase.member_id == member_id))
+        move(conversation, WAITING, now)
+        conversation.handoff_reasons, conversation.priority = ["asked_for_human"], 20
+        db.add(Handoff(conversation_id=conversation.id, reasons=["asked_for_human"],
+                       priority=20, requested_at=now))
+    await svc.app[BUS].publish(Event("conversation.waiting",
+                                     {"conversation_id": conversation.id}))
+    return conversation.id
+
+
+async def _more_handoffs(svc: RunningService) -> None:
+    """Two other members waiting, so the queue (and its screenshot) shows the ordering."""
+    for name, reasons, priority, amount, minutes in (
+        ("Jonas Becker", ["dispute"], 80, 11900, 22),
+        ("Emily Clark", ["many_attempts", "large_amount"], 40, 24900, 6),
+    ):
+        member = await svc.add_member(name=name, language="en" if name[0] == "E" else "de")
+        since = svc.clock.now() - timedelta(minutes=minutes)
+        async with svc.sessionmaker() as db, db.begin():
+            case = RecoveryCase(member_id=member.id, provider="stripe",
+                                invoice_ref=f"in_{member.id}", amount_minor=amount,
+                                currency="EUR", opened_at=since, last_failure_at=since,
+                                updated_at=since)
+            db.add(case)
+            await db.flush()
+            conversation = Conversation(member_id=member.id, case_id=case.id, status=WAITING,
+                                        priority=priority, handoff_reasons=reasons,
+                                        waiting_since=since, created_at=since,
+                                        updated_at=since)
+            db.add(conversation)
+        await svc.app[BUS].publish(Event("conversation.waiting",
+                                         {"conversation_id": conversation.id}))
+
+
+async def _member_writes(svc: RunningService, conversation_id: int, text: str) -> None:
+    """What the bot's relay does with a member's message while a human owns the chat."""
+    async with svc.sessionmaker() as db, db.begin():
+        message = Message(conversation_id=conversation_id, sender="member", text=text,
+                          created_at=svc.clock.now())
+        db.add(message)
+    await svc.app[BUS].publish(Event("message.created", {
+        "conversation_id": conversation_id, "message_id": message.id, "sender": "member"}))
+
+
+async def _delivered(svc: RunningService, chat_id: int, count: int) -> list[dict]:
+    """The member's chat once the notifier delivered the agent's reply from the outbox."""
+    return await svc.emulator.wait_for_messages(chat_id, count)
+
+
+async def _status(svc: RunningService, member_id: int) -> str | None:
+    async with svc.sessionmaker() as db:
+        return await db.scalar(select(Conversation.status).where(
+            Conversation.member_id == member_id).order_by(Conversation.id.desc()).limit(1))
+
+
+async def test_an_agent_works_a_handoff_in_the_browser(service, browser):
+    svc = service
+    user, member_id = await _prepare(svc)
+    context = await browser.new_context(viewport={"width": 1280, "height": 800},
+                                        locale="de-DE")
+    page = await context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" else None)
+
+    # log in
+    await page.goto(svc.base_url + "/console/login")
+    await page.fill("input[name=email]", "anna@example.org")
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/queue")
+    assert await page.locator("h1, nav").first.is_visible()
+
+    # the member asks for a human in Telegram; the handoff appears without a reload
+    await page.locator("tr.empty").wait_for(timeout=WAIT_MS)
+    conversation_id = await _member_asks_for_a_human(svc, member_id)
+    row = page.locator(f'#queue-rows tr[data-conversation="{conversation_id}"]')
+    await row.wait_for(timeout=WAIT_MS)
+    await _more_handoffs(svc)
+    await page.locator("#queue-rows tr[data-conversation]").nth(2).wait_for(timeout=WAIT_MS)
+    assert "Mia Muster" in await row.inner_text()
+    assert "möchte einen Menschen" in await row.inner_text()
+    await page.screenshot(path=str(DOCS / "console-queue.png"))
+
+    # claim
+    await row.locator("button[type=submit]").click()
+    await page.wait_for_url("**/console/conversations/*")
+    assert await _status(svc, member_id) == "assigned"
+    assert "Nicht genug Guthaben" in await page.locator("aside.context").inner_text()
+
+    # reply with Enter: queued, then delivered into the member's Telegram chat
+    before = len(svc.emulator.sent_messages(user["id"]))
+    await page.fill("#reply", "Guten Tag, ich helfe Ihnen gern weiter.")
+    await page.press("#reply", "Enter")
+    await page.locator(".line.agent .delivery").first.wait_for(timeout=WAIT_MS)
+    sent = await _delivered(svc, user["id"], before + 1)
+    assert sent[-1]["text"] == "Guten Tag, ich helfe Ihnen gern weiter."
+    await page.locator(".line.agent .delivery.sent").wait_for(timeout=WAIT_MS)
+
+    # the member answers with HTML: it arrives live and stays text
+    await _member_writes(svc, conversation_id, XSS)
+    member_line = page.locator(".line.member .text", has_text="onerror")
+    await member_line.wait_for(timeout=WAIT_MS)
+    assert await member_line.inner_text() == XSS
+    assert await page.locator("#transcript img").count() == 0
+
+    # a canned answer by typing its shortcut, filled in for the member
+    await page.fill("#reply", "")
+    await page.type("#reply", "/kar")
+    await page.locator("#canned-menu li").first.wait_for(timeout=WAIT_MS)
+    await page.press("#reply", "Enter")
+    filled = await page.input_value("#reply")
+    assert filled == "Hallo Mia, bitte aktualisieren Sie Ihre Karte – offen sind 29,00\xa0€."
+    await page.press("#reply", "Enter")
+    await page.locator(".line.agent .delivery").nth(1).wait_for(timeout=WAIT_MS)
+    await _delivered(svc, user["id"], before + 2)
+    await page.locator(".line.agent .delivery.sent").nth(1).wait_for(timeout=WAIT_MS)
+    await page.screenshot(path=str(DOCS / "console-conversation.png"))
+
+    # resolve: the conversation leaves the agent; the bot takes over and asks for a rating
+    await page.click("#resolve")
+    await page.locator("#status", has_text="erledigt").wait_for(timeout=WAIT_MS)
+    assert await _status(svc, member_id) == "resolved"
+    assert await page.locator("#reply").count() == 0  # no longer hers to answer
+    assert dialogs == []  # no alert() ever ran
+    assert not [e for e in errors if "Content Security Policy" in e]
+    await context.close()
