@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, raiseload
 
 from payrescue import conversations
 from payrescue.billing import signals as s
@@ -28,14 +30,10 @@ async def resolve_member(session: AsyncSession, signal: s.Signal, now: datetime,
     """By the provider's customer id, then by e-mail (remembering the id on the member);
     a failure for a new address creates the member so the case is not lost."""
     ref, column = signal.member, _PROVIDER_ID[signal.provider]
-    member = None
-    if ref.customer_id:
-        member = await session.scalar(select(Member).where(column == ref.customer_id))
     email = (ref.email or "").strip().lower() or None
-    if member is None and email:
-        member = await session.scalar(select(Member).where(Member.email == email))
-        if member is not None and ref.customer_id and getattr(member, column.key) is None:
-            setattr(member, column.key, ref.customer_id)
+    member = await _find(session, column, ref.customer_id, email)
+    if member is not None and ref.customer_id and getattr(member, column.key) is None:
+        setattr(member, column.key, ref.customer_id)
     if member is None and create and email:
         member = Member(email=email, name=(ref.name or "").strip()[:200] or None,
                         language=normalise(ref.language), created_at=now, member_since=now)
@@ -45,6 +43,19 @@ async def resolve_member(session: AsyncSession, signal: s.Signal, now: datetime,
     if member is not None and signal.kind == s.MEMBER_UPDATED:
         await _take_profile(session, member, ref)
     return member
+
+
+async def _find(session: AsyncSession, column: InstrumentedAttribute[str | None],
+                customer_id: str | None, email: str | None) -> Member | None:
+    """One round trip for both keys; the customer id wins over the address."""
+    keys = ([column == customer_id] if customer_id else []) + (
+        [Member.email == email] if email else [])
+    if not keys:
+        return None
+    found = list(await session.scalars(
+        select(Member).where(or_(*keys)).options(raiseload(Member.telegram)).limit(2)))
+    by_id = [m for m in found if customer_id and getattr(m, column.key) == customer_id]
+    return (by_id or found or [None])[0]
 
 
 async def _take_profile(session: AsyncSession, member: Member, ref: s.MemberRef) -> None:
@@ -59,23 +70,22 @@ async def _take_profile(session: AsyncSession, member: Member, ref: s.MemberRef)
 
 async def upsert_subscription(session: AsyncSession, member: Member, signal: s.Signal,
                               settings: Settings, now: datetime) -> Subscription:
-    ref = signal.subscription_ref or ""
-    subscription = await session.scalar(select(Subscription).where(
-        Subscription.provider == signal.provider, Subscription.external_id == ref))
-    if subscription is None:
-        subscription = Subscription(member_id=member.id, provider=signal.provider,
-                                    external_id=ref, status="active", created_at=now)
-        session.add(subscription)
-    subscription.member_id = member.id
-    subscription.plan_name = signal.plan_name or subscription.plan_name
+    """Insert or update in one statement (`ON CONFLICT … DO UPDATE … RETURNING`)."""
+    values: dict = {"member_id": member.id, "plan_name": signal.plan_name}
     if signal.kind == s.FAILED:
-        subscription.status = "past_due"
-        subscription.amount_minor = signal.amount_minor
-        subscription.currency = signal.currency
+        values.update(status="past_due", amount_minor=signal.amount_minor,
+                      currency=signal.currency)
     if signal.update_url:
-        subscription.update_url = signal.update_url
-    await session.flush()
-    return subscription
+        values["update_url"] = signal.update_url
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(Subscription).values(
+        provider=signal.provider, external_id=signal.subscription_ref or "", created_at=now,
+        **{"status": "active", **values})
+    updates = {k: statement.excluded[k] for k in values}
+    updates["plan_name"] = func.coalesce(statement.excluded.plan_name, Subscription.plan_name)
+    statement = statement.on_conflict_do_update(
+        index_elements=["provider", "external_id"], set_=updates).returning(Subscription)
+    return await session.scalar(statement, execution_options={"populate_existing": True})
 
 
 async def flag_dispute(session: AsyncSession, member: Member, now: datetime) -> list[Event]:
