@@ -22,6 +22,7 @@ from .limits import Clock, EmulatorLimits, RateLimiter
 from .markup import has_callback_button
 from .media import FileStore, media_object
 from .params import Params
+from .server import make_app
 from .state import BotAccount, Conversation, EmulatorState, Message, User
 from .webhook import WebhookDispatcher
 
@@ -55,8 +56,6 @@ class TelegramEmulator:
         return self.state.add_bot(token, username, first_name).to_api()
 
     def make_app(self) -> web.Application:
-        from .server import make_app
-
         return make_app(self)
 
     @property

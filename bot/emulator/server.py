@@ -88,6 +88,7 @@ async def download_file(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(emu: TelegramEmulator) -> web.Application:
+    # Imported here: both modules take EMULATOR_KEY from this one.
     from .chat_page import add_chat_page_routes
     from .control import add_control_routes
 
