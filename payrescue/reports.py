@@ -21,7 +21,7 @@ import math
 import re
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
+    FunctionElement,
     and_,
     case,
     exists,
@@ -38,6 +40,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
 
 from payrescue.db.models import (
     Agent,
@@ -226,17 +229,19 @@ async def compute(
     """Every figure for `period`; `hours` makes response times count business time only."""
     start, end = period.start, period.end
     figures = Figures(period=period, currencies=[])
-    await _cases_opened(session, figures, start, end)
-    await _cases_recovered(session, figures, start, end)
-    await _cases_lost(session, figures, start, end)
+    weeks = _day_starts(period, weekly=True)
+    await _cases_opened(session, figures, period)
+    recovered_weekly = await _cases_recovered(session, figures, period, weeks)
+    await _recovery_times(session, figures, start, end)
+    await _mrr_saved(session, figures, start, end)
+    lost_weekly = await _cases_lost(session, figures, period, weeks)
     await _update_links(session, figures, start, end)
     await _handoffs(session, figures, start, end, hours)
     await _ratings(session, figures, start, end)
     await _per_agent(session, figures, start, end)
-    await _churn(session, figures, start, end)
+    await _active_at_start(session, figures, start)
     await _by_language(session, figures, start, end, default_language)
-    await _rate_series(session, figures, period)
-    await _weekly_amounts(session, figures, period)
+    _weekly_amounts(figures, weeks, recovered_weekly, lost_weekly)
     return figures
 
 
@@ -244,105 +249,196 @@ def _within(column: Any, start: datetime, end: datetime) -> ColumnElement[bool]:
     return and_(column >= start, column < end)
 
 
-def _sums(rows: Iterable[Sequence[Any]]) -> dict[str, int]:
-    """(currency, amount) rows → {currency: amount}; PostgreSQL sums come back as Decimal."""
-    return {currency: int(amount or 0) for currency, amount in rows if currency}
-
-
 # Inline constants: a bound parameter in CASE … THEN has no type on PostgreSQL.
 _ONE, _ZERO = literal_column("1"), literal_column("0")
 _ONE_IF_RECOVERED = case((RecoveryCase.status == "recovered", _ONE), else_=_ZERO)
 _RECOVERED_AMOUNT = func.coalesce(RecoveryCase.recovered_amount_minor, RecoveryCase.amount_minor)
+_RECOVERED_IN = RecoveryCase.status == "recovered"
+_LOST_IN = RecoveryCase.status == "lost"
+
+# {(week index, currency): amount}
+WeeklyAmounts = dict[tuple[int, str], int]
 
 
-async def _cases_opened(session: AsyncSession, figures: Figures, start: datetime,
-                        end: datetime) -> None:
-    opened = _within(RecoveryCase.opened_at, start, end)
+def _bucket_index(column: Any, edges: Sequence[datetime]) -> ColumnElement[int]:
+    """Which bucket a moment falls in: a CASE over UTC edges, so no SQL time zone maths."""
+    return case(
+        *((column < edge, literal_column(str(index))) for index, edge in enumerate(edges[1:])),
+        else_=literal_column(str(len(edges) - 2)),
+    ).label("bucket")
+
+
+def _day_starts(period: Period, weekly: bool) -> list[date]:
+    """The first local day of each bucket, then the day after the period (the last edge)."""
+    days = [period.first]
+    if weekly:
+        monday = period.first - timedelta(days=period.first.weekday()) + timedelta(days=7)
+        days += [monday + timedelta(weeks=k) for k in range(0, period.days // 7 + 2)]
+    else:
+        days += [period.first + timedelta(days=k) for k in range(1, period.days + 1)]
+    return [d for d in days if d <= period.last] + [period.last + timedelta(days=1)]
+
+
+def _edges(days: Sequence[date], zone: ZoneInfo) -> list[datetime]:
+    return [_local_midnight(d, zone) for d in days]
+
+
+async def _cases_opened(session: AsyncSession, figures: Figures, period: Period) -> None:
+    """One pass over the cohort: at risk, by category, recovered so far and the rate series."""
+    buckets = _day_starts(period, weekly=period.days > DAILY_BUCKETS_UP_TO_DAYS)
+    bucket = _bucket_index(RecoveryCase.opened_at, _edges(buckets, period.zone))
     rows = (await session.execute(
-        select(RecoveryCase.currency, func.sum(RecoveryCase.amount_minor))
-        .where(opened).group_by(RecoveryCase.currency)
+        select(bucket, RecoveryCase.decline_category, RecoveryCase.currency, func.count(),
+               func.sum(_ONE_IF_RECOVERED), func.sum(RecoveryCase.amount_minor))
+        .where(_within(RecoveryCase.opened_at, period.start, period.end))
+        .group_by(literal_column("bucket"), RecoveryCase.decline_category,
+                  RecoveryCase.currency)
     )).all()
-    figures.at_risk = _sums(rows)
-    figures.currencies = sorted(figures.at_risk, key=lambda c: (-figures.at_risk[c], c))
-    groups = (await session.execute(
-        select(RecoveryCase.decline_category, func.count(), func.sum(_ONE_IF_RECOVERED))
-        .where(opened).group_by(RecoveryCase.decline_category)
-    )).all()
+    at_risk: dict[str, int] = defaultdict(int)
+    categories: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    series: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for index, category, currency, opened, recovered, amount in rows:
+        at_risk[currency] += int(amount or 0)
+        for totals in (categories[category or "unknown"], series[int(index)]):
+            totals[0] += int(opened)
+            totals[1] += int(recovered or 0)
+    figures.at_risk = dict(at_risk)
+    figures.currencies = sorted(at_risk, key=lambda c: (-at_risk[c], c))
     figures.by_category = sorted(
-        (Group(category or "unknown", int(n), int(r or 0)) for category, n, r in groups),
+        (Group(key, opened, recovered) for key, (opened, recovered) in categories.items()),
         key=lambda g: (-g.opened, g.key),
     )
     figures.opened = sum(g.opened for g in figures.by_category)
     figures.cohort_recovered = sum(g.recovered for g in figures.by_category)
+    figures.rate_series = [RateBucket(first, *series.get(i, (0, 0)))
+                           for i, first in enumerate(buckets[:-1])]
 
 
-async def _cases_recovered(session: AsyncSession, figures: Figures, start: datetime,
-                           end: datetime) -> None:
-    recovered = and_(RecoveryCase.status == "recovered",
-                     _within(RecoveryCase.recovered_at, start, end))
+async def _cases_recovered(session: AsyncSession, figures: Figures, period: Period,
+                           weeks: Sequence[date]) -> WeeklyAmounts:
+    """Count, amount, attribution, recovered after an opened link; amounts per week."""
+    opened_before = select(_ONE).where(
+        UpdateLink.case_id == RecoveryCase.id,
+        UpdateLink.first_opened_at.is_not(None),
+        UpdateLink.first_opened_at <= RecoveryCase.recovered_at,
+    )
+    after_open = case((exists(opened_before), _ONE), else_=_ZERO)
+    week = _bucket_index(RecoveryCase.recovered_at, _edges(weeks, period.zone))
     rows = (await session.execute(
-        select(RecoveryCase.currency, func.sum(_RECOVERED_AMOUNT))
-        .where(recovered).group_by(RecoveryCase.currency)
-    )).all()
-    figures.recovered_amount = _sums(rows)
-    by_attribution = (await session.execute(
-        select(RecoveryCase.attribution, func.count()).where(recovered)
-        .group_by(RecoveryCase.attribution)
+        select(week, RecoveryCase.currency, RecoveryCase.attribution, func.count(),
+               func.sum(_RECOVERED_AMOUNT), func.sum(after_open))
+        .where(_RECOVERED_IN, _within(RecoveryCase.recovered_at, period.start, period.end))
+        .group_by(literal_column("bucket"), RecoveryCase.currency, RecoveryCase.attribution)
     )).all()
     figures.attribution = {a: 0 for a in ATTRIBUTIONS}
-    for attribution, count in by_attribution:
+    amounts: dict[str, int] = defaultdict(int)
+    weekly: WeeklyAmounts = defaultdict(int)
+    for index, currency, attribution, count, amount, opened in rows:
         key = attribution or "unknown"
         figures.attribution[key] = figures.attribution.get(key, 0) + int(count)
+        amounts[currency] += int(amount or 0)
+        weekly[(int(index), currency)] += int(amount or 0)
+        figures.recovered_after_open += int(opened or 0)
     figures.recovered = sum(figures.attribution.values())
-    opened_before = (
-        select(_ONE).where(
-            UpdateLink.case_id == RecoveryCase.id,
-            UpdateLink.first_opened_at.is_not(None),
-            UpdateLink.first_opened_at <= RecoveryCase.recovered_at,
-        )
-    )
-    figures.recovered_after_open = int(await session.scalar(
-        select(func.count()).select_from(RecoveryCase).where(recovered, exists(opened_before))
-    ) or 0)
-    spans = (await session.execute(
-        select(RecoveryCase.opened_at, RecoveryCase.recovered_at).where(recovered)
+    figures.recovered_amount = dict(amounts)
+    return weekly
+
+
+class _SecondsBetween(FunctionElement[float]):
+    """`end - start` in seconds, written the way each database can subtract moments."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(_SecondsBetween)
+def _seconds_postgresql(element: _SecondsBetween, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+
+
+@compiles(_SecondsBetween, "sqlite")
+def _seconds_sqlite(element: _SecondsBetween, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(arg, **kw) for arg in element.clauses)
+    return f"((julianday({end}) - julianday({start})) * 86400.0)"
+
+
+async def _recovery_times(session: AsyncSession, figures: Figures, start: datetime,
+                          end: datetime) -> None:
+    """Median and p90 from failure to recovery: only the middle and p90 ranks are fetched."""
+    count = figures.recovered
+    if not count:
+        return
+    wanted = {(count - 1) // 2 + 1, count // 2 + 1, max(1, math.ceil(0.9 * count))}
+    seconds = _SecondsBetween(RecoveryCase.opened_at, RecoveryCase.recovered_at)
+    ranked = select(seconds.label("seconds"),
+                    func.row_number().over(order_by=seconds).label("rank")).where(
+        _RECOVERED_IN, _within(RecoveryCase.recovered_at, start, end)).subquery()
+    rows = (await session.execute(
+        select(ranked.c.rank, ranked.c.seconds).where(ranked.c.rank.in_(sorted(wanted)))
     )).all()
-    durations = sorted((done - began).total_seconds() for began, done in spans)
-    figures.recovery_seconds_median = median(durations)
-    figures.recovery_seconds_p90 = percentile(durations, 90)
-    await _mrr_saved(session, figures, recovered)
+    # SQLite's julianday() is exact to about a millisecond; round both databases alike
+    at = {int(rank): round(float(value), 3) for rank, value in rows}
+    figures.recovery_seconds_median = (at[(count - 1) // 2 + 1] + at[count // 2 + 1]) / 2
+    figures.recovery_seconds_p90 = at[max(1, math.ceil(0.9 * count))]
 
 
-async def _mrr_saved(session: AsyncSession, figures: Figures,
-                     recovered: ColumnElement[bool]) -> None:
+async def _mrr_saved(session: AsyncSession, figures: Figures, start: datetime,
+                     end: datetime) -> None:
     """Recurring revenue kept: each recovered subscription's amount once (monthly billing)."""
+    kept = select(
+        func.coalesce(RecoveryCase.subscription_id, -RecoveryCase.id).label("kept"),
+        func.coalesce(Subscription.currency, RecoveryCase.currency).label("currency"),
+        func.coalesce(Subscription.amount_minor, RecoveryCase.amount_minor).label("amount"),
+    ).outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id).where(
+        _RECOVERED_IN, _within(RecoveryCase.recovered_at, start, end)).distinct().subquery()
     rows = (await session.execute(
-        select(
-            RecoveryCase.id, RecoveryCase.subscription_id,
-            func.coalesce(Subscription.currency, RecoveryCase.currency),
-            func.coalesce(Subscription.amount_minor, RecoveryCase.amount_minor),
-        ).outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id)
-        .where(recovered)
-    )).all()
-    seen: dict[tuple[str, int], tuple[str, int]] = {}
-    for case_id, subscription_id, currency, amount in rows:
-        key = ("subscription", subscription_id) if subscription_id else ("case", case_id)
-        seen[key] = (currency, int(amount or 0))
-    saved: dict[str, int] = defaultdict(int)
-    for currency, amount in seen.values():
-        saved[currency] += amount
-    figures.mrr_saved = dict(saved)
+        select(kept.c.currency, func.sum(kept.c.amount)).group_by(kept.c.currency))).all()
+    figures.mrr_saved = {currency: int(amount or 0) for currency, amount in rows}
 
 
-async def _cases_lost(session: AsyncSession, figures: Figures, start: datetime,
-                      end: datetime) -> None:
-    lost = and_(RecoveryCase.status == "lost", _within(RecoveryCase.lost_at, start, end))
+async def _cases_lost(session: AsyncSession, figures: Figures, period: Period,
+                      weeks: Sequence[date]) -> WeeklyAmounts:
+    lost = and_(_LOST_IN, _within(RecoveryCase.lost_at, period.start, period.end))
+    week = _bucket_index(RecoveryCase.lost_at, _edges(weeks, period.zone))
     rows = (await session.execute(
-        select(RecoveryCase.currency, func.count(), func.sum(RecoveryCase.amount_minor))
-        .where(lost).group_by(RecoveryCase.currency)
+        select(week, RecoveryCase.currency, func.count(), func.sum(RecoveryCase.amount_minor))
+        .where(lost).group_by(literal_column("bucket"), RecoveryCase.currency)
     )).all()
-    figures.lost = sum(int(n) for _c, n, _a in rows)
-    figures.lost_amount = _sums((c, a) for c, _n, a in rows)
+    amounts: dict[str, int] = defaultdict(int)
+    weekly: WeeklyAmounts = defaultdict(int)
+    for index, currency, count, amount in rows:
+        figures.lost += int(count)
+        amounts[currency] += int(amount or 0)
+        weekly[(int(index), currency)] += int(amount or 0)
+    figures.lost_amount = dict(amounts)
+    # subscriptions lost to a failed payment; a case without one counts by itself
+    figures.churned = int(await session.scalar(select(func.count(func.distinct(
+        func.coalesce(RecoveryCase.subscription_id, -RecoveryCase.id)))).where(lost)) or 0)
+    return weekly
+
+
+async def _active_at_start(session: AsyncSession, figures: Figures, start: datetime) -> None:
+    """The churn rate's denominator: subscriptions active when the period began."""
+    began = func.coalesce(Subscription.started_at, Subscription.created_at)
+    figures.active_at_start = int(await session.scalar(
+        select(func.count()).select_from(Subscription).where(
+            began < start, or_(Subscription.ended_at.is_(None), Subscription.ended_at >= start)
+        )
+    ) or 0)
+
+
+def _weekly_amounts(figures: Figures, weeks: Sequence[date], recovered: WeeklyAmounts,
+                    lost: WeeklyAmounts) -> None:
+    """Recovered and lost amount per week in the period's main currency."""
+    amounts = figures.recovered_amount.keys() | figures.lost_amount.keys()
+    currency = next((c for c in figures.currencies if c in amounts), None) or min(
+        amounts, default=None)
+    figures.chart_currency = currency
+    figures.weekly_amounts = [
+        WeekAmounts(first, recovered.get((i, currency), 0), lost.get((i, currency), 0))
+        for i, first in enumerate(weeks[:-1])
+    ]
 
 
 async def _update_links(session: AsyncSession, figures: Figures, start: datetime,
@@ -406,23 +502,6 @@ async def _per_agent(session: AsyncSession, figures: Figures, start: datetime,
     )
 
 
-async def _churn(session: AsyncSession, figures: Figures, start: datetime,
-                 end: datetime) -> None:
-    """Subscriptions lost to a failed payment ÷ subscriptions active when the period began."""
-    began = func.coalesce(Subscription.started_at, Subscription.created_at)
-    figures.active_at_start = int(await session.scalar(
-        select(func.count()).select_from(Subscription).where(
-            began < start, or_(Subscription.ended_at.is_(None), Subscription.ended_at >= start)
-        )
-    ) or 0)
-    lost = (await session.execute(
-        select(RecoveryCase.id, RecoveryCase.subscription_id).where(
-            RecoveryCase.status == "lost", _within(RecoveryCase.lost_at, start, end)
-        )
-    )).all()
-    figures.churned = len({("s", sub) if sub else ("c", case_id) for case_id, sub in lost})
-
-
 async def _by_language(session: AsyncSession, figures: Figures, start: datetime,
                        end: datetime, default_language: str) -> None:
     spoken = func.coalesce(Member.language, TelegramLink.language_code)
@@ -440,69 +519,6 @@ async def _by_language(session: AsyncSession, figures: Figures, start: datetime,
         totals[language][0] += int(opened)
         totals[language][1] += int(recovered or 0)
     figures.by_language = [Group(lang, n, r) for lang, (n, r) in sorted(totals.items())]
-
-
-def _bucket_index(column: Any, edges: Sequence[datetime]) -> ColumnElement[int]:
-    """Which bucket a moment falls in: a CASE over UTC edges, so no SQL time zone maths."""
-    return case(
-        *((column < edge, literal_column(str(index))) for index, edge in enumerate(edges[1:])),
-        else_=literal_column(str(len(edges) - 2)),
-    ).label("bucket")
-
-
-def _day_starts(period: Period, weekly: bool) -> list[date]:
-    days = [period.first]
-    if weekly:
-        monday = period.first - timedelta(days=period.first.weekday()) + timedelta(days=7)
-        days += [monday + timedelta(weeks=k) for k in range(0, period.days // 7 + 2)]
-    else:
-        days += [period.first + timedelta(days=k) for k in range(1, period.days + 1)]
-    return [d for d in days if d <= period.last] + [period.last + timedelta(days=1)]
-
-
-async def _rate_series(session: AsyncSession, figures: Figures, period: Period) -> None:
-    weekly = period.days > DAILY_BUCKETS_UP_TO_DAYS
-    firsts = _day_starts(period, weekly)
-    edges = [_local_midnight(d, period.zone) for d in firsts]
-    bucket = _bucket_index(RecoveryCase.opened_at, edges)
-    rows = (await session.execute(
-        select(bucket, func.count(), func.sum(_ONE_IF_RECOVERED))
-        .where(_within(RecoveryCase.opened_at, period.start, period.end)).group_by(bucket)
-    )).all()
-    counts = {int(i): (int(n), int(r or 0)) for i, n, r in rows}
-    figures.rate_series = [
-        RateBucket(first, *counts.get(i, (0, 0))) for i, first in enumerate(firsts[:-1])
-    ]
-
-
-async def _weekly_amounts(session: AsyncSession, figures: Figures, period: Period) -> None:
-    """Recovered and lost amount per week in the period's main currency."""
-    amounts = figures.recovered_amount.keys() | figures.lost_amount.keys()
-    currency = next((c for c in figures.currencies if c in amounts), None) or min(
-        amounts, default=None)
-    figures.chart_currency = currency
-    firsts = _day_starts(period, weekly=True)
-    if currency is None:
-        figures.weekly_amounts = [WeekAmounts(first, 0, 0) for first in firsts[:-1]]
-        return
-    edges = [_local_midnight(d, period.zone) for d in firsts]
-    totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    for slot, status, moment, amount in (
-        (0, "recovered", RecoveryCase.recovered_at, _RECOVERED_AMOUNT),
-        (1, "lost", RecoveryCase.lost_at, RecoveryCase.amount_minor),
-    ):
-        bucket = _bucket_index(moment, edges)
-        rows = (await session.execute(
-            select(bucket, func.sum(amount)).where(
-                RecoveryCase.status == status, RecoveryCase.currency == currency,
-                _within(moment, period.start, period.end),
-            ).group_by(bucket)
-        )).all()
-        for index, total in rows:
-            totals[int(index)][slot] = int(total or 0)
-    figures.weekly_amounts = [
-        WeekAmounts(first, *totals.get(i, (0, 0))) for i, first in enumerate(firsts[:-1])
-    ]
 
 
 def median(ordered: Sequence[float]) -> float | None:

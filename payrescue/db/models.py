@@ -152,6 +152,10 @@ class RecoveryCase(Base):
     __table_args__ = (
         UniqueConstraint("provider", "invoice_ref"),
         Index("ix_recovery_cases_status_opened", "status", "opened_at"),
+        # the recovery figures select cases by the day they opened, came back or were lost
+        Index("ix_recovery_cases_opened_at", "opened_at"),
+        Index("ix_recovery_cases_recovered_at", "recovered_at"),
+        Index("ix_recovery_cases_lost_at", "lost_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -187,6 +191,7 @@ class UpdateLink(Base):
     """A signed payment-update link sent for one case; opening and completion are tracked."""
 
     __tablename__ = "update_links"
+    __table_args__ = (Index("ix_update_links_created_at", "created_at"),)  # link figures
 
     id: Mapped[int] = mapped_column(primary_key=True)
     token_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -235,7 +240,10 @@ class Conversation(Base):
     """A member's chat: the bot answers (`bot`), or it waits for / belongs to a human."""
 
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_status_priority", "status", "priority"),)
+    __table_args__ = (
+        Index("ix_conversations_status_priority", "status", "priority"),
+        Index("ix_conversations_resolved_at", "resolved_at"),  # satisfaction figures
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
