@@ -220,3 +220,35 @@ async def test_invoice_updated_moves_the_next_attempt(client, session, clock):
                                            t0 + timedelta(minutes=1)))
     case = await session.scalar(select(RecoveryCase))
     assert case.next_attempt_at == later.replace(microsecond=0)
+
+
+async def test_dispute_puts_the_member_in_the_agents_queue(client, session, clock, standin, bus):
+    from payrescue.db.models import Conversation, Handoff
+
+    _, state = standin
+    await post_stripe(client, stripe_event("invoice.payment_failed", invoice(), clock.now()))
+    state.charges["ch_9"] = {"id": "ch_9", "object": "charge", "customer": "cus_Anna"}
+    dispute = {"id": "dp_1", "object": "dispute", "amount": 2900, "currency": "eur",
+               "charge": "ch_9", "reason": "fraudulent", "status": "needs_response",
+               "evidence": {"customer_email_address": None}}
+    async with bus.subscribe() as queue:
+        response = await post_stripe(client, stripe_event("charge.dispute.created", dispute,
+                                                          clock.now()))
+        topics = [queue.get_nowait().topic for _ in range(queue.qsize())]
+    assert response.status == 200
+    conversation = await session.scalar(select(Conversation))
+    assert conversation.status == "waiting" and "dispute" in conversation.handoff_reasons
+    assert (await session.scalar(select(Handoff))).reasons == ["dispute"]
+    assert "conversation.waiting" in topics
+
+
+async def test_expiring_card_is_announced_for_the_member(client, session, clock, bus):
+    await post_stripe(client, stripe_event("invoice.payment_failed", invoice(), clock.now()))
+    card = {"id": "card_1", "object": "card", "customer": "cus_Anna", "exp_month": 1,
+            "exp_year": 2026, "last4": "4242", "brand": "Visa"}
+    async with bus.subscribe() as queue:
+        await post_stripe(client, stripe_event("customer.source.expiring", card, clock.now()))
+        events = [queue.get_nowait() for _ in range(queue.qsize())]
+    changes = {(e.topic, e.data.get("change")) for e in events}
+    assert ("case.changed", "card_expiring") in changes
+    assert ("member.card_expiring", None) in changes
