@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import Bot, Router
+from aiogram import Bot, F, Router
+from aiogram.enums import ChatType
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 def build_router() -> Router:
     router = Router(name="language")
+    router.message.filter(F.chat.type == ChatType.PRIVATE)
+    router.callback_query.filter(F.message.chat.type == ChatType.PRIVATE)
     router.message.register(ask_language, Command("language"))
     router.callback_query.register(choose_language, LanguageChoice.filter())
     return router

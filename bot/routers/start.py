@@ -6,6 +6,7 @@ import logging
 from html import escape
 
 from aiogram import F, Router
+from aiogram.enums import ChatType
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 
 def build_router() -> Router:
     router = Router(name="start")
+    # payment matters are personal: a deep link opened in a group must not link the group
+    router.message.filter(F.chat.type == ChatType.PRIVATE)
     router.message.register(start_with_token, CommandStart(deep_link=True), F.from_user)
     router.message.register(start_without_token, CommandStart())
     return router

@@ -8,8 +8,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from aiogram import Dispatcher
+from aiogram.dispatcher.event.bases import UNHANDLED
+from aiogram.types import Update
 from sqlalchemy import func, select
 
+from bot.keys import BOT_RUNNER
+from bot.middlewares import MemberContextMiddleware
+from bot.routers import start
 from payrescue.db.models import Member, TelegramLink, UsedToken
 from tests.harness import RunningService, running_service
 
@@ -193,3 +199,26 @@ async def test_garbage_payloads_are_refused_politely(service: RunningService,
     answer = await _send(service, user, f"/start {payload}")
 
     assert answer.startswith("This link does not work.")
+
+
+async def test_a_deep_link_opened_in_a_group_links_nothing(service: RunningService) -> None:
+    member = await service.add_member(language="en")
+    user = service.create_user(language_code="en")
+    group_update = Update.model_validate({
+        "update_id": 800_001,
+        "message": {
+            "message_id": 1, "date": 1_767_600_000, "from": user,
+            "chat": {"id": -100_123, "type": "supergroup", "title": "Members' lounge"},
+            "text": f"/start {await service.link_token(member)}",
+            "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+        },
+    })
+
+    dispatcher = Dispatcher(**service.app[BOT_RUNNER].dispatcher.workflow_data)
+    dispatcher.update.outer_middleware(MemberContextMiddleware())
+    dispatcher.include_router(start.build_router())
+
+    result = await dispatcher.feed_update(service.bot, group_update)
+
+    assert result is UNHANDLED
+    assert await _link_count(service) == 0

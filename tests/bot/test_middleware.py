@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiogram import F, Router
+from aiogram import Dispatcher, F, Router
 from aiogram.types import Message, Update
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.dispatcher import build_dispatcher
+from bot.middlewares import MemberContextMiddleware
 from payrescue.clock import Clock
 from payrescue.db.models import Member
 from payrescue.i18n import _, current_language
@@ -30,11 +30,14 @@ def _text_update(user: dict[str, Any], text: str, update_id: int = 700_001) -> U
     })
 
 
-def _dispatcher_with(service: RunningService, router: Router):  # noqa: ANN202
-    dispatcher = build_dispatcher(
+def _dispatcher_with(service: RunningService, router: Router) -> Dispatcher:
+    """The middleware as build_dispatcher wires it, with only the test's router behind it
+    (the feature routers would answer the test's texts first)."""
+    dispatcher = Dispatcher(
         sessionmaker=service.sessionmaker, settings=service.settings, clock=service.clock,
         bus=service.app[BUS],
     )
+    dispatcher.update.outer_middleware(MemberContextMiddleware())
     dispatcher.include_router(router)
     return dispatcher
 
