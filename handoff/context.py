@@ -19,23 +19,21 @@ from payrescue.db.models import (
 )
 from payrescue.i18n import _, lazy_gettext
 
-# PaymentEvent.outcome values that mean money arrived (set by billing).
-PAID_OUTCOMES = ("paid", "succeeded", "recovered")
+# A known payment: a provider event billing normalised to "recovered" (money arrived).
+PAID_KIND = "recovered"
 
+# Billing's decline categories (payrescue.billing.declines), worded for agents: the
+# member-facing explanations there stay vague on purpose (fraud), agents need the truth.
 DECLINE_WORDS = {
     "insufficient_funds": lazy_gettext("Not enough money on the account"),
     "expired_card": lazy_gettext("The card has expired"),
-    "card_expired": lazy_gettext("The card has expired"),
+    "wrong_details": lazy_gettext("Card details are wrong"),
     "authentication_required": lazy_gettext("The bank wants the member to confirm (3-D Secure)"),
-    "action_required": lazy_gettext("The bank wants the member to confirm (3-D Secure)"),
-    "do_not_honor": lazy_gettext("The bank refused without giving a reason"),
-    "generic_decline": lazy_gettext("The bank refused without giving a reason"),
-    "lost_or_stolen": lazy_gettext("The card was reported lost or stolen"),
-    "fraud": lazy_gettext("The bank suspects fraud"),
-    "incorrect_details": lazy_gettext("Card details are wrong"),
-    "limit_exceeded": lazy_gettext("The card's limit is reached"),
+    "issuer_declined": lazy_gettext("The bank refused without giving a reason"),
     "processing_error": lazy_gettext("A technical fault at the bank or provider"),
-    "technical": lazy_gettext("A technical fault at the bank or provider"),
+    "fraud": lazy_gettext("The bank suspects fraud, or the card was reported lost or stolen"),
+    "bank_account_closed": lazy_gettext("The bank account is closed or blocked"),
+    "mandate_refused": lazy_gettext("The direct debit was refused or disputed"),
     "unknown": lazy_gettext("Reason unknown"),
 }
 
@@ -90,11 +88,7 @@ async def member_context(db: AsyncSession, conversation: Conversation) -> Member
             Conversation.member_id == member.id, Conversation.id != conversation.id
         ).order_by(Conversation.id.desc()).limit(10)
     )).all()
-    lifetime = (await db.execute(
-        select(func.coalesce(func.sum(PaymentEvent.amount_minor), 0), PaymentEvent.currency)
-        .where(PaymentEvent.member_id == member.id, PaymentEvent.outcome.in_(PAID_OUTCOMES))
-        .group_by(PaymentEvent.currency).order_by(PaymentEvent.currency).limit(1)
-    )).first()
+    lifetime = await _lifetime_value(db, member.id)
     return MemberContext(
         member=member, case=case, plan=plan, next_reminder_at=next_reminder, link=link,
         earlier_cases=[c for c in earlier_cases if case is None or c.id != case.id],
@@ -103,6 +97,30 @@ async def member_context(db: AsyncSession, conversation: Conversation) -> Member
         lifetime_currency=lifetime[1] if lifetime else None,
         decline_words=decline_in_words(case.decline_category) if case else "",
     )
+
+
+async def _lifetime_value(db: AsyncSession, member_id: int) -> tuple[int, str] | None:
+    """Sum of the member's known payments in their main currency.
+
+    One amount per invoice: providers report a payment more than once (Stripe sends
+    invoice.paid and invoice.payment_succeeded for the same invoice).
+    """
+    per_invoice = (
+        select(func.max(PaymentEvent.amount_minor).label("amount"),
+               PaymentEvent.currency.label("currency"))
+        .where(PaymentEvent.member_id == member_id, PaymentEvent.kind == PAID_KIND,
+               PaymentEvent.amount_minor.is_not(None))
+        .group_by(PaymentEvent.provider, func.coalesce(PaymentEvent.invoice_ref,
+                                                       PaymentEvent.event_id),
+                  PaymentEvent.currency)
+        .subquery()
+    )
+    row = (await db.execute(
+        select(func.sum(per_invoice.c.amount), per_invoice.c.currency)
+        .group_by(per_invoice.c.currency)
+        .order_by(func.sum(per_invoice.c.amount).desc()).limit(1)
+    )).first()
+    return (int(row[0]), row[1]) if row and row[1] else None
 
 
 async def _current_case(db: AsyncSession, conversation: Conversation) -> RecoveryCase | None:

@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payrescue import assignment
+from payrescue.config import Settings
 from payrescue.conversations import ASSIGNED, WAITING
 from payrescue.db.models import Conversation, Outbox
-from payrescue.events import Event
+from payrescue.events import Bus, Event
 from payrescue.i18n import _, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 
@@ -34,7 +35,8 @@ async def assign_waiting(db: AsyncSession, now: datetime) -> list[int]:
     assigned = []
     waiting = (await db.scalars(
         select(Conversation.id).where(Conversation.status == WAITING)
-        .order_by(Conversation.priority.desc(), Conversation.waiting_since).limit(50)
+        .order_by(Conversation.priority.desc(), Conversation.waiting_since, Conversation.id)
+        .limit(50)
     )).all()
     for conversation_id in waiting:
         if await assignment.auto_assign(db, conversation_id, now) is None:
@@ -69,10 +71,11 @@ async def announce_overdue(db: AsyncSession, admin_chat_id: int, target: timedel
     return announced
 
 
-async def run_once(app: web.Application) -> None:
-    settings, now, bus = app[SETTINGS], app[CLOCK].now(), app[BUS]
+async def run_once(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings,
+                   now: datetime, bus: Bus) -> None:
+    """One round: assign what can be assigned, announce what waited too long."""
     events: list[Event] = []
-    async with app[SESSIONMAKER]() as db, db.begin():
+    async with sessionmaker() as db, db.begin():
         if settings.auto_assign:
             for conversation_id in await assign_waiting(db, now):
                 conversation = await db.get(Conversation, conversation_id)
@@ -92,7 +95,7 @@ async def _watch(app: web.Application) -> None:
     async with app[BUS].subscribe() as events:
         while True:
             try:
-                await run_once(app)
+                await run_once(app[SESSIONMAKER], app[SETTINGS], app[CLOCK].now(), app[BUS])
             except SQLAlchemyError:
                 log.exception("console watcher: database error; retrying on the next tick")
             await _wait_for_work(app, events)

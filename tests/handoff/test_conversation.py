@@ -8,7 +8,14 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from payrescue.db.models import CannedAnswer, Member, Message, Outbox
+from payrescue.db.models import (
+    CannedAnswer,
+    Member,
+    Message,
+    Outbox,
+    PaymentEvent,
+    UpdateLink,
+)
 from tests.handoff.conftest import log_in
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -197,3 +204,33 @@ async def test_unlinked_member_cannot_get_a_reply(make_client, world):
     response = await client.post(f"/console/conversations/{conversation_id}/reply",
                                  data={"text": "hi", "csrf_token": token}, headers=JSON)
     assert (await response.json())["error"] == "This member has no Telegram chat linked."
+
+
+async def test_lifetime_value_counts_each_paid_invoice_once(make_client, world):
+    client, _token, conversation_id = await _claimed(make_client, world)
+    async with world.sessionmaker() as db, db.begin():
+        member = (await db.scalars(select(Member))).one()
+        for event_id, event_type, invoice in (("evt_1", "invoice.paid", "in_1"),
+                                              ("evt_2", "invoice.payment_succeeded", "in_1"),
+                                              ("evt_3", "invoice.paid", "in_2")):
+            db.add(PaymentEvent(provider="stripe", event_id=event_id, event_type=event_type,
+                                received_at=world.clock.now(), payload={}, kind="recovered",
+                                member_id=member.id, amount_minor=2900, currency="EUR",
+                                invoice_ref=invoice))
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    assert "€58.00" in page
+
+
+async def test_a_fresh_update_link_goes_out_in_the_member_s_language(make_client, world):
+    client, token, conversation_id = await _claimed(make_client, world, language="de")
+    response = await client.post(f"/console/conversations/{conversation_id}/update-link",
+                                 data={"csrf_token": token}, headers=JSON)
+    assert (await response.json())["ok"] is True
+    async with world.sessionmaker() as db:
+        link = (await db.scalars(select(UpdateLink))).one()
+        outbox = (await db.scalars(select(Outbox))).one()
+    text = outbox.payload["text"]
+    assert text.startswith("Hier ist Ihr persönlicher Link")
+    assert "http://127.0.0.1:8080/u/" in text and outbox.kind == "agent_reply"
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    assert "sent" in page and link.case_id is not None
