@@ -11,11 +11,8 @@ Bus events are published only after the commit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payrescue.billing import alerts, cases, declines
 from payrescue.billing import signals as s
@@ -88,26 +85,9 @@ async def already_stored(session: AsyncSession, provider: str, event_id: str) ->
     return found is not None
 
 
-# SQLite has one writer at a time and makes the others poll with growing sleeps (up to
-# 100 ms each), so within one process writers queue here instead, in arrival order.
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = (
-    weakref.WeakKeyDictionary())
-
-
-@asynccontextmanager
-async def _writer(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[None]:
-    engine = sessionmaker.kw.get("bind")
-    if not isinstance(engine, AsyncEngine) or engine.dialect.name != "sqlite":
-        yield
-        return
-    lock = _SQLITE_WRITERS.setdefault(engine, asyncio.Lock())
-    async with lock:
-        yield
-
-
 async def _ingest_once(sessionmaker: async_sessionmaker[AsyncSession], signal: s.Signal,
                        settings: Settings, now: datetime) -> Outcome:
-    async with _writer(sessionmaker), sessionmaker() as session, session.begin():
+    async with sessionmaker() as session, session.begin():
         row_id = await _store_raw(session, signal, now)
         if row_id is None:
             return Outcome("duplicate")
