@@ -76,3 +76,27 @@ async def test_simulate_sends_signed_events_through_the_real_path(
         ("stripe", "recovered"), ("memberpress", "recovered"), ("generic", "recovered")]
     assert found[0].decline_category == "expired_card"
     assert found[2].decline_category == "expired_card"
+
+
+def test_cli_import_prints_a_summary_and_names_the_rejects_file(tmp_path, capsys,
+                                                                 sqlite_template):
+    import shutil
+
+    from payrescue.cli import main
+    from tests.conftest import TEST_SECRET
+
+    database = tmp_path / "cli.sqlite3"
+    shutil.copy(sqlite_template, database)
+    config = tmp_path / "payrescue.toml"
+    config.write_text(f'database_url = "sqlite+aiosqlite:///{database}"\n'
+                      f'secret_key = "{TEST_SECRET}"\ndata_dir = "{tmp_path}"\n')
+    source = tmp_path / "members.csv"
+    source.write_text("email,name\nanna@example.org,Anna\nbroken,Nobody\n", encoding="utf-8")
+
+    status = main(["--config", str(config), "members", "import", str(source)])
+
+    out = capsys.readouterr()
+    assert status == 1
+    assert "2 rows: 1 created, 0 updated, 0 unchanged, 1 rejected" in out.out
+    assert str(tmp_path / "members.rejected.csv") in out.out
+    assert "2/2 (100%)" in out.err
