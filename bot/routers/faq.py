@@ -59,16 +59,21 @@ async def free_text(message: Message, session: AsyncSession, member: Member | No
         return
     text = message.text or ""
     conversation = await current_conversation(session, member.id, clock.now())
-    reasons = faq.triggers(text)
+    # what they wrote, else what their case is like (many attempts, a large amount, fraud)
+    reasons = faq.triggers(text) or handoff_rules.case_reasons(
+        await handoff_rules.open_case(session, member.id), settings)
     if not reasons:
         intent = faq.intent(text)
         if intent is not None:
             conversation.not_understood = 0
             log.info("chat %s: intent %s", message.chat.id, intent)
-            await message.answer(await _answer(intent, session, member, settings, clock))
+            answer = await _answer(intent, session, member, settings, clock)
+            await session.commit()  # state first: a reply must never announce unsaved state
+            await message.answer(answer)
             return
         conversation.not_understood += 1
         if conversation.not_understood < handoff_rules.NOT_UNDERSTOOD_LIMIT:
+            await session.commit()
             await message.answer(render("faq/not_understood.j2"))
             return
         reasons = [handoff_rules.NOT_UNDERSTOOD]

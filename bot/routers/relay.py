@@ -66,11 +66,11 @@ async def store_member_message(session: AsyncSession, bus: Bus, conversation: Co
 
 
 class HumanOwned(Filter):
-    """The member's conversation is waiting for, or assigned to, a human."""
+    """A non-command message while the conversation waits for, or belongs to, a human."""
 
     async def __call__(self, message: TelegramMessage, session: AsyncSession,
                        member: Member | None, clock: Clock) -> bool | dict[str, Conversation]:
-        if member is None:
+        if member is None or (message.text or "").startswith("/"):  # commands still work
             return False
         conversation = await current_conversation(session, member.id, clock.now())
         if conversation.status not in HUMAN_OWNED:
