@@ -242,3 +242,17 @@ def build_events(provider: str, action: str, target: Target, reason: str, now: d
     if provider == "memberpress":
         return memberpress_events(action, target, now)
     return generic_events(action, target, reason, now)
+
+
+async def trigger(session: AsyncSession, settings: Settings, *, action: str, email: str,
+                  base_url: str, now: datetime, reason: str = "insufficient_funds",
+                  provider: str | None = None, amount_minor: int = 2900,
+                  currency: str = "EUR") -> list[tuple[int, str]]:
+    """One call for the demo page's buttons: find the member's case, build, sign and send.
+
+    `session` only reads; the running service at `base_url` writes what the events cause.
+    """
+    chosen = provider or default_provider(settings)
+    target = await find_target(session, chosen, action, email, amount_minor, currency)
+    return await send(base_url, chosen, build_events(chosen, action, target, reason, now),
+                      settings)

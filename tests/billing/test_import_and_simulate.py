@@ -71,7 +71,12 @@ async def test_simulate_sends_signed_events_through_the_real_path(
                                                   billing_settings)] == [200]
         await session.commit()
 
-    found = list(await session.scalars(select(RecoveryCase).order_by(RecoveryCase.id)))
+    results = await simulate.trigger(session, billing_settings, action="failed-payment",
+                                     email="demo@example.org", base_url=base, now=clock.now(),
+                                     reason="lost_card", provider="generic")
+    assert [status for status, _ in results] == [200]
+    await session.commit()
+    found = list(await session.scalars(select(RecoveryCase).order_by(RecoveryCase.id)))[:3]
     assert [(c.provider, c.status) for c in found] == [
         ("stripe", "recovered"), ("memberpress", "recovered"), ("generic", "recovered")]
     assert found[0].decline_category == "expired_card"
