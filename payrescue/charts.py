@@ -169,7 +169,7 @@ def reasons_chart(reasons: dict[str, int], labels: dict[str, str]) -> Markup:
     label = _("Reasons for handoff")
     if not reasons:
         return _no_data(label)
-    row, label_width = 28, 200
+    row, label_width = 28, 250
     height = TOP + row * len(reasons) + 8
     top = max(reasons.values())
     room = WIDTH - label_width - RIGHT - 48
@@ -178,7 +178,8 @@ def reasons_chart(reasons: dict[str, int], labels: dict[str, str]) -> Markup:
         y = TOP + row * index
         length = room * count / top if top else 0
         name = labels.get(reason, reason.replace("_", " "))
-        body.append(_text(label_width - 8, y + 15, name, anchor="end", size=12, fill=INK))
+        short = name if len(name) <= 36 else name[:35] + "…"  # the bar's title has it whole
+        body.append(_text(label_width - 8, y + 15, short, anchor="end", size=12, fill=INK))
         body.append(f'<rect x="{label_width}" y="{y + 4}" width="{length:.1f}" height="16" '
                     f'fill="{ACCENT}"><title>{escape(f"{name}: {format_number(count)}")}'
                     f'</title></rect>')
