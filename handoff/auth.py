@@ -87,7 +87,7 @@ async def load_agent(request: web.Request) -> Agent | None:
 
 def _wants_page(request: web.Request) -> bool:
     return (
-        request.method == "GET"
+        request.method in ("GET", "HEAD")
         and "/stream/" not in request.path
         and "/api/" not in request.path
         and "text/event-stream" not in request.headers.get("Accept", "")
@@ -123,8 +123,8 @@ async def language_middleware(request: web.Request, handler: Handler) -> web.Str
     """Console texts in the agent's language; before log-in, the browser's."""
     from handoff.security import is_console
 
-    if not is_console(request):
-        return await handler(request)
+    if not is_console(request) or request.path.startswith("/console/static/"):
+        return await handler(request)  # stylesheets and scripts need no agent
     agent = await load_agent(request)
     language = agent.language if agent else choose_language(
         None, request.headers.get("Accept-Language", ""),

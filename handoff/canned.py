@@ -41,7 +41,15 @@ def fill(body: str, variables: dict[str, str]) -> str:
 
 @admin_required
 async def canned_page(request: web.Request) -> web.StreamResponse:
-    return await _page(request)
+    """The list and the form; `?edit=<id>` fills the form with that answer."""
+    form = None
+    if request.query.get("edit", "").isdigit():
+        async with request.config_dict[SESSIONMAKER]() as db:
+            answer = await db.get(CannedAnswer, int(request.query["edit"]))
+        if answer is not None:
+            form = {"id": str(answer.id), "shortcut": answer.shortcut,
+                    "language": answer.language, "title": answer.title, "body": answer.body}
+    return await _page(request, form=form)
 
 
 async def _page(request: web.Request, error: str | None = None, form: dict | None = None,

@@ -234,3 +234,22 @@ async def test_a_fresh_update_link_goes_out_in_the_member_s_language(make_client
     assert "http://127.0.0.1:8080/u/" in text and outbox.kind == "agent_reply"
     page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
     assert "sent" in page and link.case_id is not None
+
+
+async def test_an_admin_edits_a_canned_answer(make_client, world):
+    await world.agent("root@example.org", name="Root", role="admin")
+    admin = await make_client()
+    token = await log_in(admin, "root@example.org")
+    await admin.post("/console/canned", data={"shortcut": "hi", "language": "en",
+                                              "title": "Hi", "body": "Hello", "csrf_token": token})
+    async with world.sessionmaker() as db:
+        answer_id = (await db.scalars(select(CannedAnswer.id))).one()
+    form = await (await admin.get(f"/console/canned?edit={answer_id}")).text()
+    assert f'name="id" value="{answer_id}"' in form and ">Hello</textarea>" in form
+    await admin.post("/console/canned", data={"id": str(answer_id), "shortcut": "hi",
+                                              "language": "en", "title": "Hi",
+                                              "body": "Hello {{ first_name }}!",
+                                              "csrf_token": token})
+    async with world.sessionmaker() as db:
+        answers = (await db.scalars(select(CannedAnswer))).all()
+    assert [a.body for a in answers] == ["Hello {{ first_name }}!"]
