@@ -84,7 +84,7 @@ def parse(raw_body: bytes) -> s.Signal:
         raise s.BadEvent(_one_line(exc)) from None
     signal = s.Signal(
         provider=PROVIDER, event_id=event.id, event_type=event.type, kind=_KINDS[event.type],
-        occurred_at=_utc(event.occurred_at), payload=event.model_dump(mode="json"),
+        occurred_at=_utc(event.occurred_at), payload=_storable(event.model_dump(mode="json")),
         member=s.MemberRef(customer_id=event.member.id, email=event.member.email,
                            name=event.member.name, language=event.member.language),
         subscription_ref=event.subscription.id if event.subscription else None,
@@ -98,6 +98,11 @@ def parse(raw_body: bytes) -> s.Signal:
     # no invoice named: failures belong to the subscription's current renewal
     signal.cases_by_subscription = signal.invoice_ref is None
     return signal
+
+
+def _storable(payload: dict) -> dict:
+    s.ensure_storable(payload)
+    return payload
 
 
 def _utc(moment: datetime) -> datetime:

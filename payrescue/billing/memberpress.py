@@ -44,10 +44,7 @@ def verify(header: str | None, settings: Settings) -> None:
 
 
 def parse(raw_body: bytes, settings: Settings, now: datetime) -> s.Signal:
-    try:
-        body = json.loads(raw_body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise s.BadEvent(f"malformed JSON: {exc}") from None
+    body = s.load_json(raw_body)
     if not isinstance(body, dict):
         raise s.BadEvent("expected an object with event, type and data")
     event, data = body.get("event"), body.get("data")

@@ -7,6 +7,7 @@ one-line reason, which the HTTP layer answers with 400.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -86,3 +87,30 @@ def from_unix(value: Any, what: str) -> datetime:
 
 def optional_unix(value: Any, what: str) -> datetime | None:
     return None if value is None else from_unix(value, what)
+
+
+def _no_constant(name: str) -> Any:
+    raise BadEvent(f"malformed JSON: {name} is not a number")
+
+
+def load_json(raw: bytes) -> Any:
+    """Parse a body and make sure every database can store it (no NaN, NUL or lone
+    surrogates, which JSON allows but PostgreSQL or UTF-8 do not)."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadEvent(f"malformed JSON: {exc}") from None
+    ensure_storable(value)
+    return value
+
+
+def ensure_storable(value: Any) -> None:
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadEvent("text contains invalid characters (lone surrogates)") from None
+    except (ValueError, RecursionError):
+        raise BadEvent("malformed JSON: nested too deeply") from None
+    if "\\u0000" in text:
+        raise BadEvent("text contains NUL characters")

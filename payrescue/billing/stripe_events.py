@@ -9,7 +9,6 @@ decline code may also arrive on its own in `payment_intent.payment_failed` / `ch
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import stripe
@@ -41,10 +40,7 @@ def verify(raw_body: bytes, header: str | None, secrets: list[str]) -> None:
 
 
 def parse(raw_body: bytes) -> s.Signal:
-    try:
-        event = json.loads(raw_body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise s.BadEvent(f"malformed JSON: {exc}") from None
+    event = s.load_json(raw_body)
     if not isinstance(event, dict):
         raise s.BadEvent("expected a Stripe event object")
     event_id, event_type = event.get("id"), event.get("type")

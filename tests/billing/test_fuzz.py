@@ -75,3 +75,15 @@ async def test_unsigned_garbage_is_refused(client, session, body, header):
             continue
         assert response.status in {400, 401}, await response.text()
     assert await _stored(session) == 0
+
+
+async def test_json_that_a_database_cannot_store_is_400(client, session):
+    tricky = [b'{"id": "evt_1", "type": "invoice.paid", "created": NaN}',
+              b'{"id": "evt_\\ud800", "type": "x", "event": "transaction-failed"}',
+              b'{"id": "evt_\\u0000", "type": "x", "event": "transaction-failed"}',
+              b"[" * 3000 + b"]" * 3000]
+    for body in tricky:
+        for path in ("/webhooks/stripe", "/webhooks/memberpress", "/api/v1/events"):
+            response = await client.post(path, data=body, headers=_headers(path, body))
+            assert response.status == 400, (path, body[:40], await response.text())
+    assert await _stored(session) == 0
