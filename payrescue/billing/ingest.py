@@ -65,6 +65,7 @@ class _Work:
 async def ingest(sessionmaker: async_sessionmaker[AsyncSession], signal: s.Signal,
                  settings: Settings, now: datetime, bus: Bus) -> Outcome:
     """Store and act on one event; publish its bus events after the commit."""
+    s.check_sizes(signal)
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             outcome = await _ingest_once(sessionmaker, signal, settings, now)

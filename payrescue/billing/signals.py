@@ -114,3 +114,24 @@ def ensure_storable(value: Any) -> None:
         raise BadEvent("malformed JSON: nested too deeply") from None
     if "\\u0000" in text:
         raise BadEvent("text contains NUL characters")
+
+
+# the columns' sizes: a longer value is the sender's mistake (400), not a database fault (503)
+_SIZES = {"event_id": 200, "invoice_ref": 200, "subscription_ref": 200, "decline_code": 100,
+          "error_code": 100, "billing_reason": 60, "payment_intent_ref": 200}
+_MEMBER_SIZES = {"customer_id": 100, "email": 320, "external_id": 200}
+
+
+def check_sizes(signal: Signal) -> None:
+    for name, limit in _SIZES.items():
+        value = getattr(signal, name)
+        if value is not None and len(value) > limit:
+            raise BadEvent(f"{name}: longer than {limit} characters")
+    for name, limit in _MEMBER_SIZES.items():
+        value = getattr(signal.member, name)
+        if value is not None and len(value) > limit:
+            raise BadEvent(f"member {name}: longer than {limit} characters")
+    if signal.plan_name:
+        signal.plan_name = signal.plan_name[:200]
+    if signal.member.name:
+        signal.member.name = signal.member.name[:200]

@@ -81,7 +81,10 @@ async def test_json_that_a_database_cannot_store_is_400(client, session):
     tricky = [b'{"id": "evt_1", "type": "invoice.paid", "created": NaN}',
               b'{"id": "evt_\\ud800", "type": "x", "event": "transaction-failed"}',
               b'{"id": "evt_\\u0000", "type": "x", "event": "transaction-failed"}',
-              b"[" * 3000 + b"]" * 3000]
+              b"[" * 3000 + b"]" * 3000,
+              json.dumps({"id": "evt_long", "type": "invoice.payment_failed", "created": 1,
+                          "data": {"object": {"id": "in_1", "customer": "c" * 101,
+                                              "currency": "eur", "amount_due": 1}}}).encode()]
     for body in tricky:
         for path in ("/webhooks/stripe", "/webhooks/memberpress", "/api/v1/events"):
             response = await client.post(path, data=body, headers=_headers(path, body))
