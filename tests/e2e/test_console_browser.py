@@ -1,11 +1,14 @@
 """An agent works a handoff in a real Chromium: the whole service runs, Telegram is the
 emulator, the bot and the notifier are the real ones.
 
-Saves the screenshots shown in README (docs/console-queue.png, docs/console-conversation.png).
+With PAYRESCUE_SCREENSHOTS=1 it refreshes the screenshots shown in README
+(docs/console-queue.png, docs/console-conversation.png); otherwise they go to a temporary
+directory, so a test run leaves the working tree clean.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +51,11 @@ def backend() -> str:
 async def service(engine) -> AsyncIterator[RunningService]:
     async with running_service(engine=engine, clock=Clock(), default_language="de") as svc:
         yield svc
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    return DOCS if os.environ.get("PAYRESCUE_SCREENSHOTS") else tmp_path
 
 
 @pytest.fixture
@@ -177,7 +185,7 @@ async def _status(svc: RunningService, member_id: int) -> str | None:
             Conversation.member_id == member_id).order_by(Conversation.id.desc()).limit(1))
 
 
-async def test_an_agent_works_a_handoff_in_the_browser(service, browser):
+async def test_an_agent_works_a_handoff_in_the_browser(service, browser, shots):
     svc = service
     user, member_id = await _prepare(svc)
     context = await browser.new_context(viewport={"width": 1280, "height": 800},
@@ -206,7 +214,7 @@ async def test_an_agent_works_a_handoff_in_the_browser(service, browser):
     await page.locator("#queue-rows tr[data-conversation]").nth(2).wait_for(timeout=WAIT_MS)
     assert "Mia Muster" in await row.inner_text()
     assert "möchte einen Menschen" in await row.inner_text()
-    await page.screenshot(path=str(DOCS / "console-queue.png"))
+    await page.screenshot(path=str(shots / "console-queue.png"))
 
     # claim
     await row.locator("button[type=submit]").click()
@@ -241,7 +249,7 @@ async def test_an_agent_works_a_handoff_in_the_browser(service, browser):
     await page.locator(".line.agent .delivery").nth(1).wait_for(timeout=WAIT_MS)
     await _delivered(svc, user["id"], before + 2)
     await page.locator(".line.agent .delivery.sent").nth(1).wait_for(timeout=WAIT_MS)
-    await page.screenshot(path=str(DOCS / "console-conversation.png"))
+    await page.screenshot(path=str(shots / "console-conversation.png"))
 
     # resolve: the conversation leaves the agent; the bot takes over and asks for a rating
     await page.click("#resolve")
