@@ -11,6 +11,7 @@ Bus events are published only after the commit.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from payrescue.billing import alerts, cases, declines
+from payrescue.billing import alerts, cases, declines, stripe_events
 from payrescue.billing import signals as s
 from payrescue.billing.cases import Failure
 from payrescue.billing.members import flag_dispute, resolve_member, upsert_subscription
@@ -161,6 +162,8 @@ async def _failed(work: _Work) -> None:
                                   signal.occurred_at):
             work.outcome.status = "stale"
             return
+        if not (failure.decline_code or failure.error_code) and signal.provider == "stripe":
+            failure.decline_code, failure.error_code = await _earlier_decline(work)
         case = cases.new_case(work.member.id, work.subscription.id if work.subscription else None,
                               signal.provider, failure, work.now)
         session.add(case)
@@ -175,6 +178,21 @@ async def _failed(work: _Work) -> None:
     await session.flush()
     work.changed(case, change)
     await _check_alarm(work, case)
+
+
+async def _earlier_decline(work: _Work) -> tuple[str | None, str | None]:
+    """Stripe sends `payment_intent.payment_failed` at the same moment as the invoice event,
+    so it may be stored first (its member or case not known yet): take its code now."""
+    payload = await work.session.scalar(
+        select(PaymentEvent.payload).where(
+            PaymentEvent.provider == work.signal.provider,
+            PaymentEvent.invoice_ref == work.signal.invoice_ref,
+            PaymentEvent.kind == s.DECLINE_INFO)
+        .order_by(PaymentEvent.occurred_at.desc()).limit(1))
+    if payload is None:
+        return None, None
+    earlier = stripe_events.parse(json.dumps(payload).encode())
+    return earlier.decline_code, earlier.error_code
 
 
 async def _case_for_failure(work: _Work) -> RecoveryCase | None:

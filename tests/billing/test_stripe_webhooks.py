@@ -252,3 +252,16 @@ async def test_expiring_card_is_announced_for_the_member(client, session, clock,
     changes = {(e.topic, e.data.get("change")) for e in events}
     assert ("case.changed", "card_expiring") in changes
     assert ("member.card_expiring", None) in changes
+
+
+async def test_decline_code_that_arrived_first_is_used_when_the_case_opens(client, session,
+                                                                         clock):
+    intent = payment_intent("pi_7", decline_code="expired_card", code="expired_card")
+    intent.update(customer="cus_Anna", invoice="in_1Abc")
+    early = await post_stripe(client, stripe_event("payment_intent.payment_failed", intent,
+                                                   clock.now(), api_version="2024-06-20"))
+    assert (await early.json())["status"] == "unknown_member"
+    await post_stripe(client, stripe_event("invoice.payment_failed", invoice(
+        basil=False, payment_intent="pi_7"), clock.now(), api_version="2024-06-20"))
+    case = await session.scalar(select(RecoveryCase))
+    assert case.decline_category == "expired_card"
