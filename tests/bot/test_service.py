@@ -13,11 +13,11 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.emulator import TelegramEmulator, start_emulator
-from bot.keys import BOT, BOT_RUNNER
-from bot.service import TelegramUnavailable, fetch_bot_username
-from payrescue.app import init_app
+from bot.keys import BOT_RUNNER
+from bot.service import TelegramUnavailable, fetch_bot_username, setup_bot
 from payrescue.clock import FakeClock
 from payrescue.config import Settings, load_settings
+from payrescue.keys import SETTINGS
 from tests.harness import BOT_TOKEN, BOT_USERNAME, SECRET_KEY, running_service
 
 
@@ -33,17 +33,16 @@ class WatchedClock(FakeClock):
         await super().sleep(seconds)
 
 
-async def test_without_a_token_the_bot_is_off_with_one_warning(
-    settings: Settings, engine: AsyncEngine, caplog: pytest.LogCaptureFixture,
+def test_without_a_token_the_bot_is_off_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bot.service")
-    app = init_app(settings, clock=FakeClock(), engine=engine)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        assert BOT not in app
-    finally:
-        await runner.cleanup()
+    app = web.Application()
+    app[SETTINGS] = load_settings(data_dir=tmp_path, secret_key=SECRET_KEY)
+
+    setup_bot(app)
+
+    assert len(app.cleanup_ctx) == 0 and len(app.router.routes()) == 0
     assert [r.getMessage() for r in caplog.records if r.name == "bot.service"] == [
         "PAYRESCUE_BOT_TOKEN is not set: the Telegram bot is off"
     ]
