@@ -141,7 +141,7 @@ async def _bot_context(app: web.Application) -> AsyncIterator[None]:
 
 async def _webhook_endpoint(request: web.Request) -> web.Response:
     handler = request.app.get(_WEBHOOK_HANDLER)
-    if handler is None:  # start-up failed before the handler existed
+    if handler is None:  # the bot's start-up has not run (or failed): nothing can handle it
         raise web.HTTPServiceUnavailable(text="the bot is not running")
     return await handler.handle(request)
 
