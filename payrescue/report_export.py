@@ -95,7 +95,8 @@ def figure_rows(figures: Figures) -> list[Row]:
              Row(section, _("Subscriptions active at the start"), COUNT,
                  figures.active_at_start),
              Row(section, _("Involuntary churn rate"), PERCENT, figures.churn_rate)]
-    rows += _per_currency(section, _("Monthly recurring revenue saved"), figures.mrr_saved)
+    rows += _per_currency(section, _("Monthly recurring revenue saved"), figures.mrr_saved,
+                          _usual_currency(figures))
     section = _("By language")
     for group in figures.by_language:
         name = label(LANGUAGE_LABELS, group.key)
@@ -107,22 +108,29 @@ def figure_rows(figures: Figures) -> list[Row]:
     return rows
 
 
-def _per_currency(section: str, name: str, amounts: dict[str, int]) -> list[Row]:
+def _per_currency(section: str, name: str, amounts: dict[str, int],
+                  usual: str = "") -> list[Row]:
+    """One row per currency; none at all reads as zero in the usual currency."""
     if not amounts:
-        return [Row(section, name, MONEY, 0)]
+        return [Row(section, name, MONEY, 0, usual)]
     return [Row(section, name, MONEY, amounts[c], c) for c in sorted(amounts)]
+
+
+def _usual_currency(figures: Figures) -> str:
+    return figures.currencies[0] if figures.currencies else ""
 
 
 def _failed_payments(figures: Figures, rows: list[Row]) -> None:
     section = _("Failed payments")
+    usual = _usual_currency(figures)
     rows.append(Row(section, _("Failed payments (cases opened)"), COUNT, figures.opened))
-    rows += _per_currency(section, _("Amount at risk"), figures.at_risk)
+    rows += _per_currency(section, _("Amount at risk"), figures.at_risk, usual)
     rows.append(Row(section, _("Recovered cases"), COUNT, figures.recovered))
-    rows += _per_currency(section, _("Recovered amount"), figures.recovered_amount)
+    rows += _per_currency(section, _("Recovered amount"), figures.recovered_amount, usual)
     rows.append(Row(section, _("Recovery rate of the cases opened"), PERCENT,
                     figures.recovery_rate))
     rows.append(Row(section, _("Lost cases"), COUNT, figures.lost))
-    rows += _per_currency(section, _("Lost amount"), figures.lost_amount)
+    rows += _per_currency(section, _("Lost amount"), figures.lost_amount, usual)
     for key, count in figures.attribution.items():
         rows.append(Row(section, label(ATTRIBUTION_LABELS, key), COUNT, count))
     rows.append(Row(section, _("Median time to recovery"), DURATION,
