@@ -113,20 +113,31 @@ def _route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def _is_stream(response: web.StreamResponse) -> bool:
+    """Live streams last minutes by design; they would only blur the latency figures."""
+    return isinstance(response, web.WebSocketResponse) or (
+        response.content_type == "text/event-stream")
+
+
 @web.middleware
 async def latency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    status = 500
     try:
         response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
+    except web.HTTPException as exc:  # redirects, 404s and other answers raised as exceptions
+        _observe(request, exc.status, started)
         raise
-    finally:
-        REQUESTS.labels(request.method, _route_of(request), str(status)).observe(
-            time.perf_counter() - started)
+    except Exception:
+        _observe(request, 500, started)  # aiohttp answers an unhandled error with 500
+        raise
+    if not _is_stream(response):
+        _observe(request, response.status, started)
+    return response
+
+
+def _observe(request: web.Request, status: int, started: float) -> None:
+    REQUESTS.labels(request.method, _route_of(request), str(status)).observe(
+        time.perf_counter() - started)
 
 
 async def _read_database(request: web.Request) -> None:

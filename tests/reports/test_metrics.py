@@ -24,7 +24,14 @@ def _app(settings: Settings, sessionmaker) -> web.Application:  # noqa: ANN001
     async def hello(_request: web.Request) -> web.Response:
         return web.Response(text="hi")
 
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: hi\n\n")
+        return response
+
     app.router.add_get("/u/{token}", hello)
+    app.router.add_get("/stream", stream)
     return app
 
 
@@ -69,6 +76,7 @@ async def test_scrape_shows_counts_from_callers_and_the_database(
     metrics.count_delivery(429)
     with metrics.live_stream():
         assert (await client.get("/u/secret-token-in-path")).status == 200
+        assert (await client.get("/stream")).status == 200
         response = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=")
@@ -95,3 +103,4 @@ async def test_scrape_shows_counts_from_callers_and_the_database(
     assert grew("payrescue_http_request_duration_seconds_count", method="GET",
                 route="/u/{token}", status="200") == 1
     assert "secret-token-in-path" not in text
+    assert 'route="/stream"' not in text  # live streams would only blur the latencies
