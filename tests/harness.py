@@ -88,11 +88,7 @@ class RunningService:
             return next(m for m in self.emulator.sent_messages(chat_id)
                         if m["message_id"] == message_id)
 
-        # the emulator wakes its waiters on every change; no emulator helper waits for edits
-        if not await self.emulator.state.notifier.wait_for(
-            lambda: current()["edit_date"] is not None, timeout
-        ):
-            raise TimeoutError(f"message {message_id} in chat {chat_id} was not edited")
+        await self.emulator.wait_until(lambda: current()["edit_date"] is not None, timeout)
         return current()
 
     async def link(self, member: Member, user: dict[str, Any]) -> list[dict[str, Any]]:
