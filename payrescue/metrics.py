@@ -36,7 +36,7 @@ from prometheus_client import (
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from payrescue.db.models import Handoff, Outbox, RecoveryCase
+from payrescue.db.models import Conversation, Outbox, RecoveryCase
 from payrescue.keys import SESSIONMAKER, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ CASES = Gauge("payrescue_cases", "Recovery cases by status (from the database)",
 OUTBOX = Gauge("payrescue_outbox_rows", "Outbox rows by status (from the database); "
                "queued is the outbox depth", ["status"], registry=REGISTRY)
 HANDOFFS_WAITING = Gauge("payrescue_handoffs_waiting",
-                         "Handoffs requested and not yet answered (from the database)",
+                         "Conversations waiting in the queue for a person (from the database)",
                          registry=REGISTRY)
 DATABASE_UP = Gauge("payrescue_metrics_database_up",
                     "1 when the last scrape could read the database", registry=REGISTRY)
@@ -146,8 +146,8 @@ async def _read_database(request: web.Request) -> None:
             select(RecoveryCase.status, func.count()).group_by(RecoveryCase.status))).all())
         outbox = dict((await session.execute(
             select(Outbox.status, func.count()).group_by(Outbox.status))).all())
-        waiting = await session.scalar(select(func.count()).select_from(Handoff).where(
-            Handoff.first_response_at.is_(None), Handoff.ended_at.is_(None)))
+        waiting = await session.scalar(select(func.count()).select_from(Conversation).where(
+            Conversation.status == "waiting"))
     for status in sorted(set(CASE_STATUSES) | cases.keys()):
         CASES.labels(_bounded(status)).set(cases.get(status, 0))
     for status in sorted(set(OUTBOX_STATUSES) | outbox.keys()):

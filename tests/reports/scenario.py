@@ -150,9 +150,10 @@ def _links() -> list[UpdateLink]:
 
 
 def _conversations() -> list[Conversation]:
-    def conversation(i: int, member_id: int, rating: int | None,
-                     resolved: str | None) -> Conversation:
-        return Conversation(id=i, member_id=member_id, status="resolved" if resolved else "bot",
+    def conversation(i: int, member_id: int, rating: int | None, resolved: str | None,
+                     status: str = "bot") -> Conversation:
+        return Conversation(id=i, member_id=member_id,
+                            status="resolved" if resolved else status,
                             handoff_reasons=[], rating=rating,
                             resolved_at=utc(resolved) if resolved else None,
                             created_at=SEEDED, updated_at=SEEDED)
@@ -161,7 +162,7 @@ def _conversations() -> list[Conversation]:
         conversation(1, 3, 5, "2026-03-30T09:00"),
         conversation(2, 4, 4, "2026-03-31T08:00"),
         conversation(3, 5, 2, "2026-04-01T11:00"),
-        conversation(4, 1, None, None),
+        conversation(4, 1, None, None, status="waiting"),  # handoff 4 waits for a person
         conversation(5, 2, 1, "2026-03-20T10:00"),  # rated before the period
     ]
 

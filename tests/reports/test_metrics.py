@@ -92,7 +92,7 @@ async def test_scrape_shows_counts_from_callers_and_the_database(
     assert grew("payrescue_case_changes_total", change="recovered") == 1
     assert grew("payrescue_outbox_deliveries_total", outcome="429") == 1
     assert after[("payrescue_console_streams", ())] == 1
-    # from the database: the scenario's ten cases and its one unanswered handoff
+    # from the database: the scenario's ten cases and its one conversation in the queue
     assert after[("payrescue_cases", (("status", "recovered"),))] == 5
     assert after[("payrescue_cases", (("status", "lost"),))] == 2
     assert after[("payrescue_cases", (("status", "open"),))] == 3
