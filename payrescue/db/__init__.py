@@ -16,6 +16,9 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, **kwargs: object) -> AsyncEngine:
+    # query parameters hold e-mail addresses and message texts: keep them out of error
+    # messages, which end up in logs
+    kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
         # a 30 s busy timeout lets concurrent writers queue instead of failing at once
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
