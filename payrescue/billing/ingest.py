@@ -33,6 +33,10 @@ from payrescue.events import Bus, Event
 
 log = logging.getLogger(__name__)
 
+# the raw log is written with Core statements: no ORM object is needed, and it is the
+# hottest path of a webhook
+_EVENTS = PaymentEvent.__table__
+
 # providers whose failed attempts are separate transactions of one renewal: their case is
 # found through the subscription, and a success is remembered per subscription
 BY_SUBSCRIPTION = "sub:"
@@ -95,7 +99,7 @@ async def _ingest_once(sessionmaker: async_sessionmaker[AsyncSession], signal: s
             return Outcome("duplicate")
         work = _Work(session, signal, settings, now, Outcome("processed"))
         await _act(work)
-        await session.execute(update(PaymentEvent).where(PaymentEvent.id == row_id).values(
+        await session.execute(update(_EVENTS).where(_EVENTS.c.id == row_id).values(
             outcome=work.outcome.status, member_id=work.outcome.member_id,
             case_id=work.outcome.case_id))
     return work.outcome
@@ -108,13 +112,13 @@ async def _store_raw(session: AsyncSession, signal: s.Signal, now: datetime) -> 
     if signal.kind == s.RECOVERED and _by_subscription(signal):
         invoice_ref = BY_SUBSCRIPTION + (signal.subscription_ref or "")
     statement = (
-        insert(PaymentEvent)
+        insert(_EVENTS)
         .values(provider=signal.provider, event_id=signal.event_id,
                 event_type=signal.event_type[:100], occurred_at=signal.occurred_at,
                 received_at=now, payload=signal.payload, amount_minor=signal.amount_minor,
                 currency=signal.currency, invoice_ref=invoice_ref, kind=signal.kind)
         .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-        .returning(PaymentEvent.id)
+        .returning(_EVENTS.c.id)
     )
     return await session.scalar(statement)
 
