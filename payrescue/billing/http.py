@@ -35,7 +35,7 @@ def setup_billing(app: web.Application) -> None:
         web.post("/webhooks/memberpress", memberpress_webhook),
         web.post("/api/v1/events", generic_event),
         web.get("/u/thanks", update_link_done),
-        web.get("/u/{token}", update_link),
+        web.get("/u/{token:[^/]+}", update_link),
     ])
     app.cleanup_ctx.append(_stripe_api)
 

@@ -90,3 +90,15 @@ async def test_json_that_a_database_cannot_store_is_400(client, session):
             response = await client.post(path, data=body, headers=_headers(path, body))
             assert response.status == 400, (path, body[:40], await response.text())
     assert await _stored(session) == 0
+
+
+@FUZZ
+@given(token=st.text(alphabet=st.characters(blacklist_categories=["Cs"],
+                                            blacklist_characters="/"), min_size=1, max_size=60)
+       .filter(lambda t: t.strip(".") and t != "thanks"))  # "/u/." is a different path
+async def test_any_link_token_gets_a_friendly_page(client, token):
+    from urllib.parse import quote
+
+    response = await client.get("/u/" + quote(token, safe=""))
+    assert response.status in {404, 410}, token
+    assert "text/html" in response.headers["Content-Type"]
