@@ -24,7 +24,8 @@ def setup_console(app: web.Application) -> None:
     app[TEMPLATES] = create_environment()
     app[conversation.TYPING_SENT] = {}
     auth.setup_auth(app, app[SETTINGS])  # adds the session middleware, which runs first
-    app.middlewares.extend([security_headers, csrf_middleware, auth.language_middleware])
+    # language before CSRF, so even a refused request is answered in the agent's language
+    app.middlewares.extend([security_headers, auth.language_middleware, csrf_middleware])
     for part in (auth, queue, conversation, live, canned, media):
         app.add_routes(part.routes())
     from handoff import dashboard  # the recovery figures (payrescue.reports)

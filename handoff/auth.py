@@ -100,7 +100,7 @@ def login_required(handler: Handler) -> Handler:
         if await load_agent(request) is None:
             if _wants_page(request):
                 raise web.HTTPSeeOther(f"/console/login?next={quote(request.path)}")
-            raise web.HTTPUnauthorized(text="Please sign in.")
+            raise web.HTTPUnauthorized(text=_("Please sign in."))
         return await handler(request)
 
     return wrapper

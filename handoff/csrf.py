@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler
 from aiohttp_session import get_session
 
 from handoff.security import is_console
+from payrescue.i18n import _
 
 SESSION_FIELD = "csrf"
 FORM_FIELD = "csrf_token"
@@ -36,7 +37,9 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.method not in SAFE_METHODS:
         given = request.headers.get(HEADER) or await _form_token(request)
         if not expected or not given or not hmac.compare_digest(given, expected):
-            raise web.HTTPForbidden(text="CSRF token missing or wrong; reload the page.")
+            raise web.HTTPForbidden(text=_(
+                "This form has expired or did not come from the console. Please reload the "
+                "page and try again."))
     if not expected:
         expected = session[SESSION_FIELD] = secrets.token_urlsafe(32)
     request[_REQUEST_TOKEN] = expected

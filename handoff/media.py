@@ -58,12 +58,12 @@ async def _file_path(client: aiohttp.ClientSession, url: str, file_id: str) -> s
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
                  message: Message) -> web.StreamResponse:
-    mime = message.mime_type or ""
-    inline = mime in INLINE_TYPES or (message.kind == "photo" and not mime)
+    mime, inline = _presentation(message)
     response = web.StreamResponse(headers={
         **HEADERS,  # sent before the middleware could add them
-        "Content-Type": mime if inline and mime else (
-            "image/jpeg" if inline else "application/octet-stream"),
+        "Content-Type": mime,
+        # anything that is not a known image or sound downloads: an uploaded HTML file
+        # must never render inside the console's origin
         "Content-Disposition": "inline" if inline else "attachment",
         "Cache-Control": "private, no-store",
     })
@@ -72,6 +72,17 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
         await response.write(chunk)
     await response.write_eof()
     return response
+
+
+TELEGRAM_DEFAULTS = {"photo": "image/jpeg", "voice": "audio/ogg", "sticker": "image/webp"}
+
+
+def _presentation(message: Message) -> tuple[str, bool]:
+    """(content type, shown inline?) for a member's file."""
+    mime = message.mime_type or TELEGRAM_DEFAULTS.get(message.kind, "")
+    if mime in INLINE_TYPES:
+        return mime, True
+    return "application/octet-stream", False
 
 
 def routes() -> list[web.RouteDef]:
