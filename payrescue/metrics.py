@@ -6,7 +6,8 @@ default install. Two kinds of metric:
 - counters and gauges this process keeps — other parts call the small functions below
   (`count_event`, `count_case`, `count_delivery`, `live_stream`); sum them over instances;
 - gauges read from the database at each scrape (cases by status, outbox rows by status,
-  handoffs waiting) — every instance reports the same values, so aggregate them with `max`.
+  handoffs waiting, stored provider events by outcome) — every instance reports the same
+  values, so aggregate them with `max`.
 
 Labels take only values from short fixed sets, so a buggy caller cannot explode the number
 of time series; request latency is labelled by route pattern, never by the path (update
@@ -36,7 +37,7 @@ from prometheus_client import (
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from payrescue.db.models import Conversation, Outbox, RecoveryCase
+from payrescue.db.models import Conversation, Outbox, PaymentEvent, RecoveryCase
 from payrescue.keys import SESSIONMAKER, SETTINGS
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ CASES = Gauge("payrescue_cases", "Recovery cases by status (from the database)",
               registry=REGISTRY)
 OUTBOX = Gauge("payrescue_outbox_rows", "Outbox rows by status (from the database); "
                "queued is the outbox depth", ["status"], registry=REGISTRY)
+STORED_EVENTS = Gauge("payrescue_payment_events_stored",
+                      "Provider events stored, by what they caused (from the database)",
+                      ["provider", "outcome"], registry=REGISTRY)
 HANDOFFS_WAITING = Gauge("payrescue_handoffs_waiting",
                          "Conversations waiting in the queue for a person (from the database)",
                          registry=REGISTRY)
@@ -146,6 +150,9 @@ async def _read_database(request: web.Request) -> None:
             select(RecoveryCase.status, func.count()).group_by(RecoveryCase.status))).all())
         outbox = dict((await session.execute(
             select(Outbox.status, func.count()).group_by(Outbox.status))).all())
+        events = (await session.execute(
+            select(PaymentEvent.provider, PaymentEvent.outcome, func.count())
+            .group_by(PaymentEvent.provider, PaymentEvent.outcome))).all()
         waiting = await session.scalar(select(func.count()).select_from(Conversation).where(
             Conversation.status == "waiting"))
     for status in sorted(set(CASE_STATUSES) | cases.keys()):
@@ -153,6 +160,10 @@ async def _read_database(request: web.Request) -> None:
     for status in sorted(set(OUTBOX_STATUSES) | outbox.keys()):
         OUTBOX.labels(_bounded(status)).set(outbox.get(status, 0))
     HANDOFFS_WAITING.set(waiting or 0)
+    STORED_EVENTS.clear()  # label sets come and go with the data
+    for provider, outcome, count in events:
+        STORED_EVENTS.labels(_bounded(provider, PROVIDERS), _bounded(outcome or "none")).inc(
+            count)
 
 
 def _authorised(request: web.Request, token: str) -> bool:

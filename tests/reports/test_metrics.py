@@ -9,8 +9,9 @@ from pydantic import SecretStr
 
 from payrescue import metrics
 from payrescue.config import Settings
+from payrescue.db.models import PaymentEvent
 from payrescue.keys import SESSIONMAKER, SETTINGS
-from tests.reports.scenario import seed
+from tests.reports.scenario import seed, utc
 
 TOKEN = "scrape-token-0123456789abcdef"
 
@@ -65,6 +66,11 @@ async def test_scrape_shows_counts_from_callers_and_the_database(
     aiohttp_client, settings: Settings, sessionmaker, session  # noqa: ANN001
 ) -> None:
     await seed(session)
+    for number, outcome in enumerate(["processed", "processed", "stale"]):
+        session.add(PaymentEvent(provider="stripe", event_id=f"evt_{number}", event_type="x",
+                                 received_at=utc("2026-03-24T10:00"), payload={},
+                                 outcome=outcome))
+    await session.commit()
     settings = settings.model_copy(update={"metrics_token": SecretStr(TOKEN)})
     client = await aiohttp_client(_app(settings, sessionmaker))
     before = _samples(await (await client.get(
@@ -99,6 +105,9 @@ async def test_scrape_shows_counts_from_callers_and_the_database(
     assert after[("payrescue_handoffs_waiting", ())] == 1
     assert after[("payrescue_outbox_rows", (("status", "queued"),))] == 0
     assert after[("payrescue_metrics_database_up", ())] == 1
+    stored = "payrescue_payment_events_stored"
+    assert after[(stored, (("outcome", "processed"), ("provider", "stripe")))] == 2
+    assert after[(stored, (("outcome", "stale"), ("provider", "stripe")))] == 1
     # latency by route pattern: the token in the path never becomes a label
     assert grew("payrescue_http_request_duration_seconds_count", method="GET",
                 route="/u/{token}", status="200") == 1
