@@ -8,6 +8,7 @@ lines carry their message id as the SSE event id, so a browser that reconnects s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from aiohttp import web
@@ -52,11 +53,14 @@ async def conversation_stream(request: web.Request) -> web.StreamResponse:
             raise web.HTTPNotFound()
     # subscribe before catching up, so an event between the two is not missed
     async with request.config_dict[BUS].subscribe() as events, sse_response(request) as sse:
-        last_id = await _send_lines(request, sse, conversation_id, last_id)
-        while sse.is_connected():
-            event = await _next_event(events)
-            if event is not None:
-                last_id = await _relay(request, sse, conversation_id, last_id, event)
+        # a closed tab shows up as a failed write: the stream ends, the browser (if it
+        # comes back) reconnects with Last-Event-ID
+        with contextlib.suppress(ConnectionResetError):
+            last_id = await _send_lines(request, sse, conversation_id, last_id)
+            while sse.is_connected():
+                event = await _next_event(events)
+                if event is not None:
+                    last_id = await _relay(request, sse, conversation_id, last_id, event)
     return sse
 
 
@@ -121,17 +125,21 @@ async def _send_status(request: web.Request, sse: EventSourceResponse,
 async def queue_stream(request: web.Request) -> web.StreamResponse:
     """Tells the queue page to fetch its rows again; `waiting` marks a new handoff."""
     async with request.config_dict[BUS].subscribe() as events, sse_response(request) as sse:
-        while sse.is_connected():
-            event = await _next_event(events)
-            if event is None or event.topic not in QUEUE_TOPICS:
-                continue
-            if event.topic == "message.created" and event.data.get("sender") != "member":
-                continue
-            await sse.send(json.dumps({
-                "conversation_id": event.data.get("conversation_id"),
-                "new": event.topic == "conversation.waiting",
-            }), event="queue")
+        with contextlib.suppress(ConnectionResetError):  # the tab closed
+            while sse.is_connected():
+                event = await _next_event(events)
+                if event is not None and _concerns_queue(event):
+                    await sse.send(json.dumps({
+                        "conversation_id": event.data.get("conversation_id"),
+                        "new": event.topic == "conversation.waiting",
+                    }), event="queue")
     return sse
+
+
+def _concerns_queue(event: Event) -> bool:
+    if event.topic == "message.created":
+        return event.data.get("sender") == "member"
+    return event.topic in QUEUE_TOPICS
 
 
 def routes() -> list[web.RouteDef]:

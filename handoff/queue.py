@@ -46,10 +46,10 @@ def _filtered(query: Select, view: str, agent_id: int, search: str) -> Select:
         query = query.where(Conversation.status.in_((WAITING, ASSIGNED)))
     else:
         query = query.where(Conversation.status == RESOLVED)
-    if search:
-        pattern = f"%{search.lower()}%"
-        query = query.where(or_(func.lower(Member.name).like(pattern),
-                                func.lower(Member.email).like(pattern)))
+    if search:  # % and _ typed by the agent are plain characters, not wildcards
+        needle = search.lower()
+        query = query.where(or_(func.lower(Member.name).contains(needle, autoescape=True),
+                                func.lower(Member.email).contains(needle, autoescape=True)))
     return query
 
 

@@ -57,11 +57,19 @@ function setUpQueue(section) {
       if (row) row.classList.add("fresh");
     }
   }
+  // many events in a burst (a busy afternoon) cause one fetch, not one each
+  let pending = null;
+  let fresh = null;
+  function refreshSoon(conversation) {
+    if (conversation) fresh = conversation;
+    if (pending) return;
+    pending = setTimeout(() => { pending = null; refresh(fresh); fresh = null; }, 250);
+  }
   const stream = new EventSource("/console/stream/queue");
-  stream.addEventListener("open", () => refresh(null));  // catch up after a reconnect
+  stream.addEventListener("open", () => refreshSoon(null));  // catch up after a reconnect
   stream.addEventListener("queue", (event) => {
     const data = JSON.parse(event.data);
-    refresh(data.new ? data.conversation_id : null);
+    refreshSoon(data.new ? data.conversation_id : null);
     if (data.new && toggle.checked) {
       beep();
       if ("Notification" in window && Notification.permission === "granted") {
@@ -151,15 +159,21 @@ function setUpReply(form, id, showError) {
     box.focus();
   }
 
+  function loadAnswers() {  // one request per page, however fast the agent types
+    if (answers === null) {
+      answers = fetch(`/console/api/conversations/${id}/canned`, { credentials: "same-origin" })
+        .then((response) => (response.ok ? response.json() : []));
+    }
+    return answers;
+  }
+
   async function offerCanned() {
+    if (!/^\/[a-z0-9_-]*$/.test(box.value)) { closeMenu(); return; }
+    const list = await loadAnswers();
+    // read the box again: the agent may have typed on or picked an answer meanwhile
     const match = /^\/([a-z0-9_-]*)$/.exec(box.value);
     if (!match) { closeMenu(); return; }
-    if (answers === null) {
-      const response = await fetch(`/console/api/conversations/${id}/canned`,
-                                   { credentials: "same-origin" });
-      answers = response.ok ? await response.json() : [];
-    }
-    choices = answers.filter((answer) => answer.shortcut.startsWith(match[1]));
+    choices = list.filter((answer) => answer.shortcut.startsWith(match[1]));
     selected = 0;
     drawMenu();
   }

@@ -253,3 +253,12 @@ async def test_an_admin_edits_a_canned_answer(make_client, world):
     async with world.sessionmaker() as db:
         answers = (await db.scalars(select(CannedAnswer))).all()
     assert [a.body for a in answers] == ["Hello {{ first_name }}!"]
+
+
+async def test_search_wildcards_are_plain_characters(make_client, world):
+    await world.agent()
+    await world.conversation(name="Mia Muster", chat_id=1)
+    client = await make_client()
+    await log_in(client)
+    assert "Mia Muster" not in await (await client.get("/console/queue?q=%25")).text()
+    assert "Mia Muster" in await (await client.get("/console/queue?q=a%20m")).text()
