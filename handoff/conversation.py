@@ -114,11 +114,11 @@ async def _page(request: web.Request, conversation_id: int, *, error: str | None
         owner = (await db.get(Agent, conversation.assigned_agent_id)
                  if conversation.assigned_agent_id else None)
         agents = (await db.scalars(select(Agent).order_by(Agent.name))).all()
+    mine = owner is not None and owner.id == _agent(request).id
     return render(request, "conversation.html", {
         "conversation": conversation, "lines": lines, "ctx": context, "owner": owner,
-        "agents": agents, "error": error, "mine": owner is not None and owner.id == _agent(
-            request).id,
-        "last_id": lines[-1][0].id if lines else 0,
+        "agents": agents, "error": error, "mine": mine,
+        "last_id": lines[-1][0].id if lines else 0,  # the live stream continues from here
     }, status=status)
 
 
