@@ -96,9 +96,19 @@ class RedisBus(Bus):
         self._listener = asyncio.create_task(self._listen(pubsub), name="redis-bus")
 
     async def publish(self, event: Event) -> None:
+        import redis.exceptions
+
         if self._redis is None:
             raise RuntimeError("RedisBus.start() was not awaited")
-        await self._redis.publish(self._channel, event.to_json())
+        try:
+            await self._redis.publish(self._channel, event.to_json())
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # The change is committed already; failing the request now would only invite a
+            # retry that does it twice. Other processes catch up from the database; this
+            # one's consumers are woken directly.
+            log.warning("redis unreachable; event delivered in this process only",
+                        extra={"topic": event.topic})
+            self.deliver_locally(event)
 
     async def _listen(self, pubsub: Any) -> None:
         import redis.exceptions

@@ -79,3 +79,22 @@ async def test_a_console_behind_redis_hears_another_process(
         stream.close()
     finally:
         await other_process.close()
+
+
+async def test_a_lost_redis_connection_still_wakes_this_process(channel, monkeypatch, caplog):
+    import redis.exceptions
+
+    bus = RedisBus(REDIS_URL, channel)
+    await bus.start()
+
+    async def unreachable(*_args: object) -> None:
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    try:
+        monkeypatch.setattr(bus._redis, "publish", unreachable)
+        async with bus.subscribe() as events:
+            await bus.publish(Event("outbox.queued", {"outbox_id": 1}))
+            assert (await asyncio.wait_for(events.get(), 5)).data == {"outbox_id": 1}
+        assert "redis unreachable" in caplog.text
+    finally:
+        await bus.close()
