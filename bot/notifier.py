@@ -42,7 +42,7 @@ from aiogram.types import Message as TelegramMessage
 from aiohttp import web
 from aiolimiter import AsyncLimiter
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.keys import BOT
@@ -69,8 +69,41 @@ METHODS: dict[str, type[TelegramMethod[Any]]] = {
 TRIES_IN_PLACE = 4  # network/5xx retries before the row is queued again for later
 MAX_ATTEMPTS = 8  # claims of one row before it is given up as failed
 MAX_FLOOD_WAITS = 20  # 429 answers tolerated for one row in one claim
-IDLE_POLL_SECONDS = 2.0  # re-check even without a wake-up (a missed event costs latency only)
+IDLE_POLL_SECONDS = 2.0
+RECORD_EVERY_SECONDS = 0.02
+GLOBAL_HEADROOM = 0.99
+BURST_SECONDS = 0.1  # re-check even without a wake-up (a missed event costs latency only)
 MAX_CHAT_LIMITERS = 10_000
+
+
+class PermitPacer:
+    """Hands out send permits at `rate` per second, holding at most `burst` unused ones.
+
+    One timer tops up a queue of permits and each sender takes one; waiting senders are
+    woken in order by the queue itself. (A per-call limiter such as aiolimiter wakes one
+    waiter per timer callback and, with thousands waiting, falls well short of 1,000/s.)
+    """
+
+    TICK_SECONDS = 0.01
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self._permits: asyncio.Queue[None] = asyncio.Queue(maxsize=max(1, int(burst)))
+
+    async def permit(self) -> None:
+        await self._permits.get()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last, owed = loop.time(), 1.0
+        while True:
+            now = loop.time()
+            owed = min(owed + (now - last) * self.rate, float(self._permits.maxsize))
+            last = now
+            while owed >= 1 and not self._permits.full():
+                self._permits.put_nowait(None)
+                owed -= 1
+            await asyncio.sleep(self.TICK_SECONDS)
 
 
 @dataclass
@@ -99,11 +132,17 @@ class Notifier:
         self.worker = f"notifier-{uuid.uuid4().hex[:12]}"
         self.stats = NotifierStats()
         rate = settings.telegram_rate_per_second
-        self._global = AsyncLimiter(rate, 1)
+        # a little under the limit and in small bursts: requests reach Telegram with some
+        # jitter, and a bucket kept exactly full on both sides turns jitter into 429s
+        self._global = PermitPacer(rate * GLOBAL_HEADROOM, burst=rate * BURST_SECONDS)
         self._chat_limiters: dict[int, AsyncLimiter] = {}
         self._in_flight: dict[int, asyncio.Task[None]] = {}  # chat id → its delivery task
         self._max_in_flight = max(10, int(rate * 2))
+        self._claim_batch = max(10, int(rate / 2))  # small claims: the first sends start soon
         self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._sent: list[tuple[Outbox, int | None]] = []  # delivered, not yet recorded
+        self._sent_waiting = asyncio.Event()
         self._resume_at = 0.0  # loop time before which nothing is sent (after a 429)
 
     # --- the loop ---------------------------------------------------------------------
@@ -112,22 +151,27 @@ class Notifier:
         """Deliver until cancelled; cancelling mid-batch loses nothing (see module doc)."""
         async with self.bus.subscribe() as events:
             watcher = asyncio.create_task(self._watch(events))
+            recorder = asyncio.create_task(self._record_sent())
+            pacer = asyncio.create_task(self._global.run())
             try:
                 await self._release_leases()
                 while True:
-                    if len(self._in_flight) >= self._max_in_flight:
-                        await asyncio.wait(
-                            list(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED
-                        )
+                    # refill at half capacity: one claim query per batch, not per message
+                    if len(self._in_flight) > self._max_in_flight // 2:
+                        self._slot_freed.clear()
+                        await self._slot_freed.wait()
                         continue
                     if not await self._claim_and_start():
                         await self._idle()
             finally:
                 watcher.cancel()
-                tasks = [watcher, *self._in_flight.values()]
+                recorder.cancel()
+                pacer.cancel()
+                tasks = [watcher, recorder, pacer, *self._in_flight.values()]
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await self._record_on_stop()
 
     def wake(self) -> None:
         self._wake.set()
@@ -152,7 +196,7 @@ class Notifier:
                 session,
                 self.worker,
                 self.clock.now(),
-                self._max_in_flight - len(self._in_flight),
+                min(self._claim_batch, self._max_in_flight - len(self._in_flight)),
                 per_chat=self.settings.telegram_chat_burst,
                 exclude_chats=list(self._in_flight),
             )
@@ -162,19 +206,26 @@ class Notifier:
         for chat_id, chat_rows in by_chat.items():
             task = asyncio.create_task(self._deliver_chat(chat_rows))
             self._in_flight[chat_id] = task
-            task.add_done_callback(lambda _t, chat=chat_id: self._in_flight.pop(chat, None))
+            task.add_done_callback(lambda _t, chat=chat_id: self._chat_done(chat))
         return bool(rows)
+
+    def _chat_done(self, chat_id: int) -> None:
+        self._in_flight.pop(chat_id, None)
+        self._slot_freed.set()
 
     async def _idle(self) -> None:
         async with self.sessionmaker() as session:
             due = await outbox.next_due(session)
+        self._slot_freed.clear()
         helpers = [asyncio.create_task(self._wake.wait())]
+        if self._in_flight:  # a chat finishing may have more rows waiting
+            helpers.append(asyncio.create_task(self._slot_freed.wait()))
         if due is not None:
             seconds = max((due - self.clock.now()).total_seconds(), 0)
             helpers.append(asyncio.create_task(self.clock.sleep(seconds)))
         try:
-            await asyncio.wait([*helpers, *self._in_flight.values()],
-                               timeout=IDLE_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(helpers, timeout=IDLE_POLL_SECONDS,
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -237,7 +288,7 @@ class Notifier:
         while (pause := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(pause)
         await self._chat_limiter(chat_id).acquire()
-        await self._global.acquire()
+        await self._global.permit()
 
     def _pause(self, retry_after: int) -> None:
         loop = asyncio.get_running_loop()
@@ -262,18 +313,65 @@ class Notifier:
     # --- outcomes -----------------------------------------------------------------------
 
     async def _finish_sent(self, row: Outbox, result: Any) -> None:
+        """Note the delivery; `_record_sent` writes a batch of them in one transaction."""
         message_id = result.message_id if isinstance(result, TelegramMessage) else None
-        async with self.sessionmaker() as session:
-            await outbox.mark_sent(session, row.id, self.clock.now(), message_id)
-            line_id = await session.scalar(
-                update(Message)
-                .where(Message.outbox_id == row.id)
-                .values(telegram_message_id=message_id)
-                .returning(Message.id)
-            )
-            await session.commit()
+        self._sent.append((row, message_id))
+        self._sent_waiting.set()
         self.stats.sent += 1
-        await self._published(row, outbox.SENT, line_id)
+
+    async def _record_sent(self) -> None:
+        """Mark delivered rows "sent" in batches: one commit for many rows keeps up with
+        1,000 messages a second. A crash before the commit leaves them in "sending", so
+        they count as in flight and are sent again: never lost."""
+        while True:
+            await self._sent_waiting.wait()
+            await asyncio.sleep(RECORD_EVERY_SECONDS)  # let a batch gather
+            self._sent_waiting.clear()
+            batch, self._sent = self._sent, []
+            try:
+                lines = await self._write_sent(batch)
+            except asyncio.CancelledError:
+                self._sent = batch + self._sent  # for _record_on_stop
+                raise
+            except Exception:
+                log.exception("could not record %d sent rows; retrying", len(batch))
+                self._sent = batch + self._sent
+                self._sent_waiting.set()
+                await asyncio.sleep(1)
+                continue
+            for row, _ in batch:
+                await self._published(row, outbox.SENT, lines.get(row.id))
+                await asyncio.sleep(0)  # let subscribers drain: a batch may be large
+
+    async def _record_on_stop(self) -> None:
+        """On an orderly stop, record what was delivered so it is not sent again."""
+        batch, self._sent = self._sent, []
+        if not batch:
+            return
+        try:
+            async with asyncio.timeout(5):
+                await self._write_sent(batch)
+        except (Exception, TimeoutError):
+            log.exception("%d delivered rows stay in sending and will be sent again",
+                          len(batch))
+
+    async def _write_sent(self, batch: list[tuple[Outbox, int | None]]) -> dict[int, int]:
+        """Record the batch; returns outbox id → transcript line id for rows that have one."""
+        now = self.clock.now()
+        async with self.sessionmaker() as session:
+            await outbox.mark_sent_many(session, now, batch)
+            ids = [row.id for row, _ in batch]
+            result = await session.execute(
+                select(Message.outbox_id, Message.id).where(Message.outbox_id.in_(ids)))
+            lines = {outbox_id: line_id for outbox_id, line_id in result}
+            delivered = dict((row.id, message_id) for row, message_id in batch)
+            for outbox_id, line_id in lines.items():
+                await session.execute(
+                    update(Message).where(Message.id == line_id)
+                    .values(telegram_message_id=delivered[outbox_id])
+                )
+            await session.commit()
+        return {outbox_id: line_id for outbox_id, line_id in lines.items() if outbox_id}
 
     async def _finish_failed(self, row: Outbox, error: str) -> None:
         log.error("outbox row failed", extra={"outbox_id": row.id, "error": error})

@@ -177,6 +177,19 @@ async def mark_sent(
     )
 
 
+async def mark_sent_many(
+    session: AsyncSession, now: datetime, delivered: Sequence[tuple[Outbox, int | None]]
+) -> None:
+    """Mark many rows sent in one statement (executemany by primary key)."""
+    if not delivered:
+        return
+    await session.execute(update(Outbox), [
+        {"id": row.id, "status": SENT, "sent_at": now, "telegram_message_id": message_id,
+         "error": None}
+        for row, message_id in delivered
+    ])
+
+
 async def mark_failed(session: AsyncSession, row_id: int, error: str) -> None:
     await session.execute(
         update(Outbox)
@@ -214,4 +227,4 @@ async def next_due(session: AsyncSession) -> datetime | None:
 
 async def counts(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(Outbox.status, func.count()).group_by(Outbox.status))
-    return {status: count for status, count in rows.tuples()}
+    return {status: count for status, count in rows}
