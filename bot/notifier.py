@@ -71,9 +71,11 @@ MAX_ATTEMPTS = 8  # claims of one row before it is given up as failed
 MAX_FLOOD_WAITS = 20  # 429 answers tolerated for one row in one claim
 IDLE_POLL_SECONDS = 2.0
 RECORD_EVERY_SECONDS = 0.02
+STOP_WRITE_SECONDS = 5
 GLOBAL_HEADROOM = 0.99
 BURST_SECONDS = 0.1  # re-check even without a wake-up (a missed event costs latency only)
 MAX_CHAT_LIMITERS = 10_000
+RECONCILE_ON = {"case.changed", "member.card_expiring"}  # besides the periodic tick
 
 
 class PermitPacer:
@@ -143,6 +145,7 @@ class Notifier:
         self._slot_freed = asyncio.Event()
         self._sent: list[tuple[Outbox, int | None]] = []  # delivered, not yet recorded
         self._sent_waiting = asyncio.Event()
+        self._writing: asyncio.Future[dict[int, int]] | None = None
         self._resume_at = 0.0  # loop time before which nothing is sent (after a 429)
 
     # --- the loop ---------------------------------------------------------------------
@@ -328,11 +331,11 @@ class Notifier:
             await asyncio.sleep(RECORD_EVERY_SECONDS)  # let a batch gather
             self._sent_waiting.clear()
             batch, self._sent = self._sent, []
+            # shielded: a stop while writing must not abandon a half-done transaction (on
+            # SQLite it would hold the write lock); _record_on_stop waits for it instead
+            self._writing = asyncio.ensure_future(self._write_sent(batch))
             try:
-                lines = await self._write_sent(batch)
-            except asyncio.CancelledError:
-                self._sent = batch + self._sent  # for _record_on_stop
-                raise
+                lines = await asyncio.shield(self._writing)
             except Exception:
                 log.exception("could not record %d sent rows; retrying", len(batch))
                 self._sent = batch + self._sent
@@ -346,14 +349,14 @@ class Notifier:
     async def _record_on_stop(self) -> None:
         """On an orderly stop, record what was delivered so it is not sent again."""
         batch, self._sent = self._sent, []
-        if not batch:
-            return
         try:
-            async with asyncio.timeout(5):
-                await self._write_sent(batch)
+            async with asyncio.timeout(STOP_WRITE_SECONDS):
+                if self._writing is not None:
+                    await self._writing
+                if batch:
+                    await self._write_sent(batch)
         except (Exception, TimeoutError):
-            log.exception("%d delivered rows stay in sending and will be sent again",
-                          len(batch))
+            log.exception("delivered rows stay in sending and will be sent again")
 
     async def _write_sent(self, batch: list[tuple[Outbox, int | None]]) -> dict[int, int]:
         """Record the batch; returns outbox id → transcript line id for rows that have one."""
@@ -460,7 +463,7 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
 
 
 async def run_scheduler(app: web.Application) -> None:
-    """Run `dunning.reconcile` on every `case.changed` and at least every tick."""
+    """Run `dunning.reconcile` on every `case.changed` (or expiring card) and every tick."""
     settings, bus, clock = app[SETTINGS], app[BUS], app[CLOCK]
     async with bus.subscribe() as events:
         while True:
@@ -481,7 +484,7 @@ async def _next_reason_to_reconcile(
     events: asyncio.Queue[Event], clock: Clock, tick: float
 ) -> None:
     async def case_changed() -> None:
-        while (await events.get()).topic != "case.changed":
+        while (await events.get()).topic not in RECONCILE_ON:
             pass
 
     waits = [asyncio.create_task(case_changed()), asyncio.create_task(clock.sleep(tick))]

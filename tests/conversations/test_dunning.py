@@ -107,3 +107,24 @@ async def test_held_case_gets_nothing(service) -> None:
     await advance(service, case, seconds=DAY * 4)
     assert await outbox_rows(service, kind="reminder") == []
     assert len(service.emulator.sent_messages(chat)) == 1
+
+
+async def test_expiring_card_gets_one_warning(service) -> None:
+    from payrescue.db.models import PaymentEvent
+    from payrescue.events import Event
+    from payrescue.keys import BUS
+
+    member, chat = await linked_member(service, language="de")
+    for number in range(2):  # the provider tells us twice
+        async with service.sessionmaker() as session:
+            session.add(PaymentEvent(
+                provider="stripe", event_id=f"evt_exp_{number}",
+                event_type="customer.source.expiring",
+                kind="card_expiring", member_id=member.id, payload={},
+                received_at=service.clock.now(), occurred_at=service.clock.now()))
+            await session.commit()
+        await service.app[BUS].publish(Event("member.card_expiring", {"member_id": member.id}))
+        await wait_for_rows(service, 1, kind="reminder", status="sent")
+    messages = await service.emulator.wait_for_messages(chat, 2)
+    assert "läuft bald ab" in texts(messages)[-1]
+    assert len(await outbox_rows(service, kind="reminder")) == 1
