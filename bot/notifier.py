@@ -108,6 +108,18 @@ class PermitPacer:
             await asyncio.sleep(self.TICK_SECONDS)
 
 
+TAKES_PARSE_MODE = {"sendMessage", "editMessageText", "sendPhoto", "sendDocument", "sendVoice"}
+
+
+def build_method(row: Outbox) -> TelegramMethod[Any]:
+    """The Bot API call for a row. A payload without `parse_mode` is plain text: the bot's
+    default (HTML) must not turn an agent's "<" or "&" into markup or a refused message."""
+    payload = dict(row.payload)
+    if row.method in TAKES_PARSE_MODE:
+        payload.setdefault("parse_mode", None)
+    return METHODS[row.method](chat_id=row.chat_id, **payload)
+
+
 @dataclass
 class NotifierStats:
     sent: int = 0
@@ -248,7 +260,7 @@ class Notifier:
 
     async def _deliver(self, row: Outbox) -> None:
         try:
-            method = METHODS[row.method](chat_id=row.chat_id, **row.payload)
+            method = build_method(row)
         except (KeyError, ValidationError, TypeError) as exc:
             await self._finish_failed(row, f"cannot build {row.method}: {exc.__class__.__name__}")
             return

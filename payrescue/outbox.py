@@ -166,17 +166,6 @@ async def release_expired_leases(
     return result.rowcount or 0
 
 
-async def mark_sent(
-    session: AsyncSession, row_id: int, now: datetime, telegram_message_id: int | None
-) -> None:
-    await session.execute(
-        update(Outbox)
-        .where(Outbox.id == row_id)
-        .values(status=SENT, sent_at=now, telegram_message_id=telegram_message_id, error=None)
-        .execution_options(synchronize_session=False)
-    )
-
-
 async def mark_sent_many(
     session: AsyncSession, now: datetime, delivered: Sequence[tuple[Outbox, int | None]]
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 
 from aiogram import F, Router
 from aiogram.filters import Command
@@ -52,7 +53,7 @@ async def hand_over(
     return conversation
 
 
-def waiting_text(settings: Settings, now) -> str:  # noqa: ANN001 - a datetime
+def waiting_text(settings: Settings, now: datetime) -> str:
     hours = settings.hours
     open_now = hours.is_open(now)
     back_at = None if open_now else format_datetime(hours.next_open(now), settings.zone,

@@ -165,3 +165,12 @@ async def test_stuck_rows_come_back_only_after_their_lease(svc) -> None:
         later = svc.clock.now() + lease
         assert await outbox.release_expired_leases(session, later, lease) == 1
         assert (await session.scalar(select(outbox.Outbox.status))) == "queued"
+
+
+async def test_text_without_parse_mode_arrives_as_written(svc) -> None:
+    [(member, chat)] = await members_with_chats(svc, 1)
+    await queue(svc, member, "<b>not bold</b> & <script>", kind="agent_reply",
+                priority=outbox.PRIORITY_AGENT)
+    [message] = await svc.emulator.wait_for_messages(chat, 1)
+    assert message["plain_text"] == "<b>not bold</b> & <script>"
+    assert not message["entities"]
