@@ -11,27 +11,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Filter
 from aiogram.types import CallbackQuery
 from aiogram.types import Message as TelegramMessage
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import RATE_PREFIX, rating_keyboard, render
 from payrescue import outbox
 from payrescue.clock import Clock
 from payrescue.config import Settings
-from payrescue.conversations import BOT, HUMAN_OWNED, RESOLVED, current_conversation
+from payrescue.conversations import BOT, HUMAN_OWNED, RESOLVED
 from payrescue.db.models import Conversation, Member, Message
 from payrescue.dunning import language_of
 from payrescue.events import Bus, Event
 from payrescue.i18n import use_language
 
 log = logging.getLogger(__name__)
-COMMENT_WINDOW = timedelta(hours=24)  # a text within a day of rating counts as its comment
+COMMENT_WINDOW = timedelta(hours=24)
+REFERRAL_FROM = 4  # stars  # a text within a day of rating counts as its comment
 
 
 def message_row(conversation: Conversation, message: TelegramMessage, now: datetime) -> Message:
@@ -65,48 +67,43 @@ async def store_member_message(session: AsyncSession, bus: Bus, conversation: Co
     return row
 
 
-class HumanOwned(Filter):
-    """A non-command message while the conversation waits for, or belongs to, a human."""
+class ForTheHumans(Filter):
+    """A non-command message the bot must not answer: the conversation waits for, or
+    belongs to, a human; or the member is adding a comment to the rating they just gave.
+    One query (the member's latest conversation) decides both, for every message."""
 
     async def __call__(self, message: TelegramMessage, session: AsyncSession,
-                       member: Member | None, clock: Clock) -> bool | dict[str, Conversation]:
+                       member: Member | None, clock: Clock) -> bool | dict[str, Any]:
         if member is None or (message.text or "").startswith("/"):  # commands still work
             return False
-        conversation = await current_conversation(session, member.id, clock.now())
-        if conversation.status not in HUMAN_OWNED:
-            return False
-        return {"conversation": conversation}
-
-
-class AwaitingComment(Filter):
-    """The member rated their last conversation and may now add a comment."""
-
-    async def __call__(self, message: TelegramMessage, session: AsyncSession,
-                       member: Member | None, clock: Clock) -> bool | dict[str, Conversation]:
-        if member is None or not message.text or message.text.startswith("/"):
-            return False
-        last = await session.scalar(
+        latest = await session.scalar(
             select(Conversation).where(Conversation.member_id == member.id)
             .order_by(Conversation.id.desc()).limit(1)
         )
-        if (last is None or last.status != RESOLVED or last.rating is None
-                or last.rating_comment is not None or last.resolved_at is None
-                or clock.now() - last.updated_at > COMMENT_WINDOW):
+        if latest is None:
             return False
-        return {"conversation": last}
+        if latest.status in HUMAN_OWNED:
+            return {"conversation": latest, "as_comment": False}
+        if _awaits_comment(latest, message, clock.now()):
+            return {"conversation": latest, "as_comment": True}
+        return False
 
 
-async def rating_comment(message: TelegramMessage, session: AsyncSession,
-                         conversation: Conversation, clock: Clock, bus: Bus) -> None:
-    conversation.rating_comment = message.text
-    conversation.updated_at = clock.now()
+def _awaits_comment(conversation: Conversation, message: TelegramMessage,
+                    now: datetime) -> bool:
+    return (bool(message.text) and conversation.status == RESOLVED
+            and conversation.rating is not None and conversation.rating_comment is None
+            and now - conversation.updated_at <= COMMENT_WINDOW)
+
+
+async def relay(message: TelegramMessage, session: AsyncSession, conversation: Conversation,
+                as_comment: bool, clock: Clock, bus: Bus) -> None:
+    if as_comment:
+        conversation.rating_comment = message.text
+        conversation.updated_at = clock.now()
     await store_member_message(session, bus, conversation, message, clock.now())
-    await message.answer(render("handoff/comment.j2"))
-
-
-async def relay_to_agent(message: TelegramMessage, session: AsyncSession,
-                         conversation: Conversation, clock: Clock, bus: Bus) -> None:
-    await store_member_message(session, bus, conversation, message, clock.now())
+    if as_comment:
+        await message.answer(render("handoff/comment.j2"))
 
 
 async def rate(query: CallbackQuery, session: AsyncSession, member: Member | None,
@@ -117,7 +114,12 @@ async def rate(query: CallbackQuery, session: AsyncSession, member: Member | Non
             or conversation.member_id != member.id:
         await query.answer()
         return
-    first_rating = conversation.rating is None
+    # the referral link is offered once per member: after their first 4 or 5
+    offered_before = await session.scalar(
+        select(func.count()).select_from(Conversation).where(
+            Conversation.member_id == member.id, Conversation.rating >= REFERRAL_FROM))
+    offer = (conversation.rating is None and parsed[1] >= REFERRAL_FROM
+             and not offered_before and settings.referral_url is not None)
     conversation.rating = parsed[1]
     conversation.updated_at = clock.now()
     await session.commit()
@@ -128,7 +130,6 @@ async def rate(query: CallbackQuery, session: AsyncSession, member: Member | Non
     await query.answer("⭐" * parsed[1])
     if isinstance(query.message, TelegramMessage):
         await query.message.edit_reply_markup(reply_markup=None)
-        offer = first_rating and parsed[1] >= 4 and settings.referral_url is not None
         await query.message.answer(render(
             "handoff/rated.j2", referral_url=str(settings.referral_url) if offer else None
         ))
@@ -207,7 +208,6 @@ async def _closing_message(session: AsyncSession, conversation_id: object, statu
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="relay")
-    router.message.register(rating_comment, AwaitingComment())
-    router.message.register(relay_to_agent, HumanOwned())
+    router.message.register(relay, ForTheHumans())
     router.callback_query.register(rate, F.data.startswith(RATE_PREFIX))
     return router
