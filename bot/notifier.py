@@ -168,6 +168,7 @@ class Notifier:
             watcher = asyncio.create_task(self._watch(events))
             recorder = asyncio.create_task(self._record_sent())
             pacer = asyncio.create_task(self._global.run())
+            renewer = asyncio.create_task(self._renew_leases())
             try:
                 await self._release_leases()
                 while True:
@@ -182,7 +183,8 @@ class Notifier:
                 watcher.cancel()
                 recorder.cancel()
                 pacer.cancel()
-                tasks = [watcher, recorder, pacer, *self._in_flight.values()]
+                renewer.cancel()
+                tasks = [watcher, recorder, pacer, renewer, *self._in_flight.values()]
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -196,6 +198,20 @@ class Notifier:
             event = await events.get()
             if event.topic == "outbox.queued":
                 self._wake.set()
+
+    async def _renew_leases(self) -> None:
+        """Keep our claims fresh while rows wait out a long flood pause or retries, so
+        another worker never takes a row this one is still sending."""
+        interval = self.settings.outbox_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self.sessionmaker() as session:
+                    await outbox.renew_leases(session, self.worker, self.clock.now())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not renew outbox leases; retrying")
 
     async def _release_leases(self) -> None:
         lease = timedelta(seconds=self.settings.outbox_lease_seconds)

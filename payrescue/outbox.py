@@ -166,6 +166,17 @@ async def release_expired_leases(
     return result.rowcount or 0
 
 
+async def renew_leases(session: AsyncSession, worker: str, now: datetime) -> None:
+    """The worker is alive: its rows in "sending" keep their claim."""
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.status == SENDING, Outbox.claimed_by == worker)
+        .values(claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+
+
 async def mark_sent_many(
     session: AsyncSession, now: datetime, delivered: Sequence[tuple[Outbox, int | None]]
 ) -> None:

@@ -174,3 +174,19 @@ async def test_text_without_parse_mode_arrives_as_written(svc) -> None:
     [message] = await svc.emulator.wait_for_messages(chat, 1)
     assert message["plain_text"] == "<b>not bold</b> & <script>"
     assert not message["entities"]
+
+
+async def test_a_live_worker_keeps_its_claims(svc) -> None:
+    [(member, _)] = await members_with_chats(svc, 1)
+    [task] = [t for t in asyncio.all_tasks() if t.get_name() == "notifier"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await queue(svc, member, "held up by a long flood wait")
+    lease = timedelta(seconds=svc.settings.outbox_lease_seconds)
+    async with svc.sessionmaker() as session:
+        [row] = await outbox.claim(session, "alive", svc.clock.now(), 10)
+        await svc.clock.advance(lease.total_seconds())
+        await outbox.renew_leases(session, "alive", svc.clock.now())
+        assert await outbox.release_expired_leases(session, svc.clock.now(), lease) == 0
+        assert (await session.get(outbox.Outbox, row.id, populate_existing=True)).status \
+            == "sending"
