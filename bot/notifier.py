@@ -73,7 +73,7 @@ IDLE_POLL_SECONDS = 2.0
 RECORD_EVERY_SECONDS = 0.02
 STOP_WRITE_SECONDS = 5
 GLOBAL_HEADROOM = 0.99
-BURST_SECONDS = 0.1  # re-check even without a wake-up (a missed event costs latency only)
+BURST_SECONDS = 0.2  # re-check even without a wake-up (a missed event costs latency only)
 MAX_CHAT_LIMITERS = 10_000
 RECONCILE_ON = {"case.changed", "member.card_expiring"}  # besides the periodic tick
 
