@@ -58,6 +58,7 @@ async def free_text(message: Message, session: AsyncSession, member: Member | No
         await message.answer(_not_linked())
         return
     text = message.text or ""
+    member.unreachable = False  # they write to us, so they unblocked the bot
     conversation = await current_conversation(session, member.id, clock.now())
     # what they wrote, else what their case is like (many attempts, a large amount, fraud)
     reasons = faq.triggers(text) or handoff_rules.case_reasons(

@@ -96,8 +96,10 @@ def _awaits_comment(conversation: Conversation, message: TelegramMessage,
             and now - conversation.updated_at <= COMMENT_WINDOW)
 
 
-async def relay(message: TelegramMessage, session: AsyncSession, conversation: Conversation,
-                as_comment: bool, clock: Clock, bus: Bus) -> None:
+async def relay(message: TelegramMessage, session: AsyncSession, member: Member,
+                conversation: Conversation, as_comment: bool, clock: Clock, bus: Bus) -> None:
+    if member.unreachable:  # they write to us, so they unblocked the bot
+        member.unreachable = False
     if as_comment:
         conversation.rating_comment = message.text
         conversation.updated_at = clock.now()

@@ -190,3 +190,16 @@ async def test_a_live_worker_keeps_its_claims(svc) -> None:
         assert await outbox.release_expired_leases(session, svc.clock.now(), lease) == 0
         assert (await session.get(outbox.Outbox, row.id, populate_existing=True)).status \
             == "sending"
+
+
+async def test_a_member_who_writes_again_is_reachable_again(svc) -> None:
+    member, chat = await linked_member(svc, language="en")
+    svc.emulator.block(chat)
+    await queue(svc, member.id, "you blocked me")
+    await wait_for_rows(svc, 1, status="failed")
+    svc.emulator.unblock(chat)
+    before = len(svc.emulator.sent_messages(chat))
+    await svc.emulator.send_text(chat, "how do I update my card?")
+    await svc.emulator.wait_for_messages(chat, before + 1)
+    async with svc.sessionmaker() as session:
+        assert not (await session.get(Member, member.id)).unreachable
