@@ -23,6 +23,7 @@ from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db import create_engine, create_sessionmaker
 from payrescue.db.migrate import upgrade
+from payrescue.demo_page import setup_demo_page
 from payrescue.logs import setup_logging
 from payrescue.members import add_member, find_by_email, link_token
 from payrescue.service import wait_for_stop_signal
@@ -48,7 +49,7 @@ DEMO_MEMBERS = (
 
 
 def demo_settings(settings: Settings, *, port: int, emulator_url: str, data_dir: Path) -> Settings:
-    return settings.model_copy(update={
+    copied = settings.model_copy(update={
         "demo": True,
         "data_dir": data_dir,
         "port": port,
@@ -58,6 +59,8 @@ def demo_settings(settings: Settings, *, port: int, emulator_url: str, data_dir:
         "telegram_api_base": AnyHttpUrl(emulator_url),
         "public_base_url": AnyHttpUrl(f"http://127.0.0.1:{port}"),
     })
+    # the demo page signs its simulated events with this; it never leaves the machine
+    return copied.model_copy(update={"generic_api_secret": SecretStr(copied.secret.decode())})
 
 
 async def seed(session: AsyncSession, settings: Settings, clock: Clock) -> tuple[str, dict]:
@@ -100,7 +103,9 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int, data_di
     async with create_sessionmaker(engine)() as session, session.begin():
         password, tokens = await seed(session, settings, clock)
 
-    runner = web.AppRunner(init_app(settings, clock=clock, engine=engine), access_log=None)
+    app = init_app(settings, clock=clock, engine=engine)
+    setup_demo_page(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -139,6 +144,7 @@ def _print_welcome(settings: Settings, emulator_url: str, password: str,
         f"    log in as         {ADMIN_EMAIL}",
         f"    password          {password}",
         f"  Member chat page:   {emulator_url}/chat   (plays a member in Telegram)",
+        f"  Billing events:     {settings.public_url('/demo')}   (fail or recover a payment)",
         "",
         "  Link a demo member (opens the chat page as if their t.me deep link was tapped):",
     ]

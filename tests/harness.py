@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,7 @@ async def running_service(
     emulator: TelegramEmulator | None = None,
     polling_timeout: int = 1,
     wait_for_bot: bool = True,
+    extend_app: Callable[[web.Application], None] | None = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[RunningService]:
     """Start the emulator and the service (bot polling it, or webhook mode); stop both after.
@@ -147,6 +148,8 @@ async def running_service(
                 **settings_overrides,
             })
             app = init_app(settings, clock=clock, engine=engine)
+            if extend_app is not None:  # e.g. the demo's own pages
+                extend_app(app)
             app[POLLING_TIMEOUT] = polling_timeout
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
             await runner.setup()

@@ -172,8 +172,8 @@ def _number(ref: str) -> int | str:
     return int(ref) if ref.isdigit() else ref
 
 
-def generic_events(action: str, target: Target, reason: str, now: datetime
-                   ) -> list[dict[str, Any]]:
+def generic_events(action: str, target: Target, reason: str, now: datetime,
+                   update_url: str | None = None) -> list[dict[str, Any]]:
     body: dict[str, Any] = {
         "id": f"sim-{secrets.token_hex(8)}",
         "type": {"failed-payment": "failed"}.get(action, action.replace("-", "_")),
@@ -183,6 +183,8 @@ def generic_events(action: str, target: Target, reason: str, now: datetime
     if action == "failed-payment":
         body.update(amount=target.amount_minor, currency=target.currency,
                     decline_code=reason)
+        if update_url:
+            body["update_url"] = update_url
     return [body]
 
 
@@ -233,26 +235,27 @@ async def send(base_url: str, provider: str, events: list[dict[str, Any]],
     return results
 
 
-def build_events(provider: str, action: str, target: Target, reason: str, now: datetime
-                 ) -> list[dict[str, Any]]:
+def build_events(provider: str, action: str, target: Target, reason: str, now: datetime,
+                 update_url: str | None = None) -> list[dict[str, Any]]:
     if action not in ACTIONS:
         raise SimulationError(f"unknown action {action!r}; choose from {', '.join(ACTIONS)}")
     if provider == "stripe":
         return stripe_events(action, target, reason, now)
     if provider == "memberpress":
         return memberpress_events(action, target, now)
-    return generic_events(action, target, reason, now)
+    return generic_events(action, target, reason, now, update_url)
 
 
 async def trigger(session: AsyncSession, settings: Settings, *, action: str, email: str,
                   base_url: str, now: datetime, reason: str = "insufficient_funds",
                   provider: str | None = None, amount_minor: int = 2900,
-                  currency: str = "EUR") -> list[tuple[int, str]]:
+                  currency: str = "EUR", update_url: str | None = None
+                  ) -> list[tuple[int, str]]:
     """One call for the demo page's buttons: find the member's case, build, sign and send.
 
     `session` only reads; the running service at `base_url` writes what the events cause.
     """
     chosen = provider or default_provider(settings)
     target = await find_target(session, chosen, action, email, amount_minor, currency)
-    return await send(base_url, chosen, build_events(chosen, action, target, reason, now),
-                      settings)
+    events = build_events(chosen, action, target, reason, now, update_url)
+    return await send(base_url, chosen, events, settings)
