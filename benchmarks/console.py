@@ -13,30 +13,25 @@ default postgresql+asyncpg://postgres@127.0.0.1:5432/test).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 
 from aiohttp import ClientResponse, ClientSession, ClientTimeout, CookieJar, TCPConnector
 from aiohttp.test_utils import TestServer
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
+from benchmarks._postgres import migrate_and_fill, scratch_database
 from payrescue.agents import add_agent
 from payrescue.app import init_app
 from payrescue.config import load_settings
 from payrescue.db import create_engine, create_sessionmaker
-from payrescue.db.migrate import upgrade
 from payrescue.db.models import Message
 from payrescue.events import Event
 from payrescue.keys import BUS, SESSIONMAKER
 
-ADMIN_URL = os.environ.get("PAYRESCUE_BENCH_POSTGRES_URL",
-                           "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 SIZES = {"members": 1_000, "conversations": 10_000, "history": 50}  # 50 lines per member
 PAGE_RUNS = 200
 STREAMS = 200
@@ -83,38 +78,13 @@ SEQUENCES = ("members", "recovery_cases", "agents", "conversations", "messages",
              "telegram_links")
 
 
-async def _admin(sql: str) -> None:
-    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(sql))
-    finally:
-        await engine.dispose()
 
 
 async def _fill(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-        started = time.perf_counter()
-        async with engine.begin() as connection:
-            for statement in FILL:
-                names = set(re.findall(r"(?<!:):([a-z]+)", statement))
-                await connection.execute(text(statement),
-                                         {k: v for k, v in SIZES.items() if k in names})
-            for table in SEQUENCES:  # fixed names from this file, never input
-                await connection.execute(text(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
-                    f"(SELECT max(id) FROM {table}))"))
-        raw = create_engine(url, isolation_level="AUTOCOMMIT")
-        async with raw.connect() as connection:
-            await connection.execute(text("VACUUM ANALYZE"))
-        await raw.dispose()
-        print(f"filled {SIZES['conversations']:,} open conversations, "
+    seconds = await migrate_and_fill(url, FILL, SIZES, SEQUENCES)
+    print(f"filled {SIZES['conversations']:,} open conversations, "
               f"{SIZES['members'] * SIZES['history']:,} messages of {SIZES['members']:,} "
-              f"members in {time.perf_counter() - started:.1f} s")
-    finally:
-        await engine.dispose()
+              f"members in {seconds:.1f} s")
 
 
 def _percentiles(samples: list[float]) -> str:
@@ -194,10 +164,7 @@ async def _time_relay(server: TestServer, browser: ClientSession) -> None:
 
 
 async def main() -> None:
-    name = f"payrescue_bench_{uuid.uuid4().hex[:8]}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    async with scratch_database() as url:
         await _fill(url)
         with tempfile.TemporaryDirectory() as data_dir:
             settings = load_settings(database_url=url, demo=True, data_dir=data_dir)
@@ -217,5 +184,3 @@ async def main() -> None:
             finally:
                 await server.close()
                 await engine.dispose()
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,28 +10,22 @@ names the server; a scratch database is created there and dropped afterwards).
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import time
-import uuid
 from datetime import UTC, datetime
 
 from aiohttp import ClientSession, CookieJar, web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
+from benchmarks._postgres import migrate_and_fill, scratch_database
 from payrescue.agents import add_agent
 from payrescue.app import init_app
 from payrescue.clock import Clock
 from payrescue.config import load_settings
 from payrescue.db import create_engine, create_sessionmaker
-from payrescue.db.migrate import upgrade
 from payrescue.reports import Period, compute
 
-ADMIN_URL = os.environ.get("PAYRESCUE_BENCH_POSTGRES_URL",
-                           "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 CASES, MESSAGES, MEMBERS, CONVERSATIONS = 100_000, 1_000_000, 20_000, 20_000
 SIZES = {"members": MEMBERS, "cases": CASES, "conversations": CONVERSATIONS,
          "messages": MESSAGES}
@@ -99,37 +93,12 @@ SEQUENCES = ("members", "subscriptions", "recovery_cases", "update_links", "agen
              "conversations", "handoffs", "messages")
 
 
-async def _admin(sql: str) -> None:
-    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(sql))
-    finally:
-        await engine.dispose()
 
 
 async def _fill(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-        started = time.perf_counter()
-        async with engine.begin() as connection:
-            for statement in FILL:
-                names = set(re.findall(r"(?<!:):([a-z]+)", statement))
-                await connection.execute(text(statement),
-                                         {k: v for k, v in SIZES.items() if k in names})
-            for table in SEQUENCES:
-                await connection.execute(text(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
-                    f"(SELECT max(id) FROM {table}))"))
-        raw = create_engine(url, isolation_level="AUTOCOMMIT")
-        async with raw.connect() as connection:
-            await connection.execute(text("VACUUM ANALYZE"))
-        await raw.dispose()
-        print(f"filled {CASES:,} cases, {MESSAGES:,} messages in "
-              f"{time.perf_counter() - started:.1f} s")
-    finally:
-        await engine.dispose()
+    seconds = await migrate_and_fill(url, FILL, SIZES, SEQUENCES)
+    print(f"filled {CASES:,} cases, {MESSAGES:,} messages in "
+              f"{seconds:.1f} s")
 
 
 def _median_ms(samples: list[float]) -> str:
@@ -193,13 +162,8 @@ async def _time_page(url: str, data_dir: str) -> None:
 async def main() -> None:
     import tempfile
 
-    name = f"payrescue_bench_{uuid.uuid4().hex[:8]}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    async with scratch_database() as url:
         await _fill(url)
         await _time_compute(url)
         with tempfile.TemporaryDirectory() as data_dir:
             await _time_page(url, data_dir)
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
