@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiogram import Dispatcher
+from aiogram import Dispatcher, F
+from aiogram.enums import ChatType
 
 from bot.middlewares import MemberContextMiddleware
 from bot.routers import faq, handoff, language, notifications, relay, rights, start
@@ -15,6 +16,8 @@ def build_dispatcher(**workflow_data: Any) -> Dispatcher:
     dispatcher = Dispatcher(**workflow_data)
     # outer: runs for every update, before any filter, so filters may use `member` too
     dispatcher.update.outer_middleware(MemberContextMiddleware())
+    # members talk to us one to one; in a group the bot would answer (and relay) strangers
+    dispatcher.message.filter(F.chat.type == ChatType.PRIVATE)
     # Order matters: the first router whose filters match handles the update. Commands
     # (/start, /language) come first so they work in any conversation state; routers that
     # take free text (FAQ, handoff, relay to an agent) come after them, and a catch-all
