@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiohttp import web
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.auth import login_required, request_agent
@@ -73,8 +73,11 @@ async def load_queue(
     if view == "resolved":
         query = query.order_by(Conversation.resolved_at.desc(), Conversation.id.desc())
     else:
-        query = query.order_by(Conversation.priority.desc(), Conversation.waiting_since.asc(),
-                               Conversation.id)
+        # a snoozed conversation waits at the bottom until its time comes, then takes its
+        # place again by priority and waiting time
+        snoozed_now = case((Conversation.snoozed_until > now, 1), else_=0)
+        query = query.order_by(snoozed_now, Conversation.priority.desc(),
+                               Conversation.waiting_since.asc(), Conversation.id)
     rows = []
     for conversation, name, language, amount, currency, agent_name in (
         await db.execute(query.limit(PAGE_SIZE))

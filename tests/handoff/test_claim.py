@@ -139,3 +139,27 @@ async def test_round_robin_respects_availability_and_limits(world, sessionmaker,
     assert got[3:] == [None, None]  # everybody is full: the rest keep waiting
     async with sessionmaker() as db:
         assert (await db.get(Agent, two)).last_assigned_at is not None
+
+
+async def test_a_snoozed_conversation_waits_at_the_bottom_until_its_time(make_client, world,
+                                                                         clock):
+    await world.agent()
+    first = await world.conversation(name="Mia Muster")
+    await clock.advance(60)
+    second = await world.conversation(name="Jonas Berg", chat_id=5002)
+    client = await make_client()
+    token = await log_in(client)
+    for conversation_id in (first, second):
+        await client.post(f"/console/conversations/{conversation_id}/claim",
+                          data={"csrf_token": token})
+
+    async def order() -> list[str]:
+        page = await (await client.get("/console/queue?view=mine")).text()
+        return sorted(("Mia Muster", "Jonas Berg"), key=page.index)
+
+    assert await order() == ["Mia Muster", "Jonas Berg"]  # longest waiting first
+    await client.post(f"/console/conversations/{first}/snooze",
+                      data={"csrf_token": token, "until": "2026-01-06T10:00"})
+    assert await order() == ["Jonas Berg", "Mia Muster"]
+    await clock.advance(2 * 86400)  # the snooze time has passed: Mia is back on top
+    assert await order() == ["Mia Muster", "Jonas Berg"]
