@@ -29,5 +29,5 @@ bench: $(STAMP)
 
 # Re-extract the gettext catalog after adding or changing a user-visible string.
 catalogs: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -k _ -k __ -k gettext -k ngettext:1,2 -k lazy_gettext --no-location --sort-output -o locales/messages.pot .
-	$(BIN)/pybabel update -i locales/messages.pot -d locales -D messages --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel extract -F babel.cfg -k _ -k __ -k gettext -k ngettext:1,2 -k lazy_gettext --no-location --sort-output --no-wrap -o locales/messages.pot .
+	$(BIN)/pybabel update -i locales/messages.pot -d locales -D messages --no-fuzzy-matching --ignore-obsolete --no-wrap
