@@ -47,9 +47,12 @@ async def media_to_human(message: Message, session: AsyncSession, member: Member
     if member is None:
         await message.answer(_not_linked())
         return
-    conversation = await hand_over(message, session, member, [handoff_rules.MEDIA], settings,
-                                   clock, bus)
+    # the member's words are saved before the handoff is announced, so the agent who opens
+    # the conversation from the queue finds them already in the transcript
+    conversation = await current_conversation(session, member.id, clock.now())
     await store_member_message(session, bus, conversation, message, clock.now())
+    await hand_over(message, session, member, [handoff_rules.MEDIA], settings, clock, bus,
+                    conversation)
 
 
 async def free_text(message: Message, session: AsyncSession, member: Member | None,
@@ -78,8 +81,8 @@ async def free_text(message: Message, session: AsyncSession, member: Member | No
             await message.answer(render("faq/not_understood.j2"))
             return
         reasons = [handoff_rules.NOT_UNDERSTOOD]
-    await hand_over(message, session, member, reasons, settings, clock, bus, conversation)
     await store_member_message(session, bus, conversation, message, clock.now())
+    await hand_over(message, session, member, reasons, settings, clock, bus, conversation)
 
 
 async def anything_else(message: Message, member: Member | None) -> None:
