@@ -127,23 +127,24 @@ async def resolve(
     session: AsyncSession, conversation_id: int, by: Agent, now: datetime
 ) -> Conversation:
     """Done: unassigns, ends the handoff; the bot side then asks the member for a rating."""
-    conversation = await load_for_change(session, conversation_id)
-    ensure_owner(conversation, by)
-    _move(conversation, RESOLVED, now)
-    conversation.snoozed_until = None
-    await _end_handoff(session, conversation_id, "resolved", now)
-    return conversation
+    return await _end(session, conversation_id, by, RESOLVED, now)
 
 
 async def hand_back(
     session: AsyncSession, conversation_id: int, by: Agent, now: datetime
 ) -> Conversation:
     """The bot answers the member again."""
+    return await _end(session, conversation_id, by, BOT, now)
+
+
+async def _end(
+    session: AsyncSession, conversation_id: int, by: Agent, status: str, now: datetime
+) -> Conversation:
+    """Leave human hands: the handoff's outcome is the state the conversation goes to."""
     conversation = await load_for_change(session, conversation_id)
     ensure_owner(conversation, by)
-    _move(conversation, BOT, now)
-    conversation.snoozed_until = None
-    await _end_handoff(session, conversation_id, "bot", now)
+    _move(conversation, status, now)
+    await _end_handoff(session, conversation_id, status, now)
     return conversation
 
 

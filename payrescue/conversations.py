@@ -38,6 +38,7 @@ def move(conversation: Conversation, new_status: str, now: datetime) -> None:
         raise TransitionError(f"{conversation.status} → {new_status} is not allowed")
     conversation.status = new_status
     conversation.updated_at = now
+    conversation.snoozed_until = None  # a snooze belongs to one owner and one state
     if new_status == WAITING:
         conversation.waiting_since = now
         conversation.assigned_agent_id = None

@@ -163,3 +163,17 @@ async def test_a_snoozed_conversation_waits_at_the_bottom_until_its_time(make_cl
     assert await order() == ["Jonas Berg", "Mia Muster"]
     await clock.advance(2 * 86400)  # the snooze time has passed: Mia is back on top
     assert await order() == ["Mia Muster", "Jonas Berg"]
+
+
+async def test_leaving_an_agents_hands_ends_the_snooze(world, sessionmaker, clock):
+    agent_id = await world.agent()
+    conversation_id = await world.conversation()
+    later = clock.now().replace(year=2027)
+    async with sessionmaker() as db, db.begin():
+        agent = await db.get(Agent, agent_id)
+        assert (await assignment.claim(db, conversation_id, agent_id, clock.now())).won
+        await assignment.snooze(db, conversation_id, agent, later, clock.now())
+        await assignment.back_to_queue(db, conversation_id, agent, clock.now())
+    conversation = await _status(world, conversation_id)
+    assert conversation.status == "waiting"
+    assert conversation.snoozed_until is None  # waiting again means waiting in plain sight
