@@ -15,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 from jinja2 import FileSystemLoader
 from sqlalchemy import select
+from yarl import URL
 
 from payrescue.billing import simulate
 from payrescue.db.models import Member, RecoveryCase, TelegramLink
@@ -75,7 +76,7 @@ async def simulate_event(request: web.Request) -> web.Response:
         if member is None or member.email is None:
             raise web.HTTPNotFound(text="No such demo member.")
         note = await _fire(request, session, member, action, reason)
-    raise web.HTTPSeeOther(f"/demo?note={note}")
+    raise web.HTTPSeeOther(URL("/demo").with_query(note=note))
 
 
 async def _fire(request: web.Request, session, member: Member, action: str,  # noqa: ANN001
@@ -87,7 +88,7 @@ async def _fire(request: web.Request, session, member: Member, action: str,  # n
             now=request.app[CLOCK].now(), reason=reason, provider=PROVIDER,
             update_url=settings.public_url(f"/demo/account/?member={member.id}"))
     except simulate.SimulationError as exc:
-        return str(exc).split(";")[0].replace("&", "and")
+        return str(exc).split(";")[0]
     failed = [status for status, _body in results if status >= 300]
     return f"{action}: HTTP {failed[0]}" if failed else f"{action} sent for member {member.id}"
 

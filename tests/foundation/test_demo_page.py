@@ -32,6 +32,8 @@ async def test_fail_then_pay_through_the_demo_pages(engine, tmp_path) -> None:
                 "token": _form_token(page), "member_id": str(member.id),
                 "reason": "expired_card", "action": "failed-payment"})
             assert fired.status == 303
+            shown = await (await http.get(fired.headers["Location"])).text()
+            assert f"failed-payment sent for member {member.id}" in shown
             messages = await svc.emulator.wait_for_messages(chat, 2)
             notice = messages[-1]
             assert "abgelaufen" in notice["plain_text"]
