@@ -17,7 +17,7 @@ from html import escape
 import babel.dates
 from markupsafe import Markup
 
-from payrescue.i18n import _, current_language, format_money
+from payrescue.i18n import _, babel_locale, format_money
 from payrescue.report_export import format_number, format_percent
 from payrescue.reports import RateBucket, WeekAmounts
 
@@ -25,7 +25,6 @@ WIDTH, HEIGHT = 640, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 40
 INK, MUTED, GRID = "#1d2330", "#6b7385", "#e2e5ec"
 RECOVERED, LOST, ACCENT = "#1f8a4c", "#c8372d", "#2f5bd3"
-_LOCALES = {"de": "de_DE", "en": "en_GB"}
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,7 @@ def _svg(label: str, body: list[str], height: int = HEIGHT) -> Markup:
 
 
 def _day(day: date) -> str:
-    locale = _LOCALES.get(current_language(), "en_GB")
-    return babel.dates.format_skeleton("MMMd", day, locale=locale)
+    return babel.dates.format_skeleton("MMMd", day, locale=babel_locale())
 
 
 def _nice_top(value: float) -> float:

@@ -94,23 +94,31 @@ def lazy_gettext(message: str) -> str:
     return message
 
 
+_BABEL_LOCALES = {"de": "de_DE", "en": "en_GB"}
+
+
+def babel_locale(language: str | None = None) -> str:
+    """The Babel locale for formatting numbers and dates: the given language or the current."""
+    return _BABEL_LOCALES.get(normalise(language) or current_language(), "en_GB")
+
+
 def format_money(amount_minor: int, currency: str, language: str | None = None) -> str:
     """29,00 € for German readers, €29.00 for English ones."""
     digits = babel.numbers.get_currency_precision(currency.upper())
     amount = Decimal(amount_minor).scaleb(-digits)
-    locale = {"de": "de_DE", "en": "en_GB"}[normalise(language) or current_language()]
+    locale = babel_locale(language)
     return babel.numbers.format_currency(amount, currency.upper(), locale=locale)
 
 
 def format_datetime(moment: datetime, zone: ZoneInfo, language: str | None = None,
                     format: str = "medium") -> str:
-    locale = {"de": "de_DE", "en": "en_GB"}[normalise(language) or current_language()]
+    locale = babel_locale(language)
     return babel.dates.format_datetime(moment, format=format, tzinfo=zone, locale=locale)
 
 
 def format_date(moment: datetime, zone: ZoneInfo, language: str | None = None,
                 format: str = "long") -> str:
-    locale = {"de": "de_DE", "en": "en_GB"}[normalise(language) or current_language()]
+    locale = babel_locale(language)
     return babel.dates.format_date(moment.astimezone(zone).date(), format=format, locale=locale)
 
 

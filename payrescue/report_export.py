@@ -20,11 +20,10 @@ from zoneinfo import ZoneInfo
 import babel.dates
 import babel.numbers
 
-from payrescue.i18n import _, current_language, format_money, lazy_gettext, ngettext
+from payrescue.i18n import _, babel_locale, format_money, lazy_gettext, ngettext
 from payrescue.reports import CaseRow, Figures
 
 COUNT, MONEY, PERCENT, DURATION, AVERAGE = "count", "money", "percent", "duration", "average"
-_LOCALES = {"de": "de_DE", "en": "en_GB"}
 BOM = "\ufeff"
 
 ATTRIBUTION_LABELS = {
@@ -164,20 +163,16 @@ def _links_and_conversations(figures: Figures, rows: list[Row]) -> None:
                         COUNT, load.conversations))
 
 
-def _locale(language: str | None = None) -> str:
-    return _LOCALES.get(language or current_language(), "en_GB")
-
-
 def format_percent(value: float | None, language: str | None = None, digits: int = 1) -> str:
     if value is None:
         return "–"
     pattern = "#,##0" + ("." + "0" * digits if digits else "") + "\xa0%"  # never wraps
-    return babel.numbers.format_percent(value, pattern, locale=_locale(language))
+    return babel.numbers.format_percent(value, pattern, locale=babel_locale(language))
 
 
 def format_number(value: float | int, language: str | None = None, digits: int = 0) -> str:
     pattern = "#,##0" + ("." + "0" * digits if digits else "")
-    return babel.numbers.format_decimal(value, pattern, locale=_locale(language))
+    return babel.numbers.format_decimal(value, pattern, locale=babel_locale(language))
 
 
 def format_duration(seconds: float | None, language: str | None = None) -> str:
@@ -207,8 +202,8 @@ def format_value(row: Row, language: str | None = None) -> str:
 def period_title(figures: Figures, language: str | None = None) -> str:
     period = figures.period
     return _("%(first)s to %(last)s (%(zone)s)") % {
-        "first": babel.dates.format_date(period.first, "medium", locale=_locale(language)),
-        "last": babel.dates.format_date(period.last, "medium", locale=_locale(language)),
+        "first": babel.dates.format_date(period.first, "medium", locale=babel_locale(language)),
+        "last": babel.dates.format_date(period.last, "medium", locale=babel_locale(language)),
         "zone": period.zone.key,
     }
 
