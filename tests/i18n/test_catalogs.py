@@ -16,24 +16,15 @@ KEYWORDS = {"_": None, "__": None, "gettext": None, "ngettext": (1, 2), "lazy_ge
 
 
 def _source_messages() -> set[str]:
+    """What `make catalogs` extracts: babel.cfg names the files (hidden folders skipped)."""
     with (ROOT / "babel.cfg").open() as cfg:
         method_map, options_map = parse_mapping_cfg(cfg)
-    found: set[str] = set()
-    for directory in ("payrescue", "bot", "handoff"):
-        base = ROOT / directory
-        # the mapping's paths are relative to the project root
-        for filename, _lineno, message, _comments, _context in extract_from_dir(
-            ROOT,
-            method_map,
-            options_map,
-            keywords=KEYWORDS,
-            directory_filter=lambda path, base=base: Path(path).resolve().is_relative_to(base)
-            or Path(path).resolve() == ROOT,
-        ):
-            if not Path(ROOT / filename).resolve().is_relative_to(base):
-                continue
-            found.add(message[0] if isinstance(message, tuple) else message)
-    return found
+    return {
+        message[0] if isinstance(message, tuple) else message
+        for _file, _line, message, _comments, _context in extract_from_dir(
+            ROOT, method_map, options_map, keywords=KEYWORDS
+        )
+    }
 
 
 SOURCE = _source_messages()
