@@ -20,7 +20,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue.billing import declines
-from payrescue.db.models import Conversation, Handoff, Message, Outbox, PaymentEvent, RecoveryCase
+from payrescue.db.models import Conversation, Handoff, Message, Outbox, RecoveryCase
 
 OPEN, RECOVERED, LOST = "open", "recovered", "lost"
 STATUSES = (OPEN, RECOVERED, LOST)
@@ -174,16 +174,6 @@ def set_held(case: RecoveryCase, held: bool, now: datetime) -> str | None:
 # --- queries -------------------------------------------------------------------------------
 
 
-async def find_case(session: AsyncSession, provider: str, invoice_ref: str) -> RecoveryCase | None:
-    """The case of one invoice, locked for this transaction on PostgreSQL (concurrent
-    deliveries of different events for one invoice apply one after the other)."""
-    return await session.scalar(
-        select(RecoveryCase)
-        .where(RecoveryCase.provider == provider, RecoveryCase.invoice_ref == invoice_ref)
-        .with_for_update()
-    )
-
-
 async def open_cases(session: AsyncSession, *, member_id: int | None = None,
                      subscription_id: int | None = None,
                      provider: str | None = None) -> list[RecoveryCase]:
@@ -197,15 +187,6 @@ async def open_cases(session: AsyncSession, *, member_id: int | None = None,
     result = await session.scalars(query.order_by(RecoveryCase.last_failure_at.desc())
                                    .with_for_update())
     return list(result)
-
-
-async def paid_since(session: AsyncSession, provider: str, invoice_ref: str,
-                     moment: datetime) -> bool:
-    """Whether a success for this invoice at or after `moment` was already recorded."""
-    return bool(await session.scalar(select(exists().where(
-        PaymentEvent.provider == provider, PaymentEvent.invoice_ref == invoice_ref,
-        PaymentEvent.kind == "recovered", PaymentEvent.occurred_at >= moment,
-    ))))
 
 
 async def attribution_for(session: AsyncSession, case: RecoveryCase) -> str:

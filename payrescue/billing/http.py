@@ -18,13 +18,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from payrescue.billing import generic, links, memberpress, pages, stripe_events
 from payrescue.billing import signals as s
-from payrescue.billing.ingest import already_stored, ingest
+from payrescue.billing.batches import Ingestor
+from payrescue.billing.ingest import already_stored
 from payrescue.billing.stripe_api import StripeApi, StripeUnavailable
 from payrescue.i18n import normalise
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 
 log = logging.getLogger(__name__)
 STRIPE_API = web.AppKey("billing_stripe_api", StripeApi)
+INGESTOR = web.AppKey("billing_ingestor", Ingestor)
 DATABASE_TIMEOUT_SECONDS = 15  # a hung database answers 503 rather than keeping Stripe waiting
 _DATABASE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
@@ -38,6 +40,16 @@ def setup_billing(app: web.Application) -> None:
         web.get("/u/{token:[^/]+}", update_link),
     ])
     app.cleanup_ctx.append(_stripe_api)
+    app.cleanup_ctx.append(_ingestor)
+
+
+async def _ingestor(app: web.Application) -> AsyncIterator[None]:
+    ingestor = Ingestor(app[SESSIONMAKER], app[SETTINGS], app[CLOCK], app[BUS],
+                        timeout=DATABASE_TIMEOUT_SECONDS)
+    app[INGESTOR] = ingestor
+    ingestor.start()
+    yield
+    await ingestor.close()
 
 
 async def _stripe_api(app: web.Application) -> AsyncIterator[None]:
@@ -127,8 +139,7 @@ async def _handle(request: web.Request, read_signal) -> web.Response:  # noqa: A
         async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
             if await _enrich(request, signal) == "duplicate":
                 return web.json_response({"status": "duplicate"})
-            outcome = await ingest(request.app[SESSIONMAKER], signal, request.app[SETTINGS],
-                                   request.app[CLOCK].now(), request.app[BUS])
+            outcome = await request.app[INGESTOR].submit(signal)
     except _Refused as exc:
         return _error(exc.status, str(exc))
     except s.BadEvent as exc:
