@@ -9,15 +9,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import event, func, select
 
 from payrescue.billing import signals as s
 from payrescue.billing import stripe_events
 from payrescue.billing.batches import Ingestor, _Waiting, keys_of, next_batch
-from payrescue.db import create_engine
 from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription
-from tests.billing.conftest import billing_app, invoice, post_stripe, stripe_event
+from tests.billing.conftest import invoice, post_stripe, stripe_event
 
 
 def _signal(event: dict) -> s.Signal:
@@ -110,21 +108,6 @@ async def test_one_bad_event_in_a_burst_costs_the_others_nothing(ingestor, sessi
     stored = set(await session.scalars(select(PaymentEvent.event_id)))
     assert bad.event_id not in stored and len(stored) == 2
     assert await _count(session, RecoveryCase) == 2
-
-
-async def test_a_burst_into_a_database_that_is_down_answers_503_to_each(
-        billing_settings, clock, bus, backend, tmp_path):  # noqa: ANN001
-    url = (f"sqlite+aiosqlite:///{tmp_path}/missing/dir/db.sqlite3" if backend == "sqlite"
-           else "postgresql+asyncpg://postgres@127.0.0.1:1/test")
-    engine = create_engine(url)
-    try:
-        app = billing_app(billing_settings, engine, clock, bus)
-        async with TestClient(TestServer(app)) as down:
-            responses = await asyncio.gather(*(
-                post_stripe(down, _failure(n, clock.now())) for n in range(8)))
-            assert [r.status for r in responses] == [503] * 8
-    finally:
-        await engine.dispose()
 
 
 def _waiting(event: dict, loop: asyncio.AbstractEventLoop) -> _Waiting:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -170,10 +171,11 @@ async def test_database_down_answers_503_and_stores_nothing(billing_settings, cl
     try:
         app = billing_app(billing_settings, engine, clock, bus)
         async with TestClient(TestServer(app)) as down:
-            response = await post_stripe(down, stripe_event("invoice.payment_failed",
-                                                            invoice(), clock.now()))
-            assert response.status == 503
-            assert "retry" in (await response.json())["error"]
+            burst = [stripe_event("invoice.payment_failed", invoice(f"in_{n}"), clock.now())
+                     for n in range(8)]  # arriving together, they would share a batch
+            responses = await asyncio.gather(*(post_stripe(down, e) for e in burst))
+            assert [r.status for r in responses] == [503] * 8
+            assert all(["retry" in (await r.json())["error"] for r in responses])
     finally:
         await engine.dispose()
 
