@@ -76,6 +76,13 @@ def next_batch(waiting: list[_Waiting], limit: int) -> tuple[list[_Waiting], lis
     return batch, later
 
 
+def _report_stop(task: asyncio.Task[None]) -> None:
+    """The writer only ends when the service stops; anything else is a bug to see at once
+    (webhooks would then answer 503 until a restart)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("payment-event writer stopped", exc_info=task.exception())
+
+
 class Ingestor:
     """The one writer of payment events in this process."""
 
@@ -89,6 +96,7 @@ class Ingestor:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="payment-event writer")
+        self._task.add_done_callback(_report_stop)
 
     async def close(self) -> None:
         if self._task is not None:
