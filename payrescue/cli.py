@@ -7,9 +7,11 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue.clock import Clock
 from payrescue.config import ConfigError, Settings, load_settings
@@ -97,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the running service (default: http://HOST:PORT from settings)")
     simulate.add_argument("--amount", type=int, default=2900, help="minor units (default 2900)")
     simulate.add_argument("--currency", default="EUR")
+    simulate.add_argument("--demo", action="store_true", dest="demo_mode",
+                          help="send to a running `payrescue demo`, signed with its own key")
+    simulate.add_argument("--data-dir", default="data/demo",
+                          help="with --demo: the demo's data directory (default data/demo)")
     simulate.set_defaults(handler=_simulate)
 
     report = commands.add_parser(
@@ -292,13 +298,27 @@ async def _members_import(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from payrescue.billing import simulate
+    from payrescue.demo_page import account_url
+    from payrescue.members import find_by_email
+
+    if args.demo_mode:
+        from payrescue.demo import demo_signing
+
+        settings = demo_signing(settings, Path(args.data_dir))
+    url = args.url or f"http://{settings.host}:{settings.port}"
+
+    async def prepare(session: AsyncSession) -> tuple[simulate.Target, str | None]:
+        target = await simulate.find_target(session, provider, args.action, args.member,
+                                            args.amount, args.currency.upper())
+        member = await find_by_email(session, args.member) if args.demo_mode else None
+        # in the demo, the update link leads to its stand-in account page, as from /demo
+        return target, account_url(url, member.id) if member is not None else None
 
     try:
         provider = args.provider or simulate.default_provider(settings)
-        target = await _with_session(settings, lambda session: simulate.find_target(
-            session, provider, args.action, args.member, args.amount, args.currency.upper()))
-        events = simulate.build_events(provider, args.action, target, args.reason, Clock().now())
-        url = args.url or f"http://{settings.host}:{settings.port}"
+        target, update_url = await _with_session(settings, prepare)
+        events = simulate.build_events(provider, args.action, target, args.reason, Clock().now(),
+                                       update_url)
         results = await simulate.send(url, provider, events, settings)
     except simulate.SimulationError as exc:
         raise CommandError(str(exc)) from exc

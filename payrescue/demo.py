@@ -59,7 +59,13 @@ def demo_settings(settings: Settings, *, port: int, emulator_url: str, data_dir:
         "telegram_api_base": AnyHttpUrl(emulator_url),
         "public_base_url": AnyHttpUrl(f"http://127.0.0.1:{port}"),
     })
-    # the demo page signs its simulated events with this; it never leaves the machine
+    return demo_signing(copied, data_dir)
+
+
+def demo_signing(settings: Settings, data_dir: Path) -> Settings:
+    """The demo's events API key: its own secret from the data directory, so the demo page
+    and `payrescue simulate --demo` sign what they send; it never leaves the machine."""
+    copied = settings.model_copy(update={"demo": True, "data_dir": data_dir})
     return copied.model_copy(update={"generic_api_secret": SecretStr(copied.secret.decode())})
 
 

@@ -86,11 +86,16 @@ async def _fire(request: web.Request, session, member: Member, action: str,  # n
         results = await simulate.trigger(
             session, settings, action=action, email=member.email, base_url=settings.public_url(""),
             now=request.app[CLOCK].now(), reason=reason, provider=PROVIDER,
-            update_url=settings.public_url(f"/demo/account/?member={member.id}"))
+            update_url=account_url(settings.public_url(""), member.id))
     except simulate.SimulationError as exc:
         return str(exc).split(";")[0]
     failed = [status for status, _body in results if status >= 300]
     return f"{action}: HTTP {failed[0]}" if failed else f"{action} sent for member {member.id}"
+
+
+def account_url(base_url: str, member_id: int) -> str:
+    """The stand-in account page where a demo member "updates the card" and pays."""
+    return f"{base_url.rstrip('/')}/demo/account/?member={member_id}"
 
 
 @routes.get("/demo/account/")

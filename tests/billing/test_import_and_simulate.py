@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from payrescue.billing import simulate
 from payrescue.billing.importer import import_members, progress_bar
@@ -105,3 +106,42 @@ def test_cli_import_prints_a_summary_and_names_the_rejects_file(tmp_path, capsys
     assert "2 rows: 1 created, 0 updated, 0 unchanged, 1 rejected" in out.out
     assert str(tmp_path / "members.rejected.csv") in out.out
     assert "2/2 (100%)" in out.err
+
+
+async def test_cli_simulate_demo_signs_with_the_running_demos_key(tmp_path, sqlite_template,
+                                                                  clock, bus):
+    """`payrescue simulate --demo` needs no configuration: it reads the demo's key and database
+    from the demo's data directory, like the demo page's buttons."""
+    import shutil
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from payrescue.cli import main
+    from payrescue.config import load_settings
+    from payrescue.db import create_engine
+    from payrescue.demo import demo_signing
+    from tests.billing.conftest import billing_app
+
+    shutil.copy(sqlite_template, tmp_path / "payrescue.sqlite3")
+    running_demo = demo_signing(load_settings(demo=True), tmp_path)
+    engine = create_engine(running_demo.effective_database_url)
+    async with engine.begin() as connection:
+        anna_id = (await connection.execute(insert(Member).values(
+            email="anna@example.org", name="Anna", language="de", created_at=clock.now(),
+            member_since=clock.now()))).inserted_primary_key[0]
+    try:
+        async with TestClient(TestServer(billing_app(running_demo, engine, clock, bus))) as demo:
+            base = str(demo.make_url("/")).rstrip("/")
+            status = await asyncio.to_thread(main, [
+                "simulate", "failed-payment", "--demo", "--data-dir", str(tmp_path), "--url",
+                base, "--member", "anna@example.org", "--reason", "expired_card"])
+        assert status == 0
+        async with engine.connect() as connection:
+            case = (await connection.execute(select(
+                RecoveryCase.provider, RecoveryCase.decline_category, RecoveryCase.member_id,
+                RecoveryCase.update_url))).one()
+        # the member's update link leads to the demo's stand-in account page
+        assert tuple(case) == ("generic", "expired_card", anna_id,
+                               f"{base}/demo/account/?member={anna_id}")
+    finally:
+        await engine.dispose()
