@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, **overrides)
     except ConfigError as exc:
         print(f"payrescue: configuration error: {exc}", file=sys.stderr)
+        if args.handler is _simulate:
+            print("payrescue: to send to `payrescue demo`, add --demo", file=sys.stderr)
         return 2
     try:
         return asyncio.run(args.handler(settings, args))

@@ -145,3 +145,14 @@ async def test_cli_simulate_demo_signs_with_the_running_demos_key(tmp_path, sqli
                                f"{base}/demo/account/?member={anna_id}")
     finally:
         await engine.dispose()
+
+
+def test_cli_simulate_without_configuration_points_to_demo(monkeypatch, capsys):
+    from payrescue.cli import main
+
+    monkeypatch.delenv("PAYRESCUE_SECRET_KEY", raising=False)
+    monkeypatch.delenv("PAYRESCUE_CONFIG", raising=False)
+    status = main(["simulate", "failed-payment", "--member", "anna@example.org"])
+
+    assert status == 2
+    assert "add --demo" in capsys.readouterr().err
