@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -41,6 +42,7 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 _handling_update: ContextVar[bool] = ContextVar("payrescue_handling_update", default=False)
 MAX_REPLY_WAIT = 10  # seconds; a longer flood wait fails the update rather than stall it
 MAX_REPLY_RETRIES = 3
+APOLOGIES_REMEMBERED = 10_000  # update ids; Telegram gives up redelivering within a day
 
 
 class MemberContextMiddleware(BaseMiddleware):
@@ -49,7 +51,22 @@ class MemberContextMiddleware(BaseMiddleware):
     Errors are re-raised on purpose. In webhook mode that makes our endpoint answer 500, so
     Telegram delivers the update again later; in polling mode aiogram logs the traceback.
     Swallowing them would mark the update as handled and lose the member's message.
+    A database failure is also told to the member, once per update: Telegram's redeliveries
+    of it while the database is down stay silent.
     """
+
+    def __init__(self) -> None:
+        self._apologised: OrderedDict[int, None] = OrderedDict()  # update ids, newest last
+
+    def _first_failure(self, update_id: int | None) -> bool:
+        if update_id is None:
+            return True
+        if update_id in self._apologised:
+            return False
+        self._apologised[update_id] = None
+        if len(self._apologised) > APOLOGIES_REMEMBERED:
+            self._apologised.popitem(last=False)
+        return True
 
     async def __call__(self, handler: Handler, event: TelegramObject,
                        data: dict[str, Any]) -> Any:
@@ -79,7 +96,8 @@ class MemberContextMiddleware(BaseMiddleware):
                 await session.rollback()
                 log.error("update %s: database failure, rolled back: %s",
                           update_id, exc.__class__.__name__)
-                await _apologise(data.get("bot"), chat, language)
+                if self._first_failure(update_id):
+                    await _apologise(data.get("bot"), chat, language)
                 raise
             except BaseException:
                 await session.rollback()

@@ -95,9 +95,13 @@ async def test_a_database_failure_rolls_back_is_reraised_and_the_member_hears_it
         await message.answer(_("Hello!"))  # never reached
 
     dispatcher = _dispatcher_with(service, broken)
-    with pytest.raises(SQLAlchemyError):
-        await dispatcher.feed_update(service.bot, _text_update(user, "db"))
+    update = _text_update(user, "db")
+    for _delivery in range(3):  # Telegram redelivers an update the webhook did not accept
+        with pytest.raises(SQLAlchemyError):
+            await dispatcher.feed_update(service.bot, update)
 
     assert await _members(service) == 0
     apology = await service.emulator.wait_for_messages(user["id"], 1)
     assert apology[-1]["plain_text"].startswith("Entschuldigung, bei uns ist gerade etwas")
+    # sent before each delivery failed: so one message means one apology, not one per delivery
+    assert len(service.emulator.sent_messages(user["id"])) == 1
