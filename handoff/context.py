@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payrescue.billing import declines
 from payrescue.db.models import (
     Conversation,
     Member,
@@ -17,31 +18,9 @@ from payrescue.db.models import (
     Subscription,
     UpdateLink,
 )
-from payrescue.i18n import _, lazy_gettext
 
 # A known payment: a provider event billing normalised to "recovered" (money arrived).
 PAID_KIND = "recovered"
-
-# Billing's decline categories (payrescue.billing.declines), worded for agents: the
-# member-facing explanations there stay vague on purpose (fraud), agents need the truth.
-DECLINE_WORDS = {
-    "insufficient_funds": lazy_gettext("Not enough money on the account"),
-    "expired_card": lazy_gettext("The card has expired"),
-    "wrong_details": lazy_gettext("Card details are wrong"),
-    "authentication_required": lazy_gettext("The bank wants the member to confirm (3-D Secure)"),
-    "issuer_declined": lazy_gettext("The bank refused without giving a reason"),
-    "processing_error": lazy_gettext("A technical fault at the bank or provider"),
-    "fraud": lazy_gettext("The bank suspects fraud, or the card was reported lost or stolen"),
-    "bank_account_closed": lazy_gettext("The bank account is closed or blocked"),
-    "mandate_refused": lazy_gettext("The direct debit was refused or disputed"),
-    "unknown": lazy_gettext("Reason unknown"),
-}
-
-
-def decline_in_words(category: str | None) -> str:
-    words = DECLINE_WORDS.get(category or "unknown")
-    return _(words) if words else (category or "").replace("_", " ")
-
 
 @dataclass
 class MemberContext:
@@ -95,7 +74,7 @@ async def member_context(db: AsyncSession, conversation: Conversation) -> Member
         earlier_conversations=list(earlier_conversations),
         lifetime_minor=int(lifetime[0]) if lifetime else 0,
         lifetime_currency=lifetime[1] if lifetime else None,
-        decline_words=decline_in_words(case.decline_category) if case else "",
+        decline_words=declines.for_agents(case.decline_category) if case else "",
     )
 
 

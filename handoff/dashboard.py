@@ -16,7 +16,8 @@ from aiohttp import web
 
 from handoff.auth import admin_required, login_required, request_agent
 from handoff.render import render
-from payrescue import charts, report_export
+from payrescue import charts, handoff_rules, report_export
+from payrescue.billing import declines
 from payrescue.config import Settings
 from payrescue.i18n import _, current_language
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
@@ -92,16 +93,16 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
         "percent": report_export.format_percent,
         "number": report_export.format_number,
         "duration": report_export.format_duration,
-        "category": lambda key: report_export.label(report_export.CATEGORY_LABELS, key),
+        "category": declines.label,
         "language_name": lambda key: report_export.label(report_export.LANGUAGE_LABELS, key),
-        "reason": lambda key: report_export.label(report_export.REASON_LABELS, key),
+        "reason": handoff_rules.label,
         "attribution_label": lambda key: report_export.label(
             report_export.ATTRIBUTION_LABELS, key),
         "rate_chart": charts.recovery_rate_chart(figures.rate_series),
         "amounts_chart": charts.recovered_vs_lost_chart(figures.weekly_amounts,
                                                         figures.chart_currency),
         "reasons_chart": charts.reasons_chart(figures.handoff_reasons, {
-            key: report_export.label(report_export.REASON_LABELS, key)
+            key: handoff_rules.label(key)
             for key in figures.handoff_reasons}),
         "figures_csv": "/console/dashboard/figures.csv?" + urlencode(again),
         "cases_csv": "/console/dashboard/cases.csv?" + urlencode(again),

@@ -12,11 +12,10 @@ from typing import Any
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader
 
+from payrescue import handoff_rules
 from payrescue.i18n import (
-    _,
     current_language,
     format_datetime,
-    lazy_gettext,
     template_environment,
 )
 from payrescue.keys import SETTINGS
@@ -25,31 +24,10 @@ TEMPLATES_DIR = Path(__file__).parent / "templates"
 TEMPLATES = web.AppKey("console_templates", Environment)
 
 
-# The handoff reasons the bot records (payrescue.handoff_rules), as agents read them.
-REASON_WORDS = {
-    "fraud": lazy_gettext("fraud"),
-    "dispute": lazy_gettext("dispute"),
-    "distress": lazy_gettext("upset"),
-    "needs_human": lazy_gettext("needs a human"),
-    "refund": lazy_gettext("refund"),
-    "cancellation": lazy_gettext("wants to cancel"),
-    "large_amount": lazy_gettext("large amount"),
-    "many_attempts": lazy_gettext("many attempts"),
-    "asked_for_human": lazy_gettext("asked for a person"),
-    "media_sent": lazy_gettext("sent a file"),
-    "not_understood": lazy_gettext("bot did not understand"),
-}
-
-
-def reason_in_words(code: str) -> str:
-    words = REASON_WORDS.get(code)
-    return _(words) if words else code.replace("_", " ")
-
-
 def create_environment() -> Environment:
     env = template_environment(FileSystemLoader(TEMPLATES_DIR))
     env.filters["waited"] = waited
-    env.filters["reason"] = reason_in_words
+    env.filters["reason"] = handoff_rules.badge
     return env
 
 

@@ -10,6 +10,7 @@ the caller commits and then publishes `handoff_events`.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -20,6 +21,7 @@ from payrescue.config import Settings
 from payrescue.conversations import BOT, HUMAN_OWNED, RESOLVED, WAITING, move
 from payrescue.db.models import Conversation, Handoff, RecoveryCase
 from payrescue.events import Event
+from payrescue.i18n import _, lazy_gettext
 
 ASKED = "asked_for_human"
 NOT_UNDERSTOOD = "not_understood"
@@ -30,24 +32,49 @@ CATEGORY = "needs_human"  # fraud, a refused mandate: never discussed by the bot
 NOT_UNDERSTOOD_LIMIT = 2
 MANY_ATTEMPTS_LIMIT = 3
 
-# Higher is more urgent; the queue orders by it. A conversation's priority is its top reason.
-PRIORITIES: dict[str, int] = {
-    "fraud": 90,
-    "dispute": 80,
-    "distress": 70,
-    CATEGORY: 60,
-    "refund": 50,
-    "cancellation": 50,
-    LARGE_AMOUNT: 40,
-    MANY_ATTEMPTS: 30,
-    ASKED: 20,
-    MEDIA: 15,
-    NOT_UNDERSTOOD: 10,
-}
+
+
+@dataclass(frozen=True)
+class Reason:
+    name: str
+    priority: int  # higher is more urgent; the queue orders by a conversation's top reason
+    badge_msgid: str  # a word or two on the console's queue card
+    label_msgid: str  # its name in the figures
+
+
+REASONS: dict[str, Reason] = {r.name: r for r in (
+    Reason("fraud", 90, lazy_gettext("fraud"), lazy_gettext("Suspected fraud")),
+    Reason("dispute", 80, lazy_gettext("dispute"), lazy_gettext("Dispute or chargeback")),
+    Reason("distress", 70, lazy_gettext("upset"), lazy_gettext("Member in a difficult situation")),
+    Reason(CATEGORY, 60, lazy_gettext("needs a human"),
+           lazy_gettext("Decline reason needs a person")),
+    Reason("refund", 50, lazy_gettext("refund"), lazy_gettext("Asked for a refund")),
+    Reason("cancellation", 50, lazy_gettext("wants to cancel"), lazy_gettext("Wants to cancel")),
+    Reason(LARGE_AMOUNT, 40, lazy_gettext("large amount"), lazy_gettext("Large amount")),
+    Reason(MANY_ATTEMPTS, 30, lazy_gettext("many attempts"),
+           lazy_gettext("Many failed attempts")),
+    Reason(ASKED, 20, lazy_gettext("asked for a person"), lazy_gettext("Asked for a person")),
+    Reason(MEDIA, 15, lazy_gettext("sent a file"), lazy_gettext("Sent a photo or file")),
+    Reason(NOT_UNDERSTOOD, 10, lazy_gettext("bot did not understand"),
+           lazy_gettext("Bot did not understand")),
+)}
+NO_REASON = "unknown"  # how the figures count a handoff that recorded none
+
+
+def badge(name: str) -> str:
+    reason = REASONS.get(name)
+    return _(reason.badge_msgid) if reason else name.replace("_", " ")
+
+
+def label(name: str) -> str:
+    if name == NO_REASON:
+        return _("No reason recorded")
+    reason = REASONS.get(name)
+    return _(reason.label_msgid) if reason else name.replace("_", " ")
 
 
 def priority(reasons: Iterable[str]) -> int:
-    return max((PRIORITIES.get(reason, 10) for reason in reasons), default=0)
+    return max((REASONS[r].priority if r in REASONS else 10 for r in reasons), default=0)
 
 
 def case_reasons(case: RecoveryCase | None, settings: Settings) -> list[str]:

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 import babel.dates
 import babel.numbers
 
+from payrescue import handoff_rules
+from payrescue.billing import declines
 from payrescue.i18n import _, babel_locale, format_money, lazy_gettext, ngettext
 from payrescue.reports import CaseRow, Figures
 
@@ -31,33 +33,6 @@ ATTRIBUTION_LABELS = {
     "bot": lazy_gettext("Recovered after bot messages only"),
     "agent": lazy_gettext("Recovered after an agent helped"),
     "unknown": lazy_gettext("Recovered, attribution unknown"),
-}
-CATEGORY_LABELS = {
-    "expired_card": lazy_gettext("Expired card"),
-    "insufficient_funds": lazy_gettext("Insufficient funds"),
-    "wrong_details": lazy_gettext("Wrong payment details"),
-    "authentication_required": lazy_gettext("Confirmation by the bank needed"),
-    "issuer_declined": lazy_gettext("Declined by the bank"),
-    "processing_error": lazy_gettext("Processing error"),
-    "fraud": lazy_gettext("Suspected fraud"),
-    "bank_account_closed": lazy_gettext("Bank account closed"),
-    "mandate_refused": lazy_gettext("Direct debit refused"),
-    "unknown": lazy_gettext("Unknown reason"),
-}
-# the reasons `payrescue.handoff_rules` records
-REASON_LABELS = {
-    "asked_for_human": lazy_gettext("Asked for a person"),
-    "not_understood": lazy_gettext("Bot did not understand"),
-    "media_sent": lazy_gettext("Sent a photo or file"),
-    "many_attempts": lazy_gettext("Many failed attempts"),
-    "large_amount": lazy_gettext("Large amount"),
-    "needs_human": lazy_gettext("Decline reason needs a person"),
-    "fraud": lazy_gettext("Suspected fraud"),
-    "dispute": lazy_gettext("Dispute or chargeback"),
-    "distress": lazy_gettext("Member in a difficult situation"),
-    "refund": lazy_gettext("Asked for a refund"),
-    "cancellation": lazy_gettext("Wants to cancel"),
-    "unknown": lazy_gettext("No reason recorded"),
 }
 LANGUAGE_LABELS = {"de": lazy_gettext("German"), "en": lazy_gettext("English")}
 
@@ -82,7 +57,7 @@ def figure_rows(figures: Figures) -> list[Row]:
     _failed_payments(figures, rows)
     section = _("By decline category")
     for group in figures.by_category:
-        name = label(CATEGORY_LABELS, group.key)
+        name = declines.label(group.key)
         rows += [Row(section, _("%(name)s: opened") % {"name": name}, COUNT, group.opened),
                  Row(section, _("%(name)s: recovered") % {"name": name}, COUNT,
                      group.recovered),
@@ -148,7 +123,7 @@ def _links_and_conversations(figures: Figures, rows: list[Row]) -> None:
     rows.append(Row(section, _("Handoffs to a person"), COUNT, figures.handoffs))
     for reason, count in figures.handoff_reasons.items():
         rows.append(Row(section, _("Reason: %(reason)s") % {
-            "reason": label(REASON_LABELS, reason)}, COUNT, count))
+            "reason": handoff_rules.label(reason)}, COUNT, count))
     rows += [Row(section, _("Median first response (business hours)"), DURATION,
                  figures.first_response_median),
              Row(section, _("Median resolution time (business hours)"), DURATION,

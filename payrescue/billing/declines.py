@@ -33,6 +33,8 @@ class Category:
     reveal_to_member: bool  # False: never tell the member why (a human handles it)
     needs_human: bool
     explanation_msgid: str  # one sentence for the member; translate with explanation()
+    agent_msgid: str  # the truth, for agents beside the chat (the member's may be vague)
+    label_msgid: str  # a short name, for the figures
 
     @property
     def template(self) -> str:
@@ -44,32 +46,64 @@ class Category:
         return _(self.explanation_msgid)
 
 
+def for_agents(name: str | None) -> str:
+    """What an agent reads about a case's category, in the current language."""
+    category = CATEGORIES.get(name or UNKNOWN)
+    return _(category.agent_msgid) if category else (name or "").replace("_", " ")
+
+
+def label(name: str) -> str:
+    """The category's short name in the figures; a category we do not know reads as words."""
+    category = CATEGORIES.get(name)
+    return _(category.label_msgid) if category else name.replace("_", " ")
+
+
 CATEGORIES: dict[str, Category] = {
     c.name: c
     for c in (
         Category(EXPIRED_CARD, False, True, True, False,
-                 lazy_gettext("The card on file has expired.")),
+                 lazy_gettext("The card on file has expired."),
+                 lazy_gettext("The card has expired"),
+                 lazy_gettext("Expired card")),
         Category(INSUFFICIENT_FUNDS, True, False, True, False,
-                 lazy_gettext("The bank reported insufficient funds or a reached limit.")),
+                 lazy_gettext("The bank reported insufficient funds or a reached limit."),
+                 lazy_gettext("Not enough money on the account"),
+                 lazy_gettext("Insufficient funds")),
         Category(WRONG_DETAILS, False, True, True, False,
                  lazy_gettext("Some payment details were not accepted, such as the card "
-                              "number, security code or account number.")),
+                              "number, security code or account number."),
+                 lazy_gettext("Card details are wrong"),
+                 lazy_gettext("Wrong payment details")),
         Category(AUTHENTICATION_REQUIRED, False, True, True, False,
-                 lazy_gettext("Your bank asks you to confirm the payment yourself.")),
+                 lazy_gettext("Your bank asks you to confirm the payment yourself."),
+                 lazy_gettext("The bank wants the member to confirm (3-D Secure)"),
+                 lazy_gettext("Confirmation by the bank needed")),
         Category(ISSUER_DECLINED, True, True, True, False,
-                 lazy_gettext("Your bank declined the payment without giving a reason.")),
+                 lazy_gettext("Your bank declined the payment without giving a reason."),
+                 lazy_gettext("The bank refused without giving a reason"),
+                 lazy_gettext("Declined by the bank")),
         Category(PROCESSING_ERROR, True, False, True, False,
                  lazy_gettext("A technical problem on our side stopped the payment; "
-                              "you do not need to do anything.")),
+                              "you do not need to do anything."),
+                 lazy_gettext("A technical fault at the bank or provider"),
+                 lazy_gettext("Processing error")),
         Category(FRAUD, False, False, False, True,
-                 lazy_gettext("The payment could not be completed.")),
+                 lazy_gettext("The payment could not be completed."),
+                 lazy_gettext("The bank suspects fraud, or the card was reported lost or stolen"),
+                 lazy_gettext("Suspected fraud")),
         Category(BANK_ACCOUNT_CLOSED, False, True, True, False,
-                 lazy_gettext("The bank account on file is closed or blocked.")),
+                 lazy_gettext("The bank account on file is closed or blocked."),
+                 lazy_gettext("The bank account is closed or blocked"),
+                 lazy_gettext("Bank account closed")),
         Category(MANDATE_REFUSED, False, True, True, True,
                  lazy_gettext("The direct debit was refused by the account holder or "
-                              "the bank.")),
+                              "the bank."),
+                 lazy_gettext("The direct debit was refused or disputed"),
+                 lazy_gettext("Direct debit refused")),
         Category(UNKNOWN, True, False, True, False,
-                 lazy_gettext("The payment did not go through.")),
+                 lazy_gettext("The payment did not go through."),
+                 lazy_gettext("Reason unknown"),
+                 lazy_gettext("Unknown reason")),
     )
 }
 
