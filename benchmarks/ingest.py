@@ -24,8 +24,8 @@ import aiohttp
 import stripe
 from aiohttp import web
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
+from benchmarks._postgres import scratch_database
 from payrescue.app import init_app
 from payrescue.config import load_settings
 from payrescue.db import create_engine
@@ -35,8 +35,6 @@ EVENTS = int(os.environ.get("BENCH_EVENTS", "1500"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "20"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 WARM_UP = 300
-POSTGRES_ADMIN = os.environ.get("PAYRESCUE_TEST_POSTGRES_URL",
-                                "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 WHSEC = "whsec_benchmark"
 BARE_TABLE = "bench_bare_insert"
 _BARE_INSERT = text("INSERT INTO bench_bare_insert (body) VALUES (:b)")
@@ -178,22 +176,11 @@ async def _measure(name: str, url: str, data_dir: Path) -> None:
 
 
 async def _with_postgres(work: Callable[[str], Awaitable[None]]) -> None:
-    name = f"payrescue_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
     try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except (OSError, Exception) as exc:  # noqa: BLE001 - any failure: no server to measure
+        async with scratch_database() as url:
+            await work(url)
+    except OSError as exc:  # no server to measure: the SQLite figures still stand
         print(f"postgresql  skipped: {exc.__class__.__name__}")
-        await admin.dispose()
-        return
-    try:
-        await work(make_url(POSTGRES_ADMIN).set(database=name).render_as_string(
-            hide_password=False))
-    finally:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
 
 
 async def main() -> None:
