@@ -11,11 +11,12 @@ recovered every held case.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue.billing import cases, declines
@@ -39,10 +40,20 @@ class Released:
 
 
 async def active_alert(session: AsyncSession, kind: str, provider: str) -> Alert | None:
+    """The alert of this kind that is up, if any. On PostgreSQL, transactions of several
+    service processes take turns from here to their commit (an advisory lock), so two of them
+    cannot both find none and raise one each."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(_lock_key(kind, provider))))
     return await session.scalar(
         select(Alert).where(Alert.kind == kind, Alert.provider == provider,
                             Alert.released_at.is_(None))
         .order_by(Alert.id.desc()).limit(1).with_for_update())
+
+
+def _lock_key(kind: str, provider: str) -> int:
+    digest = hashlib.blake2b(f"payrescue-alert:{kind}:{provider}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 async def check_gateway_fault(session: AsyncSession, settings: Settings, provider: str,

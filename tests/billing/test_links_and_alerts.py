@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
-from payrescue.billing.alerts import release_alert
+from payrescue.billing import cases
+from payrescue.billing.alerts import raise_configuration_alert, release_alert
 from payrescue.billing.links import create_update_link
 from payrescue.db import create_engine
 from payrescue.db.models import Alert, Member, Outbox, PaymentEvent, RecoveryCase, UpdateLink
@@ -189,3 +191,32 @@ async def test_full_service_routes_webhooks(billing_settings, engine, clock, bus
                                                         clock.now()))
         assert response.status == 200, await response.text()
     assert await session.scalar(select(func.count()).select_from(PaymentEvent)) == 1
+
+
+async def test_two_processes_raising_the_same_alarm_at_once_raise_one(
+        sessionmaker, session, clock, billing_settings, backend):  # noqa: ANN001
+    """Two service processes (two transactions) blaming the configuration at the same
+    moment: one alert, one admin message."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has one writer at a time: the race cannot happen there")
+    member = Member(email="anna@example.org", created_at=clock.now(), member_since=clock.now())
+    session.add(member)
+    await session.flush()
+    failures = [cases.Failure(f"in_{n}", clock.now(), 2900, "eur") for n in (1, 2)]
+    session.add_all([cases.new_case(member.id, None, "stripe", f, clock.now()) for f in failures])
+    await session.commit()
+
+    async def raise_in_own_transaction(invoice_ref: str) -> None:
+        async with sessionmaker() as own, own.begin():
+            case = await own.scalar(select(RecoveryCase).where(
+                RecoveryCase.invoice_ref == invoice_ref))
+            await raise_configuration_alert(own, billing_settings, "stripe", case,
+                                            "api_key_expired", clock.now())
+
+    await asyncio.gather(raise_in_own_transaction("in_1"), raise_in_own_transaction("in_2"))
+
+    alerts = list(await session.scalars(select(Alert)))
+    assert len(alerts) == 1
+    assert sorted(alerts[0].details["case_ids"]) == sorted(
+        await session.scalars(select(RecoveryCase.id)))
+    assert await session.scalar(select(func.count()).select_from(Outbox)) == 1
