@@ -193,12 +193,12 @@ async def test_full_service_routes_webhooks(billing_settings, engine, clock, bus
     assert await session.scalar(select(func.count()).select_from(PaymentEvent)) == 1
 
 
+# SQLite has one writer at a time: the race cannot happen there
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 async def test_two_processes_raising_the_same_alarm_at_once_raise_one(
-        sessionmaker, session, clock, billing_settings, backend):  # noqa: ANN001
+        sessionmaker, session, clock, billing_settings):  # noqa: ANN001
     """Two service processes (two transactions) blaming the configuration at the same
     moment: one alert, one admin message."""
-    if backend != "postgresql":
-        pytest.skip("SQLite has one writer at a time: the race cannot happen there")
     member = Member(email="anna@example.org", created_at=clock.now(), member_since=clock.now())
     session.add(member)
     await session.flush()
