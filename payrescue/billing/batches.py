@@ -137,9 +137,12 @@ class Ingestor:
                 if not item.answer.done():
                     item.answer.set_exception(exc)
             return
-        for outcome in outcomes:
-            for event in outcome.events:
-                await self._bus.publish(event)
+        try:
+            for outcome in outcomes:
+                for event in outcome.events:
+                    await self._bus.publish(event)
+        except Exception:  # committed already: answer the providers, and say what was missed
+            log.exception("payment events stored, but their bus events not all published")
         for item, outcome in zip(batch, outcomes, strict=True):
             if not item.answer.done():
                 item.answer.set_result(outcome)
