@@ -42,8 +42,9 @@ def keys_of(signal: s.Signal) -> frozenset[tuple[str, ...]]:
     keys = {("event", signal.provider, signal.event_id)}
     if signal.member.customer_id:
         keys.add(("customer", signal.provider, signal.member.customer_id))
-    if email_of(signal.member):
-        keys.add(("email", email_of(signal.member) or ""))
+    email = email_of(signal.member)
+    if email:
+        keys.add(("email", email))
     if signal.subscription_ref:
         keys.add(("subscription", signal.provider, signal.subscription_ref))
     if signal.invoice_ref:

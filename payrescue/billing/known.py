@@ -116,10 +116,12 @@ class Known:
         """Remember what this event's raw row says, for later events of the same batch."""
         key = (signal.provider, raw_ref or "")
         if signal.kind == s.RECOVERED and raw_ref:
-            self.last_paid[key] = max(self.last_paid.get(key, signal.occurred_at),
-                                      signal.occurred_at)
+            self._take_paid(key, signal.occurred_at)
         elif signal.kind == s.DECLINE_INFO and raw_ref:
             self._take_decline(key, signal.occurred_at, signal.decline_code, signal.error_code)
+
+    def _take_paid(self, key: _Key, paid_at: datetime) -> None:
+        self.last_paid[key] = max(self.last_paid.get(key, paid_at), paid_at)
 
     def _take_decline(self, key: _Key, occurred_at: datetime, decline_code: str | None,
                       error_code: str | None) -> None:
@@ -139,27 +141,25 @@ class Known:
             select(PaymentEvent.provider, PaymentEvent.invoice_ref, PaymentEvent.kind,
                    PaymentEvent.occurred_at,
                    when((PaymentEvent.kind == s.DECLINE_INFO, PaymentEvent.payload)))
-            .where(or_(and_(PaymentEvent.kind == s.RECOVERED, _any_ref(PaymentEvent, paid)),
-                       and_(PaymentEvent.kind == s.DECLINE_INFO,
-                            _any_ref(PaymentEvent, codes)))))
+            .where(or_(and_(PaymentEvent.kind == s.RECOVERED, _any_event(paid)),
+                       and_(PaymentEvent.kind == s.DECLINE_INFO, _any_event(codes)))))
         for provider, ref, kind, occurred_at, payload in rows:
             if kind == s.RECOVERED:
-                last = self.last_paid.get((provider, ref), occurred_at)
-                self.last_paid[provider, ref] = max(last, occurred_at)
+                self._take_paid((provider, ref), occurred_at)
             else:
                 earlier = stripe_events.parse(json.dumps(payload).encode())
                 self._take_decline((provider, ref), occurred_at, earlier.decline_code,
                                    earlier.error_code)
 
 
-def _any_ref(model: type, keys: Iterable[tuple[str, str | None]]) -> ColumnElement[bool]:
-    """`(provider = p AND invoice_ref IN (…)) OR …`, one term per provider."""
+def _any_ref(provider: ColumnElement[str], ref: ColumnElement[str],
+             keys: Iterable[tuple[str, str | None]]) -> ColumnElement[bool]:
+    """`(provider = p AND ref IN (…)) OR …`, one term per provider."""
     refs: dict[str, set[str]] = {}
-    for provider, ref in keys:
-        if ref:
-            refs.setdefault(provider, set()).add(ref)
-    terms = [and_(model.provider == provider, model.invoice_ref.in_(sorted(values)))
-             for provider, values in refs.items()]
+    for name, value in keys:
+        if value:
+            refs.setdefault(name, set()).add(value)
+    terms = [and_(provider == name, ref.in_(sorted(values))) for name, values in refs.items()]
     return or_(*terms) if terms else false()
 
 
@@ -181,15 +181,11 @@ async def _members(session: AsyncSession, signals: list[s.Signal]) -> list[Membe
 
 
 async def _subscriptions(session: AsyncSession, signals: list[s.Signal]) -> list[Subscription]:
-    refs: dict[str, set[str]] = {}
-    for signal in signals:
-        if signal.subscription_ref:
-            refs.setdefault(signal.provider, set()).add(signal.subscription_ref)
-    if not refs:
+    keys = [(x.provider, x.subscription_ref) for x in signals]
+    if not any(ref for _, ref in keys):
         return []
-    return list(await session.scalars(select(Subscription).where(or_(*(
-        and_(Subscription.provider == provider, Subscription.external_id.in_(sorted(values)))
-        for provider, values in refs.items())))))
+    return list(await session.scalars(select(Subscription).where(
+        _any_ref(Subscription.provider, Subscription.external_id, keys))))
 
 
 async def _cases(session: AsyncSession, signals: list[s.Signal]) -> list[RecoveryCase]:
@@ -199,8 +195,13 @@ async def _cases(session: AsyncSession, signals: list[s.Signal]) -> list[Recover
     if not any(ref for _, ref in keys):
         return []
     return list(await session.scalars(
-        select(RecoveryCase).where(_any_ref(RecoveryCase, keys))
+        select(RecoveryCase).where(
+            _any_ref(RecoveryCase.provider, RecoveryCase.invoice_ref, keys))
         .order_by(RecoveryCase.id).with_for_update()))
+
+
+def _any_event(keys: Iterable[tuple[str, str | None]]) -> ColumnElement[bool]:
+    return _any_ref(PaymentEvent.provider, PaymentEvent.invoice_ref, keys)
 
 
 _CASE_KINDS = {s.FAILED, s.RECOVERED, s.DECLINE_INFO, s.NEXT_ATTEMPT}
