@@ -17,7 +17,8 @@ import pytest
 import stripe
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from payrescue.app import MAX_BODY_BYTES
 from payrescue.billing.http import setup_billing
@@ -80,6 +81,10 @@ async def client(billing_settings: Settings, engine: AsyncEngine, clock: FakeClo
     server = TestServer(billing_app(billing_settings, engine, clock, bus))
     async with TestClient(server) as test_client:
         yield test_client
+
+
+async def count_rows(session: AsyncSession, model: type) -> int:
+    return await session.scalar(select(func.count()).select_from(model))
 
 
 # --- Stripe -------------------------------------------------------------------------------

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, select
 
 from payrescue.billing import signals as s
 from payrescue.billing import stripe_events
 from payrescue.billing.batches import Ingestor, _Waiting, keys_of, next_batch
 from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription
-from tests.billing.conftest import invoice, post_stripe, stripe_event
+from tests.billing.conftest import count_rows, invoice, post_stripe, stripe_event
 
 
 def _signal(event: dict) -> s.Signal:
@@ -27,9 +27,6 @@ def _failure(n: int, at, **extra) -> dict:  # noqa: ANN001
         f"in_{n}", customer=f"cus_{n}", email=f"m{n}@example.org", subscription=f"sub_{n}",
         **extra), at)
 
-
-async def _count(session, model) -> int:  # noqa: ANN001
-    return await session.scalar(select(func.count()).select_from(model))
 
 
 @pytest.fixture
@@ -61,7 +58,7 @@ async def test_a_burst_of_members_is_stored_in_few_transactions_one_case_each(
     assert {a["status"] for a in answers} == {"processed"}
     assert len(commits) < 30  # batches formed: several deliveries shared a commit
     for model in (Member, Subscription, RecoveryCase, PaymentEvent):
-        assert await _count(session, model) == 30
+        assert await count_rows(session, model) == 30
     # each answer names its own case, and the raw row and the bus say the same
     rows = {row.event_id: row for row in await session.scalars(select(PaymentEvent))}
     case_ids = {a["case_id"] for a in answers}
@@ -107,7 +104,7 @@ async def test_one_bad_event_in_a_burst_costs_the_others_nothing(ingestor, sessi
     assert isinstance(results[1], s.BadEvent)
     stored = set(await session.scalars(select(PaymentEvent.event_id)))
     assert bad.event_id not in stored and len(stored) == 2
-    assert await _count(session, RecoveryCase) == 2
+    assert await count_rows(session, RecoveryCase) == 2
 
 
 def _waiting(event: dict, loop: asyncio.AbstractEventLoop) -> _Waiting:

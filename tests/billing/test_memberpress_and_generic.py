@@ -7,20 +7,17 @@ import json
 import time
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from payrescue.db.models import Member, PaymentEvent, RecoveryCase
 from tests.billing.conftest import (
     MP_KEY,
+    count_rows,
     mp_subscription,
     mp_transaction,
     post_generic,
     post_mp,
 )
-
-
-async def _count(session, model) -> int:  # noqa: ANN001
-    return await session.scalar(select(func.count()).select_from(model))
 
 
 async def test_memberpress_failure_retry_and_renewal(client, session, clock):
@@ -51,7 +48,7 @@ async def test_memberpress_wrong_key_is_refused_and_nothing_stored(client, sessi
     missing = await client.post("/webhooks/memberpress", data=json.dumps(body))
     assert (wrong.status, missing.status) == (401, 401)
     assert "MEMBERPRESS-WEBHOOK-KEY" in (await wrong.json())["error"]
-    assert await _count(session, PaymentEvent) == 0
+    assert await count_rows(session, PaymentEvent) == 0
 
 
 async def test_memberpress_repeats_dedupe_on_event_id_and_status(client, session, clock):
@@ -59,7 +56,7 @@ async def test_memberpress_repeats_dedupe_on_event_id_and_status(client, session
     await post_mp(client, body)
     again = await post_mp(client, body)
     assert (await again.json())["status"] == "duplicate"
-    assert await _count(session, PaymentEvent) == 1
+    assert await count_rows(session, PaymentEvent) == 1
 
 
 async def test_memberpress_stopped_subscription_loses_the_case(client, session, clock):
@@ -86,7 +83,7 @@ async def test_memberpress_bad_amount_is_400(client, session, clock):
     response = await post_mp(client, body)
     assert response.status == 400
     assert "data.total" in (await response.json())["error"]
-    assert await _count(session, PaymentEvent) == 0
+    assert await count_rows(session, PaymentEvent) == 0
 
 
 def _generic(event_type: str, event_id: str, occurred: str, **extra) -> dict:  # noqa: ANN003
@@ -123,7 +120,7 @@ async def test_generic_without_invoice_groups_by_subscription(client, session, c
         assert (await post_generic(client, body)).status == 200
     case = await session.scalar(select(RecoveryCase))
     assert case.attempt_count == 2
-    assert await _count(session, RecoveryCase) == 1
+    assert await count_rows(session, RecoveryCase) == 1
 
 
 async def test_generic_refuses_bad_signature_missing_fields_and_stale(client, session):
@@ -137,7 +134,7 @@ async def test_generic_refuses_bad_signature_missing_fields_and_stale(client, se
     naive = await post_generic(client, _generic("canceled", "x2", "2026-01-05T09:00:00"))
     assert (forged.status, stale.status, naive.status) == (400, 400, 400)
     assert "occurred_at" in (await naive.json())["error"]
-    assert await _count(session, PaymentEvent) == 0
+    assert await count_rows(session, PaymentEvent) == 0
 
 
 async def test_oversized_body_is_413_json(client):

@@ -8,11 +8,12 @@ import random
 import time
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription
 from tests.billing.conftest import (
     WHSEC,
+    count_rows,
     invoice,
     post_stripe,
     sign_stripe,
@@ -20,10 +21,6 @@ from tests.billing.conftest import (
     subscription,
 )
 from tests.billing.stripe_standin import invoice_payment, payment_intent
-
-
-async def _count(session, model) -> int:  # noqa: ANN001
-    return await session.scalar(select(func.count()).select_from(model))
 
 
 async def test_failed_invoice_opens_a_case_with_the_decline_from_invoice_payments(
@@ -89,7 +86,7 @@ async def test_bad_or_stale_signature_is_refused_and_nothing_stored(client, sess
 
     assert [wrong.status, stale.status, missing.status] == [400, 400, 400]
     assert "Stripe-Signature" in (await stale.json())["error"]
-    assert await _count(session, PaymentEvent) == 0
+    assert await count_rows(session, PaymentEvent) == 0
 
 
 async def test_rotation_several_v1_and_test_v0_are_accepted(client, session, clock):
@@ -104,7 +101,7 @@ async def test_rotation_several_v1_and_test_v0_are_accepted(client, session, clo
     response = await client.post("/webhooks/stripe", data=body,
                                  headers={"Stripe-Signature": header})
     assert response.status == 200
-    assert await _count(session, RecoveryCase) == 1
+    assert await count_rows(session, RecoveryCase) == 1
 
 
 async def test_replay_answers_200_and_changes_nothing(client, session, clock):
@@ -116,7 +113,7 @@ async def test_replay_answers_200_and_changes_nothing(client, session, clock):
     assert (await again.json())["status"] == "duplicate"
     case = await session.scalar(select(RecoveryCase))
     assert case.attempt_count == 1
-    assert await _count(session, PaymentEvent) == 1
+    assert await count_rows(session, PaymentEvent) == 1
 
 
 async def test_ten_identical_deliveries_at_once_have_one_effect(client, session, clock, bus):
@@ -127,8 +124,8 @@ async def test_ten_identical_deliveries_at_once_have_one_effect(client, session,
         statuses = sorted([(await r.json())["status"] for r in responses])
         assert statuses == ["duplicate"] * 9 + ["processed"]
         opened = [queue.get_nowait() for _ in range(queue.qsize())]
-    assert await _count(session, RecoveryCase) == 1
-    assert await _count(session, PaymentEvent) == 1
+    assert await count_rows(session, RecoveryCase) == 1
+    assert await count_rows(session, PaymentEvent) == 1
     assert [e.data["change"] for e in opened if e.topic == "case.changed"] == ["opened"]
 
 
@@ -177,7 +174,7 @@ async def test_failure_older_than_recorded_success_does_not_open_a_case(
     late = await post_stripe(client, stripe_event("invoice.payment_failed", invoice(), t0))
     assert paid.status == 200  # remembered even before the member is known
     assert (await late.json())["status"] == "stale"
-    assert await _count(session, RecoveryCase) == 0
+    assert await count_rows(session, RecoveryCase) == 0
 
 
 async def test_action_required_then_deleted_subscription_loses_the_case(client, session, clock):
@@ -198,7 +195,7 @@ async def test_unknown_event_types_are_accepted_and_ignored(client, session, clo
     event = stripe_event("customer.created", {"id": "cus_X", "object": "customer"}, clock.now())
     response = await post_stripe(client, event)
     assert (response.status, (await response.json())["status"]) == (200, "ignored")
-    assert await _count(session, Member) == 0
+    assert await count_rows(session, Member) == 0
 
 
 async def test_member_is_matched_by_customer_id_before_email(client, session, clock):
@@ -206,7 +203,7 @@ async def test_member_is_matched_by_customer_id_before_email(client, session, cl
                        created_at=clock.now()))
     await session.commit()
     await post_stripe(client, stripe_event("invoice.payment_failed", invoice(), clock.now()))
-    assert await _count(session, Member) == 1
+    assert await count_rows(session, Member) == 1
     case = await session.scalar(select(RecoveryCase))
     member = await session.get(Member, case.member_id)
     assert member.email == "other@example.org"
