@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -9,6 +12,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util.concurrency import await_only, in_greenlet
+
+log = logging.getLogger(__name__)
 
 
 def is_sqlite(url: str) -> bool:
@@ -23,6 +29,7 @@ def create_engine(url: str, **kwargs: object) -> AsyncEngine:
         # a 30 s busy timeout lets concurrent writers queue instead of failing at once
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "invalidate", _roll_back_before_discarding)
         return engine
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
@@ -33,6 +40,21 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _roll_back_before_discarding(dbapi_connection: object, _record: object,
+                                 _exception: BaseException | None) -> None:
+    """A task cancelled in the middle of a statement (a stop, a timeout) makes SQLAlchemy
+    discard the connection. On SQLite, closing a connection whose `... RETURNING` statement
+    was cut off leaves its transaction open, and with it the write lock, until the process
+    ends: every later write fails with "database is locked". Rolling back first ends the
+    transaction. Shielded, like SQLAlchemy's own close, since the task is being cancelled."""
+    if not in_greenlet():  # discarded by garbage collection: nothing can be awaited here
+        return
+    try:
+        await_only(asyncio.shield(dbapi_connection.driver_connection.rollback()))  # type: ignore[attr-defined]
+    except Exception:
+        log.warning("could not roll back a discarded SQLite connection", exc_info=True)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
