@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
 from datetime import timedelta
 
 import pytest
@@ -165,8 +167,13 @@ async def test_configuration_error_alarms_at_once(client, session, clock):
     assert case.held
 
 
+def _outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "payrescue.billing.http" and r.levelno == logging.WARNING]
+
+
 async def test_database_down_answers_503_and_stores_nothing(billing_settings, clock, bus,
-                                                            backend, tmp_path):
+                                                            backend, tmp_path, caplog):
     url = (f"sqlite+aiosqlite:///{tmp_path}/missing/dir/db.sqlite3" if backend == "sqlite"
            else "postgresql+asyncpg://postgres@127.0.0.1:1/test")
     engine = create_engine(url)
@@ -180,6 +187,32 @@ async def test_database_down_answers_503_and_stores_nothing(billing_settings, cl
             assert all(["retry" in (await r.json())["error"] for r in responses])
     finally:
         await engine.dispose()
+    [line] = _outage_lines(caplog)  # one line for the outage, not one per refused event
+    assert line.startswith("database unavailable")
+
+
+# SQLite only: its database comes back by creating the file, PostgreSQL's needs a server restart
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_the_log_says_once_how_many_events_were_refused_when_the_database_is_back(
+        billing_settings, clock, bus, backend, tmp_path, sqlite_template, caplog):  # noqa: ANN001
+    missing = tmp_path / "not-yet"
+    engine = create_engine(f"sqlite+aiosqlite:///{missing}/db.sqlite3")
+    try:
+        async with TestClient(TestServer(billing_app(billing_settings, engine, clock, bus))) as c:
+            for n in range(5):  # a provider retrying while the database is away
+                event = stripe_event("invoice.payment_failed", invoice(f"in_{n}"), clock.now())
+                assert (await post_stripe(c, event)).status == 503
+            missing.mkdir()
+            shutil.copy(sqlite_template, missing / "db.sqlite3")
+            event = stripe_event("invoice.payment_failed", invoice("in_0"), clock.now())
+            assert (await post_stripe(c, event)).status == 200
+            event = stripe_event("invoice.payment_failed", invoice("in_1"), clock.now())
+            assert (await post_stripe(c, event)).status == 200
+    finally:
+        await engine.dispose()
+    assert [line.split(":")[0] for line in _outage_lines(caplog)] == [
+        "database unavailable", "database back"]
+    assert "5 payment events were answered 503" in _outage_lines(caplog)[1]
 
 
 async def test_full_service_routes_webhooks(billing_settings, engine, clock, bus, session):
