@@ -33,6 +33,7 @@ from sqlalchemy import (
     FunctionElement,
     and_,
     case,
+    cast,
     exists,
     func,
     literal_column,
@@ -383,18 +384,30 @@ async def _recovery_times(session: AsyncSession, figures: Figures, start: dateti
     figures.recovery_seconds_p90 = at[max(1, math.ceil(0.9 * count))]
 
 
+# months in one billing interval; a plan whose interval is unknown counts as monthly
+_DAYS_PER_MONTH = 365.25 / 12
+_MONTHS_PER_INTERVAL = case(
+    (Subscription.interval == "year", 12.0),
+    (Subscription.interval == "week", 7 / _DAYS_PER_MONTH),
+    (Subscription.interval == "day", 1 / _DAYS_PER_MONTH),
+    else_=1.0,
+) * func.coalesce(Subscription.interval_count, 1)
+
+
 async def _mrr_saved(session: AsyncSession, figures: Figures, start: datetime,
                      end: datetime) -> None:
-    """Recurring revenue kept: each recovered subscription's amount once (monthly billing)."""
+    """Recurring revenue kept: each recovered subscription's amount once, as a monthly amount
+    (a yearly plan of 120.00 keeps 10.00 a month)."""
     kept = select(
         func.coalesce(RecoveryCase.subscription_id, -RecoveryCase.id).label("kept"),
         func.coalesce(Subscription.currency, RecoveryCase.currency).label("currency"),
-        func.coalesce(Subscription.amount_minor, RecoveryCase.amount_minor).label("amount"),
+        (cast(func.coalesce(Subscription.amount_minor, RecoveryCase.amount_minor), Float)
+         / _MONTHS_PER_INTERVAL).label("monthly"),
     ).outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id).where(
         _RECOVERED_IN, _within(RecoveryCase.recovered_at, start, end)).distinct().subquery()
     rows = (await session.execute(
-        select(kept.c.currency, func.sum(kept.c.amount)).group_by(kept.c.currency))).all()
-    figures.mrr_saved = {currency: int(amount or 0) for currency, amount in rows}
+        select(kept.c.currency, func.sum(kept.c.monthly)).group_by(kept.c.currency))).all()
+    figures.mrr_saved = {currency: round(float(amount or 0)) for currency, amount in rows}
 
 
 async def _cases_lost(session: AsyncSession, figures: Figures, period: Period,

@@ -52,6 +52,16 @@ class GenericMember(_Model):
 class GenericSubscription(_Model):
     id: str = _Text
     plan: str | None = Field(default=None, max_length=200)
+    # how often the plan bills, for the monthly revenue figure; unknown counts as monthly
+    interval: Literal["day", "week", "month", "year"] | None = None
+    interval_count: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _sensible_interval(self) -> GenericSubscription:
+        if self.interval and s.billing_interval(self.interval, self.interval_count) is None:
+            raise ValueError(f"interval_count: no plan bills every {self.interval_count} "
+                             f"{self.interval}s")
+        return self
 
 
 class GenericEvent(_Model):
@@ -89,6 +99,9 @@ def parse(raw_body: bytes) -> s.Signal:
                            name=event.member.name, language=event.member.language),
         subscription_ref=event.subscription.id if event.subscription else None,
         plan_name=event.subscription.plan if event.subscription else None,
+        interval=event.subscription.interval if event.subscription else None,
+        interval_count=(event.subscription.interval_count
+                        if event.subscription and event.subscription.interval else None),
         invoice_ref=event.invoice, amount_minor=event.amount,
         currency=event.currency.upper() if event.currency else None,
         attempt_count=event.attempt, decline_code=event.decline_code,

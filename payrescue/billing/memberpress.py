@@ -112,6 +112,7 @@ def _transaction(signal: s.Signal, data: dict[str, Any], settings: Settings) -> 
     membership = data.get("membership")
     if isinstance(membership, dict) and isinstance(membership.get("title"), str):
         signal.plan_name = membership["title"][:200]
+    _set_interval(signal, subscription, membership)
     signal.currency = settings.memberpress_currency.upper()
     signal.amount_minor = _minor(data.get("total") or data.get("amount"), signal.currency)
     signal.occurred_at = _when(data.get("created_at"), signal.occurred_at)
@@ -123,6 +124,18 @@ def _subscription(signal: s.Signal, data: dict[str, Any], object_id: str,
     signal.member = _nested_member(data)
     signal.subscription_ref = object_id
     signal.update_url = _update_url(settings, object_id)
+    _set_interval(signal, data, data.get("membership"))
+
+
+def _set_interval(signal: s.Signal, *sources: Any) -> None:
+    """How often the plan bills: `period` and `period_type` ("1", "years") on the
+    subscription, or else on the membership; "lifetime" plans have none."""
+    for source in sources:
+        if isinstance(source, dict):
+            found = s.billing_interval(source.get("period_type"), source.get("period"))
+            if found is not None:
+                signal.interval, signal.interval_count = found
+                return
 
 
 def _minor(value: Any, currency: str) -> int:

@@ -61,6 +61,8 @@ def upsert_subscription(session: AsyncSession, known: Known, member: Member, sig
         known.add_subscription(sub)
     sub.member_id = member.id
     sub.plan_name = signal.plan_name or sub.plan_name
+    if signal.interval:
+        sub.interval, sub.interval_count = signal.interval, signal.interval_count
     if signal.kind == s.FAILED:
         sub.status, sub.amount_minor, sub.currency = (
             "past_due", signal.amount_minor, signal.currency)

@@ -52,6 +52,8 @@ class Signal:
     member: MemberRef = field(default_factory=MemberRef)
     subscription_ref: str | None = None
     plan_name: str | None = None
+    interval: str | None = None  # the plan bills every `interval_count` days/weeks/months/years
+    interval_count: int | None = None
     invoice_ref: str | None = None
     amount_minor: int | None = None
     currency: str | None = None
@@ -74,6 +76,23 @@ class Signal:
     def has_member(self) -> bool:
         m = self.member
         return bool(m.customer_id or m.email or m.external_id)
+
+
+INTERVALS = ("day", "week", "month", "year")
+_LONGEST = {"day": 366, "week": 53, "month": 36, "year": 3}  # longer periods are typos
+
+
+def billing_interval(interval: Any, count: Any = 1) -> tuple[str, int] | None:
+    """A plan's billing period in Stripe's terms ("month", 1), or None when the values are
+    not one; English plurals as MemberPress writes them ("months") are accepted."""
+    if isinstance(count, str) and count.strip().isdigit():  # MemberPress sends "1"
+        count = int(count)
+    if not isinstance(interval, str) or not isinstance(count, int) or isinstance(count, bool):
+        return None
+    unit = interval.strip().lower().removesuffix("s")
+    if unit not in INTERVALS or not 1 <= count <= _LONGEST[unit]:
+        return None
+    return unit, count
 
 
 def from_unix(value: Any, what: str) -> datetime:

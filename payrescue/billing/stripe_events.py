@@ -132,6 +132,47 @@ def _invoice(signal: s.Signal, invoice: dict) -> None:
     lines = _dict(invoice, "lines").get("data")
     if isinstance(lines, list) and lines and isinstance(lines[0], dict):
         signal.plan_name = (_str(lines[0], "description") or "")[:200] or None
+        _set_interval(signal, _plan_line(lines))
+
+
+def _plan_line(lines: list) -> dict:
+    """The line that bills the plan itself: a proration line covers only part of a period."""
+    for line in lines:
+        if not isinstance(line, dict):
+            continue
+        details = _dict(_dict(line, "parent"), "subscription_item_details")  # basil on
+        if not (line.get("proration") or details.get("proration")):
+            return line
+    return {}
+
+
+def _set_interval(signal: s.Signal, item: dict) -> None:
+    """How often the plan bills: from the price (`recurring`) or the legacy `plan` where the
+    API version still puts them on the item, else from the billed period's length (basil
+    invoice lines name their price only by id)."""
+    recurring = _dict(_dict(item, "price"), "recurring") or _dict(item, "plan")
+    found = s.billing_interval(recurring.get("interval"), recurring.get("interval_count", 1))
+    if found is None:
+        found = _interval_of_period(_dict(item, "period"))
+    if found is not None:
+        signal.interval, signal.interval_count = found
+
+
+_DAYS_PER_MONTH = 365.25 / 12
+
+
+def _interval_of_period(period: dict) -> tuple[str, int] | None:
+    start, end = period.get("start"), period.get("end")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
+        return None
+    days = round((end - start) / 86400)
+    months = round(days / _DAYS_PER_MONTH)
+    if months >= 1 and abs(days - months * _DAYS_PER_MONTH) <= 3:  # calendar months vary
+        return s.billing_interval("year", months // 12) if months % 12 == 0 \
+            else s.billing_interval("month", months)
+    if days % 7 == 0:
+        return s.billing_interval("week", days // 7)
+    return s.billing_interval("day", days)
 
 
 def _invoice_failed(signal: s.Signal, invoice: dict, *, action_required: bool = False) -> None:
@@ -194,6 +235,7 @@ def _subscription(signal: s.Signal, sub: dict) -> None:
     if isinstance(items, list) and items and isinstance(items[0], dict):
         price = _dict(items[0], "price")
         signal.plan_name = (_str(price, "nickname") or "")[:200] or None
+        _set_interval(signal, items[0])
     if status in _LOST_STATUSES:
         signal.kind = s.CANCELED
         ended = sub.get("ended_at") or sub.get("canceled_at")

@@ -107,6 +107,10 @@ class Subscription(Base):
     plan_name: Mapped[str | None] = mapped_column(String(200))
     amount_minor: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(3))
+    # billed every `interval_count` days, weeks, months or years (Stripe's terms); unknown
+    # counts as monthly
+    interval: Mapped[str | None] = mapped_column(String(5))
+    interval_count: Mapped[int | None]
     status: Mapped[str] = mapped_column(String(20), default="active")
     update_url: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None]

@@ -9,7 +9,7 @@ import itertools
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +109,22 @@ def invoice(invoice_id: str = "in_1Abc", *, customer: str = "cus_Anna",
             subscription: str = "sub_Anna", amount: int = 2900, currency: str = "eur",
             attempt_count: int = 1, next_attempt: datetime | None = None,
             status: str = "open", billing_reason: str = "subscription_cycle",
-            basil: bool = True, payment_intent: Any = None, paid: bool = False
-            ) -> dict[str, Any]:
-    """An Invoice in the shape of the API version (basil: no payment_intent/charge)."""
+            basil: bool = True, payment_intent: Any = None, paid: bool = False,
+            every: tuple[str, int] = ("month", 1)) -> dict[str, Any]:
+    """An Invoice in the shape of the API version (basil: no payment_intent/charge, and its
+    lines name their price only by id)."""
+    line: dict[str, Any] = {"id": "il_1", "object": "line_item", "amount": amount,
+                            "currency": currency, "description": "1 × Gold membership",
+                            "period": _period(*every)}
+    if basil:
+        line["pricing"] = {"type": "price_details", "unit_amount_decimal": str(amount),
+                           "price_details": {"price": "price_1", "product": "prod_1"}}
+        line["parent"] = {"type": "subscription_item_details", "subscription_item_details": {
+            "subscription": subscription, "subscription_item": "si_1", "proration": False}}
+    else:
+        line.update(proration=False, type="subscription", subscription=subscription,
+                    price={"id": "price_1", "object": "price", "unit_amount": amount,
+                           "recurring": _recurring(*every)})
     obj: dict[str, Any] = {
         "id": invoice_id, "object": "invoice", "account_country": "DE",
         "amount_due": amount, "amount_paid": amount if paid else 0,
@@ -120,9 +133,7 @@ def invoice(invoice_id: str = "in_1Abc", *, customer: str = "cus_Anna",
         "charge_automatically", "currency": currency, "customer": customer,
         "customer_email": email, "customer_name": name, "hosted_invoice_url":
         f"https://invoice.stripe.com/i/acct_test/{invoice_id}",
-        "lines": {"object": "list", "data": [{"id": "il_1", "object": "line_item",
-                                              "amount": amount, "currency": currency,
-                                              "description": "1 × Gold membership"}]},
+        "lines": {"object": "list", "data": [line]},
         "livemode": False, "next_payment_attempt":
         int(next_attempt.timestamp()) if next_attempt else None,
         "status": "paid" if paid else status,
@@ -137,8 +148,24 @@ def invoice(invoice_id: str = "in_1Abc", *, customer: str = "cus_Anna",
     return obj
 
 
+def _recurring(interval: str, count: int) -> dict[str, Any]:
+    return {"interval": interval, "interval_count": count, "usage_type": "licensed"}
+
+
+def _period(interval: str, count: int) -> dict[str, int]:
+    """An invoice line's billing period, beginning 5 January 2026."""
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    if interval in ("month", "year"):
+        months = count * (12 if interval == "year" else 1)
+        end = start.replace(year=2026 + (months // 12), month=1 + months % 12)
+    else:
+        end = start + timedelta(days=count * (7 if interval == "week" else 1))
+    return {"start": int(start.timestamp()), "end": int(end.timestamp())}
+
+
 def subscription(sub_id: str = "sub_Anna", *, status: str, customer: str = "cus_Anna",
-                 ended_at: datetime | None = None) -> dict[str, Any]:
+                 ended_at: datetime | None = None, every: tuple[str, int] = ("month", 1)
+                 ) -> dict[str, Any]:
     return {
         "id": sub_id, "object": "subscription", "customer": customer, "status": status,
         "canceled_at": int(ended_at.timestamp()) if ended_at else None,
@@ -146,7 +173,8 @@ def subscription(sub_id: str = "sub_Anna", *, status: str, customer: str = "cus_
         "items": {"object": "list", "data": [{"id": "si_1", "object": "subscription_item",
                                               "price": {"id": "price_1", "nickname": "Gold",
                                                         "unit_amount": 2900,
-                                                        "currency": "eur"}}]},
+                                                        "currency": "eur",
+                                                        "recurring": _recurring(*every)}}]},
     }
 
 
@@ -170,25 +198,32 @@ def mp_member(member_id: int = 56, email: str = "max@example.org") -> dict[str, 
             "registered_at": "2025-04-18 16:47:14"}
 
 
+def mp_membership(period_type: str = "months") -> dict[str, Any]:
+    return {"id": 15, "title": "Gold", "price": "29.00", "period": "1",
+            "period_type": period_type}
+
+
 def mp_transaction(event: str, txn_id: int, *, created: datetime, total: str = "29.00",
                    status: str = "failed", sub_id: int = 77,
-                   member: dict[str, Any] | None = None) -> dict[str, Any]:
+                   member: dict[str, Any] | None = None,
+                   period_type: str = "months") -> dict[str, Any]:
     return {"event": event, "type": "transaction", "data": {
         "id": txn_id, "amount": total, "total": total, "tax_amount": "0.00",
         "trans_num": f"mp-txn-{txn_id}", "status": status, "txn_type": "payment",
         "gateway": "stripe_gateway", "created_at": created.strftime("%Y-%m-%d %H:%M:%S"),
-        "expires_at": "2026-02-05 09:00:00", "membership": {"id": 15, "title": "Gold"},
+        "expires_at": "2026-02-05 09:00:00", "membership": mp_membership(period_type),
         "member": member or mp_member(),
-        "subscription": {"id": sub_id, "subscr_id": f"sub_{sub_id}", "status": "active"},
+        "subscription": {"id": sub_id, "subscr_id": f"sub_{sub_id}", "status": "active",
+                         "period": "1", "period_type": period_type},
     }}
 
 
 def mp_subscription(event: str, sub_id: int = 77, status: str = "cancelled") -> dict[str, Any]:
     return {"event": event, "type": "subscription", "data": {
         "id": sub_id, "subscr_id": f"sub_{sub_id}", "gateway": "stripe_gateway",
-        "price": "29.00", "total": "29.00", "status": status,
-        "created_at": "2025-04-18 16:47:14", "member": mp_member(),
-        "membership": {"id": 15, "title": "Gold"}}}
+        "price": "29.00", "total": "29.00", "status": status, "period": "1",
+        "period_type": "months", "created_at": "2025-04-18 16:47:14", "member": mp_member(),
+        "membership": mp_membership()}}
 
 
 async def post_mp(client: TestClient, body: dict[str, Any], key: str = MP_KEY):  # noqa: ANN201

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from payrescue.db.models import Member, PaymentEvent, RecoveryCase
+from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription
 from tests.billing.conftest import (
     MP_KEY,
     count_rows,
@@ -86,6 +86,14 @@ async def test_memberpress_bad_amount_is_400(client, session, clock):
     assert await count_rows(session, PaymentEvent) == 0
 
 
+async def test_memberpress_yearly_membership_is_known_as_yearly(client, session, clock):
+    body = mp_transaction("recurring-transaction-failed", 904, created=clock.now(),
+                          total="348.00", period_type="years")
+    assert (await post_mp(client, body)).status == 200
+    sub = await session.scalar(select(Subscription))
+    assert (sub.interval, sub.interval_count, sub.amount_minor) == ("year", 1, 34800)
+
+
 def _generic(event_type: str, event_id: str, occurred: str, **extra) -> dict:  # noqa: ANN003
     body = {"id": event_id, "type": event_type, "occurred_at": occurred,
             "member": {"email": "lea@example.org", "name": "Lea", "language": "de",
@@ -111,6 +119,23 @@ async def test_generic_failure_then_recovery(client, session, clock):
     assert case.status == "recovered"
     member = await session.get(Member, case.member_id)
     assert (member.external_id, member.language) == ("crm-42", "de")
+
+
+async def test_generic_plan_interval_is_stored_and_checked(client, session, clock):
+    yearly = _generic("failed", "y1", "2026-01-05T09:00:00Z", amount=34800, currency="EUR",
+                      subscription={"id": "plan-9", "interval": "year"})
+    assert (await post_generic(client, yearly)).status == 200
+    sub = await session.scalar(select(Subscription))
+    assert (sub.interval, sub.interval_count) == ("year", 1)
+    for bad, reason in ((
+            {"id": "plan-9", "interval": "year", "interval_count": 5}, "every 5 years"),
+            ({"id": "plan-9", "interval": "fortnight"}, "subscription.interval")):
+        body = _generic("failed", "y2", "2026-01-05T09:00:00Z", amount=100, currency="EUR",
+                        subscription=bad)
+        response = await post_generic(client, body)
+        assert response.status == 400
+        assert reason in (await response.json())["error"]
+    assert await count_rows(session, PaymentEvent) == 1
 
 
 async def test_generic_without_invoice_groups_by_subscription(client, session, clock):

@@ -262,3 +262,27 @@ async def test_decline_code_that_arrived_first_is_used_when_the_case_opens(clien
         basil=False, payment_intent="pi_7"), clock.now(), api_version="2024-06-20"))
     case = await session.scalar(select(RecoveryCase))
     assert case.decline_category == "expired_card"
+
+
+async def _interval(session) -> tuple[str | None, int | None]:  # noqa: ANN001
+    sub = await session.scalar(select(Subscription))
+    await session.refresh(sub)
+    return sub.interval, sub.interval_count
+
+
+async def test_how_often_a_plan_bills_is_read_from_every_api_version(client, session, clock):
+    # basil invoices name the price only by id: the billed period says "a year"
+    yearly = invoice("in_year", amount=34800, every=("year", 1))
+    assert (await post_stripe(client, stripe_event("invoice.payment_failed", yearly,
+                                                   clock.now()))).status == 200
+    assert await _interval(session) == ("year", 1)
+    # older versions carry the price and its `recurring` on the line
+    older = invoice("in_quarter", basil=False, amount=8700, every=("month", 3))
+    assert (await post_stripe(client, stripe_event("invoice.payment_failed", older, clock.now(),
+                                                   api_version="2024-06-20"))).status == 200
+    assert await _interval(session) == ("month", 3)
+    # a subscription's items always carry their price
+    weekly = subscription(status="past_due", every=("week", 2))
+    assert (await post_stripe(client, stripe_event("customer.subscription.updated", weekly,
+                                                   clock.now()))).status == 200
+    assert await _interval(session) == ("week", 2)

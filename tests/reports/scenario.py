@@ -79,13 +79,17 @@ def _agents() -> list[Agent]:
 
 def _subscriptions() -> list[Subscription]:
     def sub(i: int, member_id: int, amount: int, *, started: str = "2026-01-01T00:00",
-            ended: str | None = None) -> Subscription:
+            ended: str | None = None, every: tuple[str, int] | None = None) -> Subscription:
+        interval, count = every or (None, None)
         return Subscription(id=i, member_id=member_id, provider="stripe", external_id=f"sub_{i}",
                             amount_minor=amount, currency="EUR", started_at=utc(started),
-                            ended_at=utc(ended) if ended else None, created_at=SEEDED)
+                            ended_at=utc(ended) if ended else None, created_at=SEEDED,
+                            interval=interval, interval_count=count)
 
-    # s1–s5 active when the period starts; s6 starts inside it; s7 ended before it
-    return [sub(1, 1, 2900), sub(2, 2, 4900), sub(3, 3, 2900), sub(4, 4, 1500),
+    # s1–s5 active when the period starts; s6 starts inside it; s7 ended before it.
+    # s1 bills 87.00 a quarter and s3 348.00 a year: 29.00 a month each, like the others
+    return [sub(1, 1, 8700, every=("month", 3)), sub(2, 2, 4900),
+            sub(3, 3, 34800, every=("year", 1)), sub(4, 4, 1500),
             sub(5, 5, 2900), sub(6, 1, 990, started="2026-03-25T00:00"),
             sub(7, 2, 990, ended="2026-03-01T00:00")]
 

@@ -106,7 +106,8 @@ def test_churn_and_mrr_saved(figures) -> None:  # noqa: ANN001
     # lost: case 4 (subscription 4) and case 8 (none) ÷ s1–s5 active on 23 March
     assert (figures.churned, figures.active_at_start) == (2, 5)
     assert figures.churn_rate == pytest.approx(2 / 5)
-    # recovered subscriptions 1, 2 (cases 2 and 7: counted once) and 3
+    # recovered subscriptions 1 (quarterly 87.00), 2 (cases 2 and 7: counted once) and
+    # 3 (yearly 348.00), each as a monthly amount
     assert figures.mrr_saved == {"EUR": 2900 + 4900 + 2900}
 
 
