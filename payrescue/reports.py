@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
 
+from payrescue.billing.signals import MONTHS_PER_INTERVAL
 from payrescue.db.models import (
     Agent,
     Conversation,
@@ -384,12 +385,9 @@ async def _recovery_times(session: AsyncSession, figures: Figures, start: dateti
     figures.recovery_seconds_p90 = at[max(1, math.ceil(0.9 * count))]
 
 
-# months in one billing interval; a plan whose interval is unknown counts as monthly
-_DAYS_PER_MONTH = 365.25 / 12
-_MONTHS_PER_INTERVAL = case(
-    (Subscription.interval == "year", 12.0),
-    (Subscription.interval == "week", 7 / _DAYS_PER_MONTH),
-    (Subscription.interval == "day", 1 / _DAYS_PER_MONTH),
+# months in one billing period; a plan whose interval is unknown counts as monthly
+_MONTHS_PER_PERIOD = case(
+    *((Subscription.interval == unit, months) for unit, months in MONTHS_PER_INTERVAL.items()),
     else_=1.0,
 ) * func.coalesce(Subscription.interval_count, 1)
 
@@ -402,7 +400,7 @@ async def _mrr_saved(session: AsyncSession, figures: Figures, start: datetime,
         func.coalesce(RecoveryCase.subscription_id, -RecoveryCase.id).label("kept"),
         func.coalesce(Subscription.currency, RecoveryCase.currency).label("currency"),
         (cast(func.coalesce(Subscription.amount_minor, RecoveryCase.amount_minor), Float)
-         / _MONTHS_PER_INTERVAL).label("monthly"),
+         / _MONTHS_PER_PERIOD).label("monthly"),
     ).outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id).where(
         _RECOVERED_IN, _within(RecoveryCase.recovered_at, start, end)).distinct().subquery()
     rows = (await session.execute(

@@ -78,7 +78,11 @@ class Signal:
         return bool(m.customer_id or m.email or m.external_id)
 
 
-INTERVALS = ("day", "week", "month", "year")
+DAYS_PER_MONTH = 365.25 / 12
+# how many months one interval lasts: for turning any plan's price into a monthly amount
+MONTHS_PER_INTERVAL = {"day": 1 / DAYS_PER_MONTH, "week": 7 / DAYS_PER_MONTH, "month": 1.0,
+                       "year": 12.0}
+INTERVALS = tuple(MONTHS_PER_INTERVAL)
 _LONGEST = {"day": 366, "week": 53, "month": 36, "year": 3}  # longer periods are typos
 
 

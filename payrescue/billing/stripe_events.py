@@ -158,16 +158,13 @@ def _set_interval(signal: s.Signal, item: dict) -> None:
         signal.interval, signal.interval_count = found
 
 
-_DAYS_PER_MONTH = 365.25 / 12
-
-
 def _interval_of_period(period: dict) -> tuple[str, int] | None:
     start, end = period.get("start"), period.get("end")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)):
         return None
     days = round((end - start) / 86400)
-    months = round(days / _DAYS_PER_MONTH)
-    if months >= 1 and abs(days - months * _DAYS_PER_MONTH) <= 3:  # calendar months vary
+    months = round(days / s.DAYS_PER_MONTH)
+    if months >= 1 and abs(days - months * s.DAYS_PER_MONTH) <= 3:  # calendar months vary
         return s.billing_interval("year", months // 12) if months % 12 == 0 \
             else s.billing_interval("month", months)
     if days % 7 == 0:
