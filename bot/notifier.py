@@ -53,6 +53,7 @@ from payrescue.config import Settings
 from payrescue.db.models import Member, Message, Outbox
 from payrescue.events import Bus, Event
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ GLOBAL_HEADROOM = 0.99
 BURST_SECONDS = 0.2  # re-check even without a wake-up (a missed event costs latency only)
 MAX_CHAT_LIMITERS = 10_000
 RECONCILE_ON = {"case.changed", "member.card_expiring"}  # besides the periodic tick
+RETRY_FIRST_SECONDS, RETRY_LONGEST_SECONDS = 1.0, 30.0  # pauses after a failed run
 
 
 class PermitPacer:
@@ -445,15 +447,21 @@ class Notifier:
 
 
 async def run_until_cancelled(notifier: Notifier) -> None:
-    """The notifier as a background task that survives its own bugs (logged, restarted)."""
+    """The notifier as a background task that survives its own bugs and a lost database
+    (logged, restarted after a pause that grows while it keeps failing at once)."""
+    pause = 0.0
     while True:
+        started = asyncio.get_running_loop().time()
         try:
             await notifier.run()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("notifier crashed; restarting")
-            await asyncio.sleep(1)
+            if asyncio.get_running_loop().time() - started > RETRY_LONGEST_SECONDS:
+                pause = 0.0  # it ran well for a while: this is a new fault
+            pause = min(max(pause * 2, RETRY_FIRST_SECONDS), RETRY_LONGEST_SECONDS)
+            await asyncio.sleep(pause)
 
 
 # --- wiring into the application ----------------------------------------------------------
@@ -493,6 +501,9 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
 async def run_scheduler(app: web.Application) -> None:
     """Run `dunning.reconcile` on every `case.changed` (or expiring card) and every tick."""
     settings, bus, clock = app[SETTINGS], app[BUS], app[CLOCK]
+    outage = OutageLog(log, down="dunning reconcile failed; retrying with a growing pause",
+                       back="dunning reconcile works again after %d failed tries")
+    pause = 0.0
     async with bus.subscribe() as events:
         while True:
             try:
@@ -502,18 +513,28 @@ async def run_scheduler(app: web.Application) -> None:
                     await bus.publish(Event("outbox.queued", {"outbox_id": row_id}))
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # the database may be away for a moment; the next tick tries again
-                log.exception("dunning reconcile failed")
+            except Exception as exc:
+                # the database may be away: try again after a pause that grows, not at
+                # every event that queued up meanwhile
+                outage.failed(exc)
+                pause = min(max(pause * 2, RETRY_FIRST_SECONDS), settings.dunning_tick_seconds)
+                await asyncio.sleep(pause)
+            else:
+                outage.succeeded()
+                pause = 0.0
             await _next_reason_to_reconcile(events, clock, settings.dunning_tick_seconds)
 
 
 async def _next_reason_to_reconcile(
     events: asyncio.Queue[Event], clock: Clock, tick: float
 ) -> None:
+    """Wait for a case change or the tick. One reconcile covers every case, so the changes
+    that queued up during the last one are taken together."""
     async def case_changed() -> None:
         while (await events.get()).topic not in RECONCILE_ON:
             pass
+        while not events.empty():
+            events.get_nowait()
 
     waits = [asyncio.create_task(case_changed()), asyncio.create_task(clock.sleep(tick))]
     try:

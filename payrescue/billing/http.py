@@ -23,37 +23,14 @@ from payrescue.billing.ingest import already_stored
 from payrescue.billing.stripe_api import StripeApi, StripeUnavailable
 from payrescue.i18n import normalise
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.outage import OutageLog
 
 log = logging.getLogger(__name__)
 STRIPE_API = web.AppKey("billing_stripe_api", StripeApi)
 INGESTOR = web.AppKey("billing_ingestor", Ingestor)
+OUTAGE = web.AppKey("billing_outage", OutageLog)
 DATABASE_TIMEOUT_SECONDS = 15  # a hung database answers 503 rather than keeping Stripe waiting
 _DATABASE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
-
-
-class Outage:
-    """Says once that payment events are being refused because the database is down, and
-    once how many were refused when it is back: providers retry every event, so a line per
-    503 would bury the log (5,610 lines in a two-minute PostgreSQL stop)."""
-
-    def __init__(self) -> None:
-        self.refused = 0
-
-    def refuse(self, path: str, exc: BaseException) -> None:
-        if self.refused == 0:
-            log.warning("database unavailable: payment events are answered 503 until it is "
-                        "back; providers retry them",
-                        extra={"path": path, "error": type(exc).__name__})
-        self.refused += 1
-
-    def stored(self) -> None:
-        if self.refused:
-            log.warning("database back: %d payment events were answered 503 meanwhile",
-                        self.refused, extra={"refused": self.refused})
-            self.refused = 0
-
-
-OUTAGE = web.AppKey("billing_outage", Outage)
 
 
 def setup_billing(app: web.Application) -> None:
@@ -64,7 +41,11 @@ def setup_billing(app: web.Application) -> None:
         web.get("/u/thanks", update_link_done),
         web.get("/u/{token:[^/]+}", update_link),
     ])
-    app[OUTAGE] = Outage()
+    # providers retry every refused event: one line when refusals start, one when they end
+    app[OUTAGE] = OutageLog(
+        log, down="database unavailable: payment events are answered 503 until it is back; "
+                  "providers retry them",
+        back="database back: %d payment events were answered 503 meanwhile")
     app.cleanup_ctx.append(_stripe_api)
     app.cleanup_ctx.append(_ingestor)
 
@@ -171,9 +152,9 @@ async def _handle(request: web.Request, read_signal) -> web.Response:  # noqa: A
     except s.BadEvent as exc:
         return _error(400, str(exc))
     except _DATABASE_ERRORS as exc:
-        request.app[OUTAGE].refuse(request.path, exc)
+        request.app[OUTAGE].failed(exc, path=request.path)
         return _error(503, "database unavailable; please retry later")
-    request.app[OUTAGE].stored()
+    request.app[OUTAGE].succeeded()
     log.info("payment event", extra={
         "provider": signal.provider, "event_type": signal.event_type,
         "outcome": outcome.status, "case_id": outcome.case_id, "member_id": outcome.member_id})
