@@ -306,6 +306,12 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     if args.demo_mode:
         from payrescue.demo import demo_signing
 
+        if args.provider not in (None, "generic"):
+            # the demo has no Stripe or MemberPress secret, and no Stripe to make a portal
+            raise CommandError(
+                f"the demo takes payment events through the generic API only, not as "
+                f"{args.provider}: leave out --provider. To try {args.provider} webhooks, "
+                f"configure its secret as docs/billing.md shows and drop --demo")
         settings = demo_signing(settings, Path(args.data_dir))
     url = args.url or f"http://{settings.host}:{settings.port}"
 

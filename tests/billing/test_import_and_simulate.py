@@ -156,3 +156,14 @@ def test_cli_simulate_without_configuration_points_to_demo(monkeypatch, capsys):
 
     assert status == 2
     assert "add --demo" in capsys.readouterr().err
+
+
+def test_cli_simulate_demo_says_which_providers_it_takes(capsys, tmp_path):
+    from payrescue.cli import main
+
+    status = main(["simulate", "failed-payment", "--member", "anna@example.org", "--demo",
+                   "--data-dir", str(tmp_path), "--provider", "stripe"])
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "generic API only" in error and "leave out --provider" in error
