@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 
 from aiohttp import web
@@ -59,5 +60,8 @@ async def test_a_lost_database_is_retried_with_pauses_and_logged_once(
         await away.dispose()
     down, back = _lines(caplog)
     assert down.startswith("dunning reconcile failed")
-    # two seconds of events, but tries only after pauses of 1 s, 2 s, …: not one per event
-    assert back in {f"dunning reconcile works again after {n} failed tries" for n in (1, 2)}
+    # 100 case changes in about two seconds, but tries only after pauses of 1 s, 2 s, 4 s…:
+    # two or three tries (four on a very slow machine), not one per change
+    failed_tries = int(re.fullmatch(r"dunning reconcile works again after (\d+) failed tries",
+                                    back).group(1))
+    assert 1 <= failed_tries <= 4
