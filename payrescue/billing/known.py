@@ -66,9 +66,9 @@ class Known:
         for member in await _members(session, signals):
             known.add_member(member)
         for sub in await _subscriptions(session, signals):
-            known.subscriptions[sub.provider, sub.external_id] = sub
+            known.add_subscription(sub)
         for case in await _cases(session, signals):
-            known.cases[case.provider, case.invoice_ref] = case
+            known.add_case(case)
         await known._load_payments(session, signals)
         return known
 
@@ -169,8 +169,8 @@ async def _members(session: AsyncSession, signals: list[s.Signal]) -> list[Membe
     for signal in signals:
         if signal.member.customer_id:
             ids.setdefault(signal.provider, set()).add(signal.member.customer_id)
-        if email_of(signal.member):
-            emails.add(email_of(signal.member))
+        if email := email_of(signal.member):
+            emails.add(email)
     terms = [PROVIDER_ID[provider].in_(sorted(values)) for provider, values in ids.items()]
     if emails:
         terms.append(Member.email.in_(sorted(emails)))
