@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from payrescue.billing import alerts, cases, declines
 from payrescue.billing import signals as s
 from payrescue.billing.cases import Failure
-from payrescue.billing.known import BY_SUBSCRIPTION, Known, by_subscription
+from payrescue.billing.known import Known, by_subscription, paid_ref
 from payrescue.billing.members import (
     flag_dispute,
     resolve_member,
@@ -136,9 +136,9 @@ async def _store_raw(session: AsyncSession, works: list[_Work], now: datetime) -
     rows, first = [], {}
     for work in works:
         signal = work.signal
-        work.raw_ref = signal.invoice_ref
-        if signal.kind == s.RECOVERED and by_subscription(signal):
-            work.raw_ref = BY_SUBSCRIPTION + (signal.subscription_ref or "")
+        # a success is filed where later failures look for it (`paid_ref`)
+        work.raw_ref = (paid_ref(signal) or None) if signal.kind == s.RECOVERED \
+            else signal.invoice_ref
         key = (signal.provider, signal.event_id)
         if key in first:
             work.status = "duplicate"
