@@ -315,25 +315,22 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         settings = demo_signing(settings, Path(args.data_dir))
     url = args.url or f"http://{settings.host}:{settings.port}"
 
-    async def prepare(session: AsyncSession) -> tuple[simulate.Target, str | None]:
-        target = await simulate.find_target(session, provider, args.action, args.member,
-                                            args.amount, args.currency.upper())
+    async def fire(session: AsyncSession) -> list[tuple[str, int, str]]:
         member = await find_by_email(session, args.member) if args.demo_mode else None
-        # in the demo, the update link leads to its stand-in account page, as from /demo
-        return target, account_url(url, member.id) if member is not None else None
+        return await simulate.trigger(
+            session, settings, action=args.action, email=args.member, base_url=url,
+            now=Clock().now(), reason=args.reason, provider=args.provider,
+            amount_minor=args.amount, currency=args.currency.upper(),
+            # in the demo, the update link leads to its stand-in account page, as from /demo
+            update_url=account_url(url, member.id) if member is not None else None)
 
     try:
-        provider = args.provider or simulate.default_provider(settings)
-        target, update_url = await _with_session(settings, prepare)
-        events = simulate.build_events(provider, args.action, target, args.reason, Clock().now(),
-                                       update_url)
-        results = await simulate.send(url, provider, events, settings)
+        results = await _with_session(settings, fire)
     except simulate.SimulationError as exc:
         raise CommandError(str(exc)) from exc
-    for event, (status, text) in zip(events, results, strict=True):
-        name = event.get("event") or event.get("type")
+    for name, status, text in results:
         print(f"{name}: HTTP {status} {text}")
-    return 0 if all(status == 200 for status, _ in results) else 1
+    return 0 if all(status == 200 for _, status, _ in results) else 1
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ async def _fire(request: web.Request, session, member: Member, action: str,  # n
             update_url=account_url(settings.public_url(""), member.id))
     except simulate.SimulationError as exc:
         return str(exc).split(";")[0]
-    failed = [status for status, _body in results if status >= 300]
+    failed = [status for _name, status, _body in results if status >= 300]
     return f"{action}: HTTP {failed[0]}" if failed else f"{action} sent for member {member.id}"
 
 

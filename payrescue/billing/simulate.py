@@ -218,8 +218,8 @@ def _secret(value: Any, name: str) -> str:
 
 
 async def send(base_url: str, provider: str, events: list[dict[str, Any]],
-               settings: Settings) -> list[tuple[int, str]]:
-    """POST each event in order; returns (HTTP status, response text) per event."""
+               settings: Settings) -> list[tuple[str, int, str]]:
+    """POST each event in order; returns (event name, HTTP status, response text) per event."""
     results = []
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -228,7 +228,8 @@ async def send(base_url: str, provider: str, events: list[dict[str, Any]],
             try:
                 async with http.post(base_url.rstrip("/") + path, data=body,
                                      headers=headers) as response:
-                    results.append((response.status, await response.text()))
+                    results.append((event.get("event") or event.get("type") or "",
+                                    response.status, await response.text()))
             except aiohttp.ClientError as exc:
                 raise SimulationError(f"cannot reach the service at {base_url}: "
                                       f"{exc.__class__.__name__}") from exc
@@ -250,8 +251,9 @@ async def trigger(session: AsyncSession, settings: Settings, *, action: str, ema
                   base_url: str, now: datetime, reason: str = "insufficient_funds",
                   provider: str | None = None, amount_minor: int = 2900,
                   currency: str = "EUR", update_url: str | None = None
-                  ) -> list[tuple[int, str]]:
-    """One call for the demo page's buttons: find the member's case, build, sign and send.
+                  ) -> list[tuple[str, int, str]]:
+    """One call for `payrescue simulate` and the demo page's buttons: find the member's case,
+    build, sign and send.
 
     `session` only reads; the running service at `base_url` writes what the events cause.
     """

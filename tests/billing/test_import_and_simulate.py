@@ -63,19 +63,19 @@ async def test_simulate_sends_signed_events_through_the_real_path(
         events = simulate.build_events(provider, "failed-payment", target, "expired_card",
                                        clock.now())
         results = await simulate.send(base, provider, events, billing_settings)
-        assert [status for status, _ in results] == [200] * len(events), results
+        assert [status for _name, status, _ in results] == [200] * len(events), results
         await session.commit()  # see what the service wrote
 
         target = await simulate.find_target(session, provider, "recovered", email, 2900, "EUR")
         events = simulate.build_events(provider, "recovered", target, "", clock.now())
-        assert [s for s, _ in await simulate.send(base, provider, events,
+        assert [s for _name, s, _ in await simulate.send(base, provider, events,
                                                   billing_settings)] == [200]
         await session.commit()
 
     results = await simulate.trigger(session, billing_settings, action="failed-payment",
                                      email="demo@example.org", base_url=base, now=clock.now(),
                                      reason="lost_card", provider="generic")
-    assert [status for status, _ in results] == [200]
+    assert [status for _name, status, _ in results] == [200]
     await session.commit()
     found = list(await session.scalars(select(RecoveryCase).order_by(RecoveryCase.id)))[:3]
     assert [(c.provider, c.status) for c in found] == [

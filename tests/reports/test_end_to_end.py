@@ -33,7 +33,7 @@ async def test_failed_and_recovered_payments_show_in_the_figures(
             results = await simulate.trigger(
                 session, settings, action=action, email=email, provider="generic",
                 base_url=str(client.make_url("")).rstrip("/"), now=clock.now(), **extra)
-        assert all(status == 200 for status, _text in results), results
+        assert all(status == 200 for _name, status, _text in results), results
 
     for email in emails:
         await send("failed-payment", email, reason="expired_card")
