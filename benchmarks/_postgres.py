@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from payrescue.db import create_engine
+from payrescue.db import create_engine, execute_outside_transaction
 from payrescue.db.migrate import upgrade
 
 ADMIN_URL = os.environ.get("PAYRESCUE_BENCH_POSTGRES_URL",
@@ -20,12 +20,7 @@ ADMIN_URL = os.environ.get("PAYRESCUE_BENCH_POSTGRES_URL",
 
 
 async def admin(sql: str) -> None:
-    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(sql))
-    finally:
-        await engine.dispose()
+    await execute_outside_transaction(ADMIN_URL, sql)
 
 
 @contextlib.asynccontextmanager
@@ -56,10 +51,7 @@ async def migrate_and_fill(url: str, statements: Iterable[str], sizes: Mapping[s
                 await connection.execute(text(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
                     f"(SELECT max(id) FROM {table}))"))
-        raw = create_engine(url, isolation_level="AUTOCOMMIT")
-        async with raw.connect() as connection:
-            await connection.execute(text("VACUUM ANALYZE"))
-        await raw.dispose()
+        await execute_outside_transaction(url, "VACUUM ANALYZE")
         return time.perf_counter() - started
     finally:
         await engine.dispose()

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from payrescue.clock import FakeClock
 from payrescue.config import Settings, load_settings
-from payrescue.db import create_engine, create_sessionmaker
+from payrescue.db import create_engine, create_sessionmaker, execute_outside_transaction
 from payrescue.db.migrate import upgrade
 from payrescue.db.models import Base
 
@@ -38,12 +38,7 @@ def _run(coro):  # noqa: ANN001, ANN202 - session set-up runs outside the tests'
 
 
 async def _admin(sql: str) -> None:
-    engine = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(sql))
-    finally:
-        await engine.dispose()
+    await execute_outside_transaction(POSTGRES_ADMIN_URL, sql)
 
 
 def postgres_url(database: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -55,6 +55,17 @@ def _roll_back_before_discarding(dbapi_connection: object, _record: object,
         await_only(asyncio.shield(dbapi_connection.driver_connection.rollback()))  # type: ignore[attr-defined]
     except Exception:
         log.warning("could not roll back a discarded SQLite connection", exc_info=True)
+
+
+async def execute_outside_transaction(url: str, sql: str) -> None:
+    """One statement that PostgreSQL refuses inside a transaction (CREATE or DROP DATABASE,
+    VACUUM), on a connection of its own: for the test suite's and benchmarks' set-up."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(sql))
+    finally:
+        await engine.dispose()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
