@@ -1,12 +1,19 @@
 """Drains the outbox into Telegram through the real aiogram `Bot`.
 
 Limits are kept on our side (a global token bucket, default 30/s, and one per chat, default
-1/s with a burst of 3) so Telegram rarely has to say 429; when it does, every send pauses
-for `retry_after`. Rows are claimed in priority order (agent replies before reminders), at
-most a few per chat, never a chat that already has a row in flight, so one chat's messages
-go out in order. Temporary faults (network, 5xx) are retried with backoff, first in place,
-then by queueing the row again; a 403 marks the member unreachable. A crash leaves claimed
-rows in "sending" and `payrescue.outbox.release_expired_leases` brings them back.
+1/s with a burst of 3) so Telegram rarely has to say 429; when it does, nothing more is sent
+until `retry_after` has passed — also not by senders that were already waiting for a permit
+(Telegram lengthens the ban of a bot that keeps sending). Rows are claimed in priority order
+(agent replies before reminders), at most a few per chat, never a chat that has a row in
+flight anywhere (see `payrescue.outbox`), so one chat's messages go out in order. Temporary
+faults (network, 5xx) are retried with backoff, first in place, then by queueing the row
+again; a 403 marks the member unreachable and cancels what waits for them.
+
+A crash of the whole process leaves claimed rows in "sending" and
+`payrescue.outbox.release_expired_leases` brings them back once their lease runs out. When
+only a run fails (the database went away) and `run_until_cancelled` starts the next one,
+each run has its own worker name: the new run first records what the failed one delivered
+(kept in memory, so it is not sent twice) and queues the rest again at once.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ from bot.routers.relay import follow_console
 from payrescue import dunning, outbox
 from payrescue.clock import Clock
 from payrescue.config import Settings
-from payrescue.db.models import Member, Message, Outbox
+from payrescue.db.models import Message, Outbox
 from payrescue.events import Bus, Event
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 from payrescue.outage import OutageLog
@@ -96,6 +103,11 @@ class PermitPacer:
 
     async def permit(self) -> None:
         await self._permits.get()
+
+    def drain(self) -> None:
+        """Drop the permits handed out in advance (after a 429 nothing should go at once)."""
+        while not self._permits.empty():
+            self._permits.get_nowait()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,7 +157,12 @@ class Notifier:
         self.bus = bus
         self.clock = clock
         self.settings = settings
-        self.worker = f"notifier-{uuid.uuid4().hex[:12]}"
+        self.worker = ""  # named afresh by each run(): see the module doc
+        self._ended_runs: list[str] = []  # worker names of earlier runs, rows to release
+        self._held: set[int] = set()  # ids this run claimed and has not finished
+        # a run that fails (the database went away) is said once, not at every restart
+        self.outage = OutageLog(log, down="the notifier stopped; restarting with growing pauses",
+                                back="the notifier works again after %d failed runs")
         self.stats = NotifierStats()
         rate = settings.telegram_rate_per_second
         # a little under the limit and in small bursts: requests reach Telegram with some
@@ -160,19 +177,24 @@ class Notifier:
         self._sent: list[tuple[Outbox, int | None]] = []  # delivered, not yet recorded
         self._sent_waiting = asyncio.Event()
         self._writing: asyncio.Future[dict[int, int]] | None = None
+        self._writing_batch: list[tuple[Outbox, int | None]] = []
         self._resume_at = 0.0  # loop time before which nothing is sent (after a 429)
 
     # --- the loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
         """Deliver until cancelled; cancelling mid-batch loses nothing (see module doc)."""
+        self.worker = f"notifier-{uuid.uuid4().hex[:12]}"
+        self._held = set()
         async with self.bus.subscribe() as events:
             watcher = asyncio.create_task(self._watch(events))
             recorder = asyncio.create_task(self._record_sent())
             pacer = asyncio.create_task(self._global.run())
             renewer = asyncio.create_task(self._renew_leases())
             try:
+                await self._settle_ended_runs()
                 await self._release_leases()
+                self.outage.succeeded()
                 while True:
                     # refill at half capacity: one claim query per batch, not per message
                     if len(self._in_flight) > self._max_in_flight // 2:
@@ -190,6 +212,7 @@ class Notifier:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                self._ended_runs.append(self.worker)
                 await self._record_on_stop()
 
     def wake(self) -> None:
@@ -198,27 +221,50 @@ class Notifier:
     async def _watch(self, events: asyncio.Queue[Event]) -> None:
         while True:
             event = await events.get()
-            if event.topic == "outbox.queued":
+            # a row recorded as sent or failed (by any worker) may free its chat's next row
+            if event.topic in ("outbox.queued", "outbox.updated"):
                 self._wake.set()
 
     async def _renew_leases(self) -> None:
         """Keep our claims fresh while rows wait out a long flood pause or retries, so
         another worker never takes a row this one is still sending."""
         interval = self.settings.outbox_lease_seconds / 3
+        outage = OutageLog(log, down="could not renew outbox leases; retrying",
+                           back="outbox leases renewed again after %d failed tries")
         while True:
             await asyncio.sleep(interval)
             try:
                 async with self.sessionmaker() as session:
-                    await outbox.renew_leases(session, self.worker, self.clock.now())
+                    await outbox.renew_leases(session, self.worker, set(self._held),
+                                              self.clock.now())
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("could not renew outbox leases; retrying")
+            except Exception as exc:
+                outage.failed(exc)
+            else:
+                outage.succeeded()
+
+    async def _settle_ended_runs(self) -> None:
+        """Before claiming: record what an ended run delivered, and queue again at once what
+        it held but had not delivered (its worker is gone; no lease needs to run out)."""
+        if self._sent:
+            batch, self._sent = self._sent, []
+            try:
+                await self._write_sent(batch)
+            except BaseException:
+                self._sent = batch + self._sent
+                raise
+        async with self.sessionmaker() as session:
+            released = await outbox.release_worker(session, self._ended_runs)
+        self._ended_runs.clear()
+        if released:
+            log.info("re-queued rows of an ended notifier run", extra={"rows": released})
 
     async def _release_leases(self) -> None:
         lease = timedelta(seconds=self.settings.outbox_lease_seconds)
         async with self.sessionmaker() as session:
-            released = await outbox.release_expired_leases(session, self.clock.now(), lease)
+            released = await outbox.release_expired_leases(session, self.clock.now(), lease,
+                                                           caller=self.worker)
         if released:
             log.warning("re-queued rows left in sending", extra={"rows": released})
 
@@ -231,8 +277,8 @@ class Notifier:
                 self.clock.now(),
                 min(self._claim_batch, self._max_in_flight - len(self._in_flight)),
                 per_chat=self.settings.telegram_chat_burst,
-                exclude_chats=list(self._in_flight),
             )
+        self._held.update(row.id for row in rows)
         by_chat: dict[int, list[Outbox]] = {}
         for row in rows:
             by_chat.setdefault(row.chat_id, []).append(row)
@@ -267,21 +313,40 @@ class Notifier:
     # --- one chat, one row --------------------------------------------------------------
 
     async def _deliver_chat(self, rows: list[Outbox]) -> None:
-        for row in rows:
+        for position, row in enumerate(rows):
             try:
-                await self._deliver(row)
+                delivered = await self._deliver(row)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # the row stays in "sending" and comes back when its lease runs out
+                # the row stays in "sending" and comes back when its lease runs out; the
+                # chat's later rows wait with it, so they cannot overtake it
                 log.exception("delivery bookkeeping failed", extra={"outbox_id": row.id})
+                self._held.discard(row.id)
+                self._held.difference_update(later.id for later in rows[position + 1:])
+                return
+            if not delivered:
+                await self._give_back(rows[position + 1:])
+                return
 
-    async def _deliver(self, row: Outbox) -> None:
+    async def _give_back(self, rows: list[Outbox]) -> None:
+        """An earlier row of the chat is not sent now: its later rows go back to the queue
+        (the claim lets them out only after it), instead of overtaking it."""
+        if not rows:
+            return
+        async with self.sessionmaker() as session:
+            await outbox.give_back(session, [row.id for row in rows])
+            await session.commit()
+        self._held.difference_update(row.id for row in rows)
+
+    async def _deliver(self, row: Outbox) -> bool:
+        """Send one row; True when the chat may go on with its next row (the row was sent,
+        or failed for good on its own account), False when the chat must wait."""
         try:
             method = build_method(row)
         except (KeyError, ValidationError, TypeError) as exc:
             await self._finish_failed(row, f"cannot build {row.method}: {exc.__class__.__name__}")
-            return
+            return True
         tries = floods = 0
         while True:
             await self._pace(row.chat_id)
@@ -294,38 +359,46 @@ class Notifier:
                 if floods < MAX_FLOOD_WAITS:
                     continue
                 await self._retry_later(row, "flood wait")
-                return
+                return False
             except TelegramForbiddenError:
                 await self._blocked(row)
-                return
+                return False
             except TelegramBadRequest as exc:
                 if "not modified" in exc.message:  # an edit that was already applied
                     await self._finish_sent(row, None)
                 else:
                     await self._finish_failed(row, exc.message)
-                return
+                return True
             except (TelegramNetworkError, TelegramServerError, TimeoutError) as exc:
                 tries += 1
                 self.stats.retried += 1
                 if tries >= TRIES_IN_PLACE:
                     await self._retry_later(row, f"{exc.__class__.__name__}: {exc}")
-                    return
+                    return False
                 await asyncio.sleep(self.settings.outbox_retry_seconds * 2 ** (tries - 1))
                 continue
             await self._finish_sent(row, result)
-            return
+            return True
 
     async def _pace(self, chat_id: int) -> None:
+        """Wait for the chat's and the bot's permits, then for any flood pause. The pause is
+        checked last: a sender that waited for a permit while a 429 came in must not go out
+        during the pause it was told of (Telegram lengthens the ban of a bot that does)."""
         loop = asyncio.get_running_loop()
-        # a loop, not one sleep: another 429 during the pause may push `_resume_at` further
-        while (pause := self._resume_at - loop.time()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(pause)
         await self._chat_limiter(chat_id).acquire()
-        await self._global.permit()
+        while True:
+            await self._global.permit()
+            pause = self._resume_at - loop.time()
+            if pause <= 0:
+                return
+            # then a fresh permit: the senders that waited out the pause go at the rate,
+            # not all at once
+            await asyncio.sleep(pause)
 
     def _pause(self, retry_after: int) -> None:
         loop = asyncio.get_running_loop()
         self._resume_at = max(self._resume_at, loop.time() + retry_after)
+        self._global.drain()
 
     def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
         limiter = self._chat_limiters.get(chat_id)
@@ -348,7 +421,7 @@ class Notifier:
     async def _finish_sent(self, row: Outbox, result: Any) -> None:
         """Note the delivery; `_record_sent` writes a batch of them in one transaction."""
         message_id = result.message_id if isinstance(result, TelegramMessage) else None
-        self._sent.append((row, message_id))
+        self._sent.append((row, message_id))  # still held (and renewed) until recorded
         self._sent_waiting.set()
         self.stats.sent += 1
 
@@ -356,6 +429,8 @@ class Notifier:
         """Mark delivered rows "sent" in batches: one commit for many rows keeps up with
         1,000 messages a second. A crash before the commit leaves them in "sending", so
         they count as in flight and are sent again: never lost."""
+        outage = OutageLog(log, down="could not record sent rows; retrying",
+                           back="sent rows recorded again after %d failed tries")
         while True:
             await self._sent_waiting.wait()
             await asyncio.sleep(RECORD_EVERY_SECONDS)  # let a batch gather
@@ -363,30 +438,45 @@ class Notifier:
             batch, self._sent = self._sent, []
             # shielded: a stop while writing must not abandon a half-done transaction (on
             # SQLite it would hold the write lock); _record_on_stop waits for it instead
+            self._writing_batch = batch
             self._writing = asyncio.ensure_future(self._write_sent(batch))
             try:
                 lines = await asyncio.shield(self._writing)
-            except Exception:
-                log.exception("could not record %d sent rows; retrying", len(batch))
+            except Exception as exc:
+                outage.failed(exc)
+                self._writing = None
                 self._sent = batch + self._sent
                 self._sent_waiting.set()
                 await asyncio.sleep(1)
                 continue
+            self._writing = None
+            outage.succeeded()
+            self._held.difference_update(row.id for row, _ in batch)
             for row, _ in batch:
                 await self._published(row, outbox.SENT, lines.get(row.id))
                 await asyncio.sleep(0)  # let subscribers drain: a batch may be large
 
     async def _record_on_stop(self) -> None:
-        """On an orderly stop, record what was delivered so it is not sent again."""
+        """On a stop, record what was delivered so it is not sent again. If the database is
+        away, the deliveries stay in memory: the next run records them first (a process
+        that ends for good leaves them in "sending", and they are sent again)."""
+        unrecorded: list[tuple[Outbox, int | None]] = []
+        writing, self._writing = self._writing, None
         batch, self._sent = self._sent, []
         try:
             async with asyncio.timeout(STOP_WRITE_SECONDS):
-                if self._writing is not None:
-                    await self._writing
+                if writing is not None:
+                    try:
+                        await asyncio.shield(writing)
+                    except Exception:
+                        unrecorded += self._writing_batch
                 if batch:
                     await self._write_sent(batch)
         except (Exception, TimeoutError):
-            log.exception("delivered rows stay in sending and will be sent again")
+            unrecorded += batch
+        if unrecorded:
+            self._sent = unrecorded + self._sent
+            log.warning("delivered rows not recorded yet", extra={"rows": len(self._sent)})
 
     async def _write_sent(self, batch: list[tuple[Outbox, int | None]]) -> dict[int, int]:
         """Record the batch; returns outbox id → transcript line id for rows that have one."""
@@ -411,6 +501,7 @@ class Notifier:
         async with self.sessionmaker() as session:
             await outbox.mark_failed(session, row.id, error)
             await session.commit()
+        self._held.discard(row.id)
         self.stats.failed += 1
         await self._published(row, outbox.FAILED, None)
 
@@ -423,18 +514,23 @@ class Notifier:
         async with self.sessionmaker() as session:
             await outbox.requeue(session, row.id, self.clock.now() + delay, error)
             await session.commit()
+        self._held.discard(row.id)
         await self._published(row, outbox.QUEUED, None)
 
     async def _blocked(self, row: Outbox) -> None:
+        """The member blocked the bot: this row failed, and nothing else waiting for them is
+        tried (each try would only earn another 403)."""
         self.stats.blocked += 1
         async with self.sessionmaker() as session:
-            await outbox.mark_failed(session, row.id, "blocked by the member")
+            await outbox.mark_failed(session, row.id, outbox.BLOCKED_REASON)
+            cancelled = 0
             if row.member_id is not None:
-                await session.execute(
-                    update(Member).where(Member.id == row.member_id).values(unreachable=True)
-                )
+                cancelled = await outbox.cancel_for_blocked_member(session, row.member_id,
+                                                                   self.worker)
             await session.commit()
-        log.warning("member blocked the bot", extra={"member_id": row.member_id})
+        self._held.discard(row.id)
+        log.warning("member blocked the bot",
+                    extra={"member_id": row.member_id, "cancelled": cancelled})
         await self._published(row, outbox.FAILED, None)
         if row.member_id is not None:
             await self.bus.publish(Event("member.unreachable", {"member_id": row.member_id}))
@@ -456,8 +552,8 @@ async def run_until_cancelled(notifier: Notifier) -> None:
             await notifier.run()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("notifier crashed; restarting")
+        except Exception as exc:
+            notifier.outage.failed(exc)
             if asyncio.get_running_loop().time() - started > RETRY_LONGEST_SECONDS:
                 pause = 0.0  # it ran well for a while: this is a new fault
             pause = min(max(pause * 2, RETRY_FIRST_SECONDS), RETRY_LONGEST_SECONDS)

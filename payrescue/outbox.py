@@ -2,11 +2,27 @@
 
 Life of a row: queued → sending (claimed by one worker) → sent | failed, or cancelled while
 still queued. A worker that dies leaves its rows in "sending"; once their lease runs out they
-are queued again, so a crash loses nothing and re-sends at most what was in flight.
+are queued again, so a crash loses nothing and re-sends at most what was in flight. A worker
+renews the lease of exactly the rows it still holds, and each run of a worker has its own
+name, so rows a crashed run left behind are never kept alive by the run that follows it.
+
+Per-chat order is a guarantee: a chat's rows are claimable only while none of its rows is in
+flight under any worker, in any process — "sending", or queued again to wait for a retry
+after a temporary failure. So a member never sees "your payment arrived" before the "your
+payment failed" that a dead worker was still holding. Within a chat the queued rows go out by
+priority, then in the order they were queued (an agent's reply may overtake reminders that
+wait, never a message already under way). A lease that runs out returns the chat's rows to
+the queue together, so they are claimed again in the same order.
+
+A member who blocked the bot (Telegram's 403) is marked unreachable: their queued rows are
+cancelled at once, and nothing more is claimed or queued for them until they write again.
 
 Claiming differs per database because SQLite silently ignores `FOR UPDATE SKIP LOCKED`:
-PostgreSQL locks the chosen rows and skips rows other workers hold; SQLite (one writer at a
-time) flips them with a single atomic `UPDATE … WHERE status = 'queued' … RETURNING`.
+PostgreSQL serialises claims with a transaction-scoped advisory lock (held for one short
+statement pair, so several processes still claim hundreds of rows a second) and then flips
+the rows with `UPDATE … RETURNING`; SQLite (one writer at a time) flips them with a single
+atomic `UPDATE … WHERE status = 'queued' … RETURNING`. Either way, the check "no row of this
+chat is in flight" and the claim happen as one step, which a per-row lock alone cannot give.
 """
 
 from __future__ import annotations
@@ -15,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +45,11 @@ PRIORITY_AGENT = 0
 PRIORITY_BOT = 2
 PRIORITY_EDIT = 4
 PRIORITY_REMINDER = 5
+
+
+# one key for "claiming outbox rows" among PostgreSQL advisory locks (any fixed 64-bit number)
+CLAIM_LOCK_KEY = 0x5041_5952_4553_4355  # "PAYRESCU"
+BLOCKED_REASON = "blocked by the member"
 
 
 class NotReachable(Exception):
@@ -65,7 +86,9 @@ async def queue_message(
         priority=priority,
         method=method,
         payload=payload,
-        status=QUEUED,
+        # blocked the bot: kept as not delivered (the console shows why), never tried
+        status=CANCELLED if member.unreachable else QUEUED,
+        error=BLOCKED_REASON if member.unreachable else None,
         attempts=0,
         not_before=not_before or now,
         case_id=case_id,
@@ -88,8 +111,21 @@ async def _dedupe_key_used(session: AsyncSession, key: str) -> bool:
     return await session.scalar(select(Outbox.id).where(Outbox.dedupe_key == key)) is not None
 
 
-def _claimable(now: datetime, per_chat: int, exclude_chats: Iterable[int]) -> Any:
-    """Ids of due queued rows, at most `per_chat` per chat, most urgent first.
+def _in_flight_chats(now: datetime) -> Any:
+    """Chats with a row under way: being sent by any worker, or waiting for its retry."""
+    return select(Outbox.chat_id).where(or_(
+        Outbox.status == SENDING,
+        and_(Outbox.status == QUEUED, Outbox.attempts > 0, Outbox.not_before > now),
+    ))
+
+
+def _unreachable_members() -> Any:
+    return select(Member.id).where(Member.unreachable.is_(True))
+
+
+def _claimable(now: datetime, per_chat: int) -> Any:
+    """Ids of due queued rows, at most `per_chat` per chat, most urgent first, of chats with
+    nothing in flight and members who have not blocked the bot.
 
     Limiting rows per chat keeps one chatty member from filling a worker's batch: a chat
     may only get about one message a second anyway, and fewer claimed rows means fewer
@@ -104,16 +140,14 @@ def _claimable(now: datetime, per_chat: int, exclude_chats: Iterable[int]) -> An
             .over(partition_by=Outbox.chat_id, order_by=(Outbox.priority, Outbox.id))
             .label("rank"),
         )
-        .where(Outbox.status == QUEUED, Outbox.not_before <= now)
-    )
-    excluded = list(exclude_chats)
-    if excluded:
-        ranked = ranked.where(Outbox.chat_id.not_in(excluded))
-    ranked_sub = ranked.subquery()
+        .where(Outbox.status == QUEUED, Outbox.not_before <= now,
+               Outbox.chat_id.not_in(_in_flight_chats(now)),
+               or_(Outbox.member_id.is_(None), Outbox.member_id.not_in(_unreachable_members())))
+    ).subquery()
     return (
-        select(ranked_sub.c.id)
-        .where(ranked_sub.c.rank <= per_chat)
-        .order_by(ranked_sub.c.priority, ranked_sub.c.not_before, ranked_sub.c.id)
+        select(ranked.c.id)
+        .where(ranked.c.rank <= per_chat)
+        .order_by(ranked.c.priority, ranked.c.not_before, ranked.c.id)
     )
 
 
@@ -124,24 +158,17 @@ async def claim(
     limit: int,
     *,
     per_chat: int = 1,
-    exclude_chats: Iterable[int] = (),
 ) -> list[Outbox]:
     """Mark up to `limit` due rows as "sending" for `worker`, commit, and return them."""
-    candidates = _claimable(now, per_chat, exclude_chats).limit(limit)
     if session.bind.dialect.name == "postgresql":
-        locked = select(Outbox.id).where(
-            Outbox.id.in_(candidates.scalar_subquery()), Outbox.status == QUEUED
-        ).with_for_update(skip_locked=True)
-        ids = list(await session.scalars(locked))
-        if not ids:
-            await session.commit()
-            return []
-        target = Outbox.id.in_(ids)
-    else:
-        target = Outbox.id.in_(candidates.scalar_subquery())
+        # until this transaction ends no other worker claims, and it sees every claim
+        # committed before it: "no row of this chat in flight" holds across processes
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                              {"key": CLAIM_LOCK_KEY})
+    candidates = _claimable(now, per_chat).limit(limit)
     statement = (
         update(Outbox)
-        .where(target, Outbox.status == QUEUED)
+        .where(Outbox.id.in_(candidates.scalar_subquery()), Outbox.status == QUEUED)
         .values(status=SENDING, claimed_at=now, claimed_by=worker, attempts=Outbox.attempts + 1)
         .returning(Outbox)
         .execution_options(synchronize_session=False)
@@ -153,12 +180,16 @@ async def claim(
 
 
 async def release_expired_leases(
-    session: AsyncSession, now: datetime, lease: timedelta
+    session: AsyncSession, now: datetime, lease: timedelta, *, caller: str | None = None
 ) -> int:
-    """Queue again the rows a dead worker left in "sending"; returns how many."""
+    """Queue again the rows a dead worker left in "sending"; returns how many. The calling
+    worker's own rows stay: it is alive, whatever a late renewal says."""
+    expired = [Outbox.status == SENDING, Outbox.claimed_at <= now - lease]
+    if caller is not None:
+        expired.append(Outbox.claimed_by != caller)
     result = await session.execute(
         update(Outbox)
-        .where(Outbox.status == SENDING, Outbox.claimed_at <= now - lease)
+        .where(*expired)
         .values(status=QUEUED, claimed_by=None)
         .execution_options(synchronize_session=False)
     )
@@ -166,15 +197,36 @@ async def release_expired_leases(
     return result.rowcount or 0
 
 
-async def renew_leases(session: AsyncSession, worker: str, now: datetime) -> None:
-    """The worker is alive: its rows in "sending" keep their claim."""
+async def renew_leases(
+    session: AsyncSession, worker: str, row_ids: Iterable[int], now: datetime
+) -> None:
+    """The worker is alive and still holds these rows: they keep their claim. Only the rows
+    it names: a row it abandoned, or delivered without recording it, must run out."""
+    ids = list(row_ids)
+    if not ids:
+        return
     await session.execute(
         update(Outbox)
-        .where(Outbox.status == SENDING, Outbox.claimed_by == worker)
+        .where(Outbox.id.in_(ids), Outbox.status == SENDING, Outbox.claimed_by == worker)
         .values(claimed_at=now)
         .execution_options(synchronize_session=False)
     )
     await session.commit()
+
+
+async def release_worker(session: AsyncSession, workers: Sequence[str]) -> int:
+    """Queue again, at once, the rows left in "sending" by runs known to have ended (an
+    earlier run of this process's notifier): no need to wait for their lease."""
+    if not workers:
+        return 0
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.status == SENDING, Outbox.claimed_by.in_(list(workers)))
+        .values(status=QUEUED, claimed_by=None)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    return result.rowcount or 0
 
 
 async def mark_sent_many(
@@ -207,6 +259,37 @@ async def requeue(session: AsyncSession, row_id: int, not_before: datetime, erro
         .values(status=QUEUED, not_before=not_before, claimed_by=None, error=error[:500])
         .execution_options(synchronize_session=False)
     )
+
+
+async def give_back(session: AsyncSession, row_ids: Sequence[int]) -> None:
+    """Return claimed rows untried (an earlier row of their chat must go first): queued as
+    they were, the claim not counted as an attempt."""
+    if not row_ids:
+        return
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.id.in_(list(row_ids)), Outbox.status == SENDING)
+        .values(status=QUEUED, claimed_by=None, attempts=Outbox.attempts - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def cancel_for_blocked_member(session: AsyncSession, member_id: int, worker: str) -> int:
+    """The member blocked the bot: mark them unreachable and cancel what waits for them,
+    queued or claimed by `worker` and not tried yet."""
+    await session.execute(
+        update(Member).where(Member.id == member_id).values(unreachable=True)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.member_id == member_id,
+               or_(Outbox.status == QUEUED,
+                   and_(Outbox.status == SENDING, Outbox.claimed_by == worker)))
+        .values(status=CANCELLED, error=BLOCKED_REASON)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
 
 
 async def cancel_queued(session: AsyncSession, row_ids: Sequence[int], reason: str) -> None:

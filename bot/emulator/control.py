@@ -261,6 +261,10 @@ def add_control_routes(app: web.Application) -> None:
         )
         return web.json_response(fault, status=201)
 
+    @routes.get(PREFIX + "/flood-bans")
+    async def flood_bans(request: web.Request) -> Any:
+        return {"violations": emu(request).bans.violations}
+
     @routes.delete(PREFIX + "/faults")
     async def clear_faults(request: web.Request) -> Any:
         emu(request).clear_faults()

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import BotApi
+from .bans import FloodBans
 from .errors import EmulatorError, NotFoundError
 from .faults import FaultInjector
 from .formatting import MAX_CAPTION_LENGTH, MAX_TEXT_LENGTH, command_entities, utf16_len
@@ -41,6 +42,7 @@ class TelegramEmulator:
     ) -> None:
         self.state = EmulatorState(wall_clock)
         self.limiter = RateLimiter(limits or EmulatorLimits(), clock)
+        self.bans = FloodBans(clock)
         self.faults = FaultInjector()
         self.latency = 0.0
         self.files = FileStore()
@@ -63,7 +65,9 @@ class TelegramEmulator:
         return self.limiter.limits
 
     def set_limits(self, limits: EmulatorLimits) -> None:
+        """New limits start afresh: full buckets and no flood ban."""
         self.limiter.reconfigure(limits)
+        self.bans.clear()
 
     def set_latency(self, seconds: float) -> None:
         """Delay every Bot API answer by `seconds` (a slow network or a busy Telegram)."""
@@ -104,6 +108,7 @@ class TelegramEmulator:
         self.state.reset()
         self.files.clear()
         self.faults.clear()
+        self.bans.clear()
         self.latency = 0.0
         self.limiter.reconfigure(self.limiter.limits)
 

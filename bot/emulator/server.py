@@ -58,6 +58,9 @@ async def bot_api(request: web.Request) -> web.StreamResponse:
         return api_response(_NOT_FOUND)
     if emu.latency:
         await asyncio.sleep(emu.latency)
+    banned = emu.bans.refuse(bot.id, method)
+    if banned is not None:
+        return api_response(banned)
     fault = emu.faults.take(method)
     if fault is not None:
         if fault.drop_connection:
@@ -66,11 +69,14 @@ async def bot_api(request: web.Request) -> web.StreamResponse:
             if request.transport is not None:
                 request.transport.close()
             return web.Response()
-        return api_response(fault.to_api_error())
+        error = fault.to_api_error()
+        emu.bans.note(bot.id, method, error)
+        return api_response(error)
     try:
         params = await read_params(request)
         result = await emu.api.call(bot, method, params)
     except ApiError as exc:
+        emu.bans.note(bot.id, method, exc)
         return api_response(exc)
     return api_response(result=result)
 

@@ -94,6 +94,13 @@ async def wait_for_rows(svc: RunningService, count: int, timeout: float = 5,  # 
         return rows
 
 
+async def stop_notifier(svc: RunningService) -> None:
+    """End the service's own notifier (as a crash would), so a test can run its own."""
+    [task] = [t for t in asyncio.all_tasks() if t.get_name() == "notifier"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def texts(messages: list[dict[str, Any]]) -> list[str]:
     return [m.get("plain_text") or m.get("caption_plain") or "" for m in messages]
 

@@ -12,7 +12,7 @@ from payrescue import outbox
 from payrescue.db.models import Member, TelegramLink
 from payrescue.events import Event
 from payrescue.keys import BUS
-from tests.conversations.helpers import linked_member, outbox_rows, wait_for_rows
+from tests.conversations.helpers import linked_member, outbox_rows, stop_notifier, wait_for_rows
 from tests.harness import RunningService
 
 
@@ -108,9 +108,7 @@ async def test_crash_mid_batch_loses_nothing(svc) -> None:
         await queue(svc, member, "renewal reminder")
     await wait_for_rows(svc, 2, status="sent", timeout=10)
     # kill: the notifier task dies at once, whatever it was doing
-    [task] = [t for t in asyncio.all_tasks() if t.get_name() == "notifier"]
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await stop_notifier(svc)
     in_flight = len(await outbox_rows(svc, status="sending"))
     assert in_flight > 0
     svc.emulator.set_latency(0)
@@ -128,13 +126,11 @@ async def test_crash_mid_batch_loses_nothing(svc) -> None:
 
 
 async def test_two_workers_never_claim_the_same_row(svc) -> None:
-    pairs = await members_with_chats(svc, 1)
-    [task] = [t for t in asyncio.all_tasks() if t.get_name() == "notifier"]
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    pairs = await members_with_chats(svc, 40)
+    await stop_notifier(svc)
     async with svc.sessionmaker() as session:
-        member = await session.get(Member, pairs[0][0])
-        for n in range(40):
+        for n, (member_id, _) in enumerate(pairs):
+            member = await session.get(Member, member_id)
             await outbox.queue_message(session, member, "bot", {"text": str(n)},
                                        svc.clock.now())
         await session.commit()
@@ -142,7 +138,7 @@ async def test_two_workers_never_claim_the_same_row(svc) -> None:
     async def worker(name: str) -> list[int]:
         claimed = []
         async with svc.sessionmaker() as session:
-            while rows := await outbox.claim(session, name, svc.clock.now(), 3, per_chat=40):
+            while rows := await outbox.claim(session, name, svc.clock.now(), 3):
                 claimed += [row.id for row in rows]
         return claimed
 
@@ -153,9 +149,7 @@ async def test_two_workers_never_claim_the_same_row(svc) -> None:
 
 async def test_stuck_rows_come_back_only_after_their_lease(svc) -> None:
     member, chat = await linked_member(svc, language="en")
-    [task] = [t for t in asyncio.all_tasks() if t.get_name() == "notifier"]
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await stop_notifier(svc)
     row_id = await queue(svc, member.id, "x")
     async with svc.sessionmaker() as session:
         [row] = await outbox.claim(session, "dead", svc.clock.now(), 10)
@@ -178,15 +172,13 @@ async def test_text_without_parse_mode_arrives_as_written(svc) -> None:
 
 async def test_a_live_worker_keeps_its_claims(svc) -> None:
     [(member, _)] = await members_with_chats(svc, 1)
-    [task] = [t for t in asyncio.all_tasks() if t.get_name() == "notifier"]
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await stop_notifier(svc)
     await queue(svc, member, "held up by a long flood wait")
     lease = timedelta(seconds=svc.settings.outbox_lease_seconds)
     async with svc.sessionmaker() as session:
         [row] = await outbox.claim(session, "alive", svc.clock.now(), 10)
         await svc.clock.advance(lease.total_seconds())
-        await outbox.renew_leases(session, "alive", svc.clock.now())
+        await outbox.renew_leases(session, "alive", [row.id], svc.clock.now())
         assert await outbox.release_expired_leases(session, svc.clock.now(), lease) == 0
         assert (await session.get(outbox.Outbox, row.id, populate_existing=True)).status \
             == "sending"
