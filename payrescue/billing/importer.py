@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from payrescue.db import lock_for_writing
 from payrescue.db.models import Member
 from payrescue.i18n import normalise
 
@@ -121,6 +122,7 @@ async def import_members(sessionmaker: async_sessionmaker[AsyncSession], path: P
     summary = Summary(total=len(rows))
     for start in range(0, len(rows), BATCH):
         async with sessionmaker() as session, session.begin():
+            await lock_for_writing(session)  # the service may be writing meanwhile
             for row in rows[start:start + BATCH]:
                 await _import_row(session, row, now, summary)
         if progress:

@@ -68,5 +68,17 @@ async def execute_outside_transaction(url: str, sql: str) -> None:
         await engine.dispose()
 
 
+async def lock_for_writing(session: AsyncSession) -> None:
+    """Call first in a transaction that reads and then writes, while other processes write.
+
+    SQLite (in WAL mode) refuses at once, without waiting out the busy timeout, a transaction
+    that read and then wants to write when another connection committed in between: its
+    snapshot is stale. `BEGIN IMMEDIATE` takes the write lock before the first read, so the
+    transaction waits its turn instead. PostgreSQL needs nothing of the kind.
+    """
+    if session.bind.dialect.name == "sqlite":
+        await session.execute(text("BEGIN IMMEDIATE"))
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)

@@ -167,3 +167,42 @@ def test_cli_simulate_demo_says_which_providers_it_takes(capsys, tmp_path):
     assert status == 1
     error = capsys.readouterr().err
     assert "generic API only" in error and "leave out --provider" in error
+
+
+async def test_cli_import_succeeds_while_the_service_writes(tmp_path, database_url, engine,
+                                                            clock):
+    """`payrescue members import` in its own process, while this one keeps committing writes
+    to the same database as the running service does (on SQLite a transaction that read and
+    then writes is refused at once when another connection committed in between)."""
+    import sys
+
+    from tests.conftest import TEST_SECRET
+
+    source = tmp_path / "members.csv"
+    source.write_text("email,name\n" + "".join(f"m{n}@example.org,Member {n}\n"
+                                               for n in range(2000)), encoding="utf-8")
+    writes = 0
+    async with engine.begin() as connection:
+        service_member = (await connection.execute(insert(Member).values(
+            email="busy@example.org", name="Busy", language="de", unreachable=False,
+            opted_out=False, created_at=clock.now()).returning(Member.id))).scalar_one()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "payrescue", "members", "import", str(source),
+        env={"PATH": "/usr/bin:/bin", "PAYRESCUE_DATABASE_URL": database_url,
+             "PAYRESCUE_SECRET_KEY": TEST_SECRET, "PAYRESCUE_DATA_DIR": str(tmp_path)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    communicate = asyncio.ensure_future(process.communicate())
+    while not communicate.done():  # the service: short write transactions, back to back
+        async with engine.begin() as connection:
+            await connection.execute(select(Member.id).where(Member.id == service_member))
+            await connection.execute(
+                Member.__table__.update().where(Member.id == service_member)
+                .values(name=f"Busy {writes}"))
+        writes += 1
+        await asyncio.sleep(0.005)
+    out, err = await communicate
+    assert process.returncode == 0, err.decode()
+    assert "2000 rows: 2000 created" in out.decode()
+    assert writes > 10  # the two really overlapped
+    async with engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(Member)) == 2001
