@@ -5,17 +5,18 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-LOCKED := $(VENV)/.locked
+LOCKED := $(VENV)/installed-lock.txt
 STAMP := $(VENV)/.installed
 UV_EXPORT := $(BIN)/uv export --quiet --frozen --no-emit-project --no-default-groups
 
 .PHONY: demo run test bench catalogs lock upgrade
 
-# A fresh venv whenever the lock changes, so nothing it no longer lists stays behind; pip checks
-# every download against the lock's hashes and refuses anything unpinned.
+# A fresh venv whenever the lock's content changes, so nothing it no longer lists stays behind;
+# pip checks every download against the lock's hashes and refuses anything unpinned. The stamp
+# is a copy of what was installed: `make lock` rewriting the same content reinstalls nothing.
 $(LOCKED): requirements/dev.txt
-	$(PY) -m venv --clear $(VENV)
-	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.txt
+	cmp -s $< $@ || { $(PY) -m venv --clear $(VENV) \
+		&& $(BIN)/python -m pip install -q --require-hashes -r $< && cp $< $@; }
 	touch $@
 
 # PayRescue itself, editable, built by the locked setuptools: an isolated build would fetch an
