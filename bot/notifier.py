@@ -60,6 +60,7 @@ from payrescue.config import Settings
 from payrescue.db.models import Message, Outbox
 from payrescue.events import Bus, Event
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.leader import Leadership
 from payrescue.outage import OutageLog
 
 log = logging.getLogger(__name__)
@@ -576,7 +577,11 @@ NOTIFIER = web.AppKey("notifier", Notifier)
 
 
 async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(run_scheduler(app), name="dunning-scheduler")]
+    # one scheduler for the whole deployment: several would only wait on each other's locks
+    scheduler = Leadership("dunning-scheduler", lambda: run_scheduler(app),
+                           sessionmaker=app[SESSIONMAKER], clock=app[CLOCK],
+                           lease_seconds=app[SETTINGS].leader_lease_seconds)
+    tasks = [asyncio.create_task(scheduler.run(), name="dunning-scheduler-lease")]
     bot = app.get(BOT)
     if bot is not None:
         notifier = Notifier(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS])

@@ -23,6 +23,7 @@ from payrescue.db.models import Conversation, Outbox
 from payrescue.events import Bus, Event
 from payrescue.i18n import _, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.leader import Leadership
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 30
@@ -121,7 +122,11 @@ async def watcher_lifetime(app: web.Application):  # noqa: ANN201 - an aiohttp c
     if not settings.auto_assign and settings.admin_chat_id is None:
         yield
         return
-    app[WATCHER] = asyncio.create_task(_watch(app), name="console-watcher")
+    # one process at a time, with several: each would assign and alarm again
+    leadership = Leadership("console-watcher", lambda: _watch(app),
+                            sessionmaker=app[SESSIONMAKER], clock=app[CLOCK],
+                            lease_seconds=settings.leader_lease_seconds)
+    app[WATCHER] = asyncio.create_task(leadership.run(), name="console-watcher-lease")
     yield
     app[WATCHER].cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -33,7 +33,7 @@ def init_app(
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()
-    app[BUS] = bus or create_bus(settings.redis_url)
+    app[BUS] = bus or create_bus(settings.redis_url, settings.instance_name)
     if bus is None:  # a bus handed in belongs to the caller, who starts and closes it
         app.cleanup_ctx.append(_bus_lifetime)
     app.cleanup_ctx.append(_database(engine))

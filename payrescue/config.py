@@ -6,6 +6,7 @@ PAYRESCUE_CONFIG (or `--config`), then the defaults below.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
 
 from payrescue.hours import BusinessHours, DailyWindow
 
@@ -69,6 +71,9 @@ class Settings(BaseSettings):
     gateway_fault_threshold: int = Field(default=5, ge=1)  # "processing error" failures …
     gateway_fault_window_minutes: int = Field(default=10, ge=1)  # … within this many minutes
     redis_url: str | None = None  # set when several processes share one database
+    # names this deployment on a shared Redis (its channel); default: from the database URL
+    instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    leader_lease_seconds: float = Field(default=15, ge=1)  # a dead leader's duties move on after
     first_response_minutes: int = Field(default=15, ge=1)  # console highlights later ones
     auto_assign: bool = False  # round-robin waiting chats among available agents
     # member conversations (dunning, outbox delivery, handoff)
@@ -148,6 +153,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'payrescue.sqlite3').resolve()}"
+
+    @property
+    def instance_name(self) -> str:
+        """This deployment's name on a shared Redis: PAYRESCUE_INSTANCE, else one derived
+        from the database URL (the processes of one deployment share their database, two
+        deployments do not), without the password."""
+        if self.instance:
+            return self.instance
+        url = make_url(self.effective_database_url).render_as_string(hide_password=True)
+        return hashlib.sha256(url.encode()).hexdigest()[:12]
 
     @property
     def zone(self) -> ZoneInfo:

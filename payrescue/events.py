@@ -80,7 +80,7 @@ class RedisBus(Bus):
     event exactly once, whichever process published it.
     """
 
-    def __init__(self, url: str, channel: str = "payrescue:events", queue_size: int = 1000) -> None:
+    def __init__(self, url: str, channel: str, queue_size: int = 1000) -> None:
         super().__init__(queue_size)
         self._url = url
         self._channel = channel
@@ -139,6 +139,12 @@ class RedisBus(Bus):
         await super().close()
 
 
-def create_bus(redis_url: str | None) -> Bus:
+def channel_name(instance: str) -> str:
+    """The deployment's own Redis channel: two deployments on one Redis server (even on
+    different database numbers, which pub/sub ignores) never hear each other."""
+    return f"payrescue:{instance}:events"
+
+
+def create_bus(redis_url: str | None, instance: str = "default") -> Bus:
     """The in-process bus, or Redis when `redis_url` is configured."""
-    return RedisBus(redis_url) if redis_url else Bus()
+    return RedisBus(redis_url, channel_name(instance)) if redis_url else Bus()

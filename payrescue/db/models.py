@@ -354,3 +354,14 @@ class CannedAnswer(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class Lease(Base):
+    """Who runs a duty that must run in one process only (Telegram polling, the dunning
+    scheduler, the console's watcher), until when: see `payrescue.leader`."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime]

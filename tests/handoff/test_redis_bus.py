@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from payrescue.events import Bus, Event, RedisBus, create_bus
+from payrescue.events import Bus, Event, RedisBus, channel_name, create_bus
 
 REDIS_URL = os.environ.get("PAYRESCUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -47,12 +47,12 @@ async def test_an_event_published_by_one_process_reaches_every_process(channel):
 
 async def test_the_setting_chooses_the_bus():
     assert type(create_bus(None)) is Bus
-    assert isinstance(create_bus(REDIS_URL), RedisBus)
+    assert isinstance(create_bus(REDIS_URL, "shop"), RedisBus)
 
 
 async def test_publishing_before_start_is_an_error():
     with pytest.raises(RuntimeError, match="start"):
-        await RedisBus(REDIS_URL).publish(Event("x"))
+        await RedisBus(REDIS_URL, "payrescue:test:unstarted").publish(Event("x"))
 
 
 async def test_a_console_behind_redis_hears_another_process(
@@ -62,13 +62,13 @@ async def test_a_console_behind_redis_hears_another_process(
     from tests.handoff.conftest import log_in
     from tests.handoff.test_live import next_event
 
-    app = init_app(settings.model_copy(update={"redis_url": REDIS_URL}), clock=clock,
-                   engine=engine, with_bot=False)
+    deployment = settings.model_copy(update={"redis_url": REDIS_URL})
+    app = init_app(deployment, clock=clock, engine=engine, with_bot=False)
     assert isinstance(app[BUS], RedisBus)
     await world.agent()
     client = await aiohttp_client(app)
     await log_in(client)
-    other_process = RedisBus(REDIS_URL)
+    other_process = create_bus(REDIS_URL, deployment.instance_name)
     await other_process.start()
     try:
         stream = await client.get("/console/stream/queue",
@@ -100,3 +100,30 @@ async def test_a_lost_redis_connection_still_wakes_this_process(channel, monkeyp
         assert "redis unreachable" in caplog.text
     finally:
         await bus.close()
+
+
+async def test_two_deployments_on_one_redis_never_meet(channel, settings, tmp_path):
+    """The channel carries the deployment's name: by default derived from its database, so
+    the processes of one deployment meet and a second deployment's events stay apart (also
+    when it uses another Redis database number, which pub/sub ignores)."""
+    first = settings.model_copy(update={"redis_url": REDIS_URL})
+    same = first.model_copy()
+    other = first.model_copy(update={"database_url": f"sqlite+aiosqlite:///{tmp_path}/b.db",
+                                     "redis_url": REDIS_URL.rsplit("/", 1)[0] + "/3"})
+    assert first.instance_name == same.instance_name != other.instance_name
+    assert "test-secret" not in first.instance_name and len(first.instance_name) == 12
+    named = first.model_copy(update={"instance": "shop-eu"})
+    assert named.instance_name == "shop-eu"
+    buses = [create_bus(s.redis_url, s.instance_name) for s in (first, same, other)]
+    for bus in buses:
+        await bus.start()
+    try:
+        async with buses[1].subscribe() as colleague, buses[2].subscribe() as stranger:
+            await buses[0].publish(Event("agent.typing", {"chat_id": 42}))
+            assert (await asyncio.wait_for(colleague.get(), 5)).data == {"chat_id": 42}
+            await buses[2].publish(Event("own", {}))  # the stranger hears only its own
+            assert (await asyncio.wait_for(stranger.get(), 5)).topic == "own"
+    finally:
+        for bus in buses:
+            await bus.close()
+    assert channel_name("shop-eu") == "payrescue:shop-eu:events"

@@ -38,7 +38,8 @@ async def test_auto_assignment_and_one_overdue_alarm_per_wait(
 
 
 async def test_the_watcher_runs_with_the_application(
-        aiohttp_client, settings, clock, bus, engine, world):
+        engine, aiohttp_client, settings, clock, bus, world):
+    # the engine first: it must outlive the application, whose stop gives up the lease
     from payrescue.app import init_app
 
     available = await world.agent(available=True)
