@@ -8,9 +8,8 @@ which a test cannot reach without waiting 30 s per try.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from payrescue.db.models import Conversation, Message
 from payrescue.events import Event
 from payrescue.keys import BUS
 from tests.dbproxy import TcpProxy
-from tests.harness import RunningService, running_service
+from tests.harness import RunningService, eventually, running_service
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 MEMBERS = 3
@@ -54,18 +53,6 @@ async def _service(proxy: TcpProxy, engine: AsyncEngine, clock: FakeClock, tmp_p
             yield svc
     finally:
         await behind_proxy.dispose()
-
-
-async def _eventually(check: Callable[[], object], what: str, *, tick: float = 0.0,
-                      clock: FakeClock | None = None, timeout: float = 20) -> None:  # noqa: ASYNC109
-    """Wait until `check()` holds; when `tick`, move the clock on meanwhile (the poller's
-    pause runs on it), as time would pass during a real outage."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            if clock is not None and tick:
-                await clock.advance(tick)
-            await asyncio.sleep(0.02)  # noqa: ASYNC110 - the service works on other tasks
-    assert check(), what
 
 
 def _member_context(svc: RunningService) -> MemberContextMiddleware:
@@ -118,7 +105,7 @@ async def _outage_drill(svc: RunningService, proxy: TcpProxy, engine: AsyncEngin
                 await svc.emulator.send_text(chat, f"message {number} from {chat}")
         # Telegram (or our poller) tries the waiting updates three times while it is away;
         # the poller's pauses run on the app's clock, which `tick` moves on meanwhile
-        await _eventually(lambda: middleware.outage.failures >= 3 * tried_at_once,
+        await eventually(lambda: middleware.outage.failures >= 3 * tried_at_once,
                           "updates retried", clock=clock, tick=tick)
         stored_during = await _stored(engine)
         await proxy.restore()
@@ -132,7 +119,7 @@ async def _outage_drill(svc: RunningService, proxy: TcpProxy, engine: AsyncEngin
                     relayed.append(event)
             return len(relayed) >= everything
 
-        await _eventually(all_relayed, "every message relayed", clock=clock, tick=tick)
+        await eventually(all_relayed, "every message relayed", clock=clock, tick=tick)
     assert stored_during == stored_before  # nothing was written while it was away
     apologies = {c: _apologies(svc, c) - apologies_before[c] for c in chats}
     records = [r for r in caplog.records if r.levelno >= logging.WARNING
