@@ -10,9 +10,10 @@ again, and Telegram delivers the same updates once more — as it does when a we
 answers 503.
 
 Order and speed: a chat's updates are handled one after another, in order; different chats
-of one batch concurrently. When a chat's update fails, its later updates wait for the
-redelivery, while other chats go on; the ids of updates handled past the confirmed offset
-are remembered, so a redelivery never handles (stores, relays) one twice.
+of one batch concurrently (up to CONCURRENT_CHATS at a time). When a chat's update fails,
+its later updates wait for the redelivery, while other chats go on; the ids of updates
+handled past the confirmed offset are remembered, so a redelivery never handles (stores,
+relays) one twice.
 
 Telegram itself failing (network, 5xx, 429, 409 Conflict when another process polls the
 same bot) is retried with a growing pause too, and logged once until getUpdates works again.
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 FIRST_PAUSE = 1.0  # seconds before asking again after a failure; doubles up to MAX_PAUSE
 MAX_PAUSE = 8.0  # short enough that members' messages follow soon after the database is back
 BATCH = 100  # updates per getUpdates, Telegram's maximum
+# chats handled at the same time: each holds a database connection, and the pool has 15
+# (5 + 10 overflow) for the whole process; more would only queue for one (a burst could
+# even run into the pool's timeout, which reads as an outage) or, on SQLite, for the lock
+CONCURRENT_CHATS = 10
 
 
 class Poller:
@@ -132,7 +137,13 @@ class Poller:
         chats: dict[Hashable, list[Update]] = {}
         for update in updates:
             chats.setdefault(_chat_of(update), []).append(update)
-        again = [i for i in await asyncio.gather(*map(self._handle_chat, chats.values()))
+        limit = asyncio.Semaphore(CONCURRENT_CHATS)
+
+        async def one_chat(chat_updates: list[Update]) -> int | None:
+            async with limit:
+                return await self._handle_chat(chat_updates)
+
+        again = [i for i in await asyncio.gather(*map(one_chat, chats.values()))
                  if i is not None]
         self.offset = min(again) if again else updates[-1].update_id + 1
         self._handled = {i for i in self._handled if i >= self.offset}
