@@ -18,6 +18,7 @@ with how many tries failed meanwhile.
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from sqlalchemy import exc as sa
 
@@ -38,10 +39,23 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (sa.SQLAlchemyError, *_UNAVAILABLE)
 
 
+# SQLite's primary result codes for "not now" (busy, locked, I/O, full, cannot open). Its
+# driver calls nearly every error OperationalError, a typo in a statement too, so the code
+# decides there; on PostgreSQL, asyncpg's statement errors are never OperationalError.
+_SQLITE_AWAY = {5, 6, 10, 13, 14, 15}
+
+
 def is_database_unavailable(exc: BaseException) -> bool:
     """True when `exc` says the database is away for now, not that a statement is wrong."""
-    if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, sa.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        driver = exc.orig
+        if isinstance(driver, sqlite3.Error):
+            return (getattr(driver, "sqlite_errorcode", 0) & 0xFF) in _SQLITE_AWAY
+        # asyncpg's error comes wrapped in SQLAlchemy's adapter, with the original as cause
+        if isinstance(getattr(driver, "__cause__", None), _UNAVAILABLE):
+            return True
     return isinstance(exc, _UNAVAILABLE)
 
 
