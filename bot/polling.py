@@ -27,7 +27,7 @@ from collections.abc import Hashable, Sequence
 
 from aiogram import Bot, Dispatcher
 from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
-from aiogram.exceptions import AiogramError, TelegramRetryAfter
+from aiogram.exceptions import AiogramError, TelegramConflictError, TelegramRetryAfter
 from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.types import Update
 
@@ -54,6 +54,7 @@ class Poller:
         self._handled: set[int] = set()  # ids at or past `offset` already handled
         self._stopping = asyncio.Event()
         self._pause = FIRST_PAUSE
+        self._conflict_told = False
         self._telegram = OutageLog(
             log, down="Telegram getUpdates failed; asking again with a growing pause",
             back="Telegram getUpdates works again after %d failed tries")
@@ -94,6 +95,15 @@ class Poller:
             return None
         try:
             updates = asking.result()
+        except TelegramConflictError:
+            # another getUpdates of this bot ended ours: with two pollers that happens every
+            # few seconds for as long as both run, so it is said once, not once per round
+            if not self._conflict_told:
+                log.warning("another process polls this bot (409 Conflict); each update "
+                            "reaches one of them only: run one poller per bot, or webhook mode")
+                self._conflict_told = True
+            await self._wait(self._grow_pause())
+            return None
         except AiogramError as exc:
             self._telegram.failed(exc)
             wait = (exc.retry_after if isinstance(exc, TelegramRetryAfter)

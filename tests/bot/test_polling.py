@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiogram import Bot, Dispatcher, Router
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import TelegramConflictError
+from aiogram.methods import TelegramMethod
+from aiogram.methods.base import Response, TelegramType
 from aiogram.types import Message
 
 from bot.emulator import EmulatorLimits, TelegramEmulator, start_emulator
@@ -139,3 +146,42 @@ async def test_telegram_failing_is_retried_and_logged_once(
     assert lines == ["Telegram getUpdates failed; asking again with a growing pause",
                      "Telegram getUpdates works again after 4 failed tries"]
     await polling.stop()
+
+
+class Conflicts(BaseRequestMiddleware):
+    """Counts the 409 answers a bot's getUpdates got (aiogram's request middleware)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def __call__(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
+                       method: TelegramMethod[TelegramType]) -> Response[TelegramType]:
+        try:
+            return await make_request(bot, method)
+        except TelegramConflictError:
+            self.count += 1
+            raise
+
+
+async def test_a_second_poller_of_the_same_bot_is_reported_once(
+    polling: Polling, caplog: pytest.LogCaptureFixture,
+) -> None:
+    conflicts = Conflicts()
+    polling.poller.bot.session.middleware(conflicts)
+    other_bot = Bot(BOT_TOKEN, session=BotSession(api=polling.poller.bot.session.api))
+    other_bot.session.middleware(conflicts)
+    other = Poller(other_bot, Dispatcher(), polling.clock, timeout=1)
+    _start(polling)
+    other_task = asyncio.create_task(other.run())
+    try:
+        # each one's getUpdates ends the other's, round after round
+        await eventually(lambda: conflicts.count >= 6, "pollers in conflict",
+                         clock=polling.clock, tick=FIRST_PAUSE)
+    finally:
+        other.stop()
+        await polling.stop()
+        await asyncio.wait_for(other_task, 5)
+        await other_bot.session.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.polling"]
+    assert 1 <= len(lines) <= 2, lines  # once per process, not once per round
+    assert all("another process polls this bot" in line for line in lines)
