@@ -28,12 +28,12 @@ from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import Chat, TelegramObject, Update, User
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payrescue.config import Settings
 from payrescue.i18n import _, choose_language, use_language
 from payrescue.members import find_by_chat
+from payrescue.outage import DATABASE_ERRORS, OutageLog, is_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,21 @@ APOLOGIES_REMEMBERED = 10_000  # update ids; Telegram gives up redelivering with
 class MemberContextMiddleware(BaseMiddleware):
     """Opens one session per update: committed when the handler succeeds, else rolled back.
 
-    Errors are re-raised on purpose. In webhook mode that makes our endpoint answer 500, so
-    Telegram delivers the update again later; in polling mode aiogram logs the traceback.
-    Swallowing them would mark the update as handled and lose the member's message.
-    A database failure is also told to the member, once per update: Telegram's redeliveries
-    of it while the database is down stay silent.
+    Errors are re-raised on purpose. When the database is unavailable, the webhook answers
+    503 and the poller (bot/polling.py) leaves the update unconfirmed, so Telegram delivers
+    it again once the database may be back; swallowing the error would mark the update as
+    handled and lose the member's message. A database failure is also told to the member,
+    once per update: Telegram's redeliveries of it while the database is down stay silent.
+    An outage is logged once when it starts and once when an update succeeds again, however
+    many updates fail meanwhile; any other database error (a bug) is logged each time.
     """
 
     def __init__(self) -> None:
         self._apologised: OrderedDict[int, None] = OrderedDict()  # update ids, newest last
+        self.outage = OutageLog(
+            log, down="database unavailable: member messages are apologised for and "
+                      "left with Telegram, which delivers them again until it is back",
+            back="database back: %d member updates failed meanwhile and are handled again")
 
     def _first_failure(self, update_id: int | None) -> bool:
         if update_id is None:
@@ -92,17 +98,32 @@ class MemberContextMiddleware(BaseMiddleware):
                 finally:
                     _handling_update.reset(handling)
                 await session.commit()
-            except SQLAlchemyError as exc:
-                await session.rollback()
-                log.error("update %s: database failure, rolled back: %s",
-                          update_id, exc.__class__.__name__)
-                if self._first_failure(update_id):
-                    await _apologise(data.get("bot"), chat, language)
+            except BaseException as exc:
+                await _roll_back(session)
+                if isinstance(exc, DATABASE_ERRORS):
+                    self._database_failed(exc, update_id)
+                    if self._first_failure(update_id):
+                        await _apologise(data.get("bot"), chat, language)
                 raise
-            except BaseException:
-                await session.rollback()
-                raise
+        self.outage.succeeded()
         return result
+
+    def _database_failed(self, exc: BaseException, update_id: int | None) -> None:
+        if is_database_unavailable(exc):
+            self.outage.failed(exc, update_id=update_id)
+        else:
+            log.error("update %s: database failure, rolled back: %s",
+                      update_id, exc.__class__.__name__)
+
+
+async def _roll_back(session: AsyncSession) -> None:
+    """Roll back what the update wrote. On a connection that is already gone there is
+    nothing left to undo (the server dropped the transaction with it), and the failure that
+    got us here is the one to report, so the rollback's own failure is not."""
+    try:
+        await session.rollback()
+    except DATABASE_ERRORS as exc:
+        log.debug("rollback on a lost connection failed: %s", exc.__class__.__name__)
 
 
 async def _apologise(bot: Bot | None, chat: Chat | None, language: str) -> None:

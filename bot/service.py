@@ -1,6 +1,7 @@
 """Runs the Telegram bot inside the service's aiohttp application.
 
-Polling mode (one process, the default) long-polls getUpdates in a background task. Webhook
+Polling mode (one process, the default) long-polls getUpdates in a background task
+(`bot/polling.py`: an update is confirmed to Telegram only once it was handled). Webhook
 mode (several processes behind a load balancer) lets Telegram POST updates to
 `/telegram/webhook` on the same web server, checked against the configured secret token.
 
@@ -29,6 +30,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
+from aiogram.methods import TelegramMethod
 from aiogram.types import Update, User
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
@@ -36,9 +38,11 @@ from aiohttp import web
 from bot.dispatcher import build_dispatcher
 from bot.keys import BOT, BOT_RUNNER, POLLING_TIMEOUT
 from bot.middlewares import ReplyFloodWait
+from bot.polling import Poller
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.outage import is_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ WEBHOOK_PATH = "/telegram/webhook"
 DEFAULT_POLLING_TIMEOUT = 25  # seconds Telegram holds a getUpdates call open
 FIRST_RETRY_DELAY = 1.0
 MAX_RETRY_DELAY = 60.0
+STOP_GRACE = 5.0  # seconds a stop waits for the updates in hand before cutting them off
 _WEBHOOK_HANDLER = web.AppKey("bot_webhook_handler", SimpleRequestHandler)
 # worth another try later; any other refusal at start-up (a wrong token, a wrong API base
 # that answers 404, a webhook URL Telegram rejects) will not fix itself by waiting
@@ -148,7 +153,9 @@ async def _webhook_endpoint(request: web.Request) -> web.Response:
 
 class WebhookHandler(SimpleRequestHandler):
     """aiogram's handler (secret compared with `secrets.compare_digest`, 401 when wrong) that
-    answers a body which is no Telegram update with 400 instead of a server error."""
+    answers a body which is no Telegram update with 400 instead of a server error, and an
+    update that failed because the database is unavailable with 503: Telegram delivers it
+    again later, and the middleware has logged the outage once instead of a traceback each."""
 
     async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
         try:
@@ -160,8 +167,17 @@ class WebhookHandler(SimpleRequestHandler):
                 {"ok": False, "description": "Bad Request: the body is not a Telegram update"},
                 status=400,
             )
-        result = await self.dispatcher.feed_webhook_update(bot, update, **self.data)
-        return web.Response(body=self._build_response_writer(bot=bot, result=result))
+        try:
+            result = await self.dispatcher.feed_update(bot, update, **self.data)
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            return web.json_response(
+                {"ok": False, "description": "Service Unavailable: database unavailable"},
+                status=503,
+            )
+        answer = result if isinstance(result, TelegramMethod) else None
+        return web.Response(body=self._build_response_writer(bot=bot, result=answer))
 
 
 class BotRunner:
@@ -182,7 +198,7 @@ class BotRunner:
         self.me: User | None = None
         self.failure: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._polling = False
+        self._poller: Poller | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="telegram-bot")
@@ -204,8 +220,9 @@ class BotRunner:
 
     async def stop(self) -> None:
         try:
-            if self._polling and self._task is not None and not self._task.done():
-                await self.dispatcher.stop_polling()
+            if self._poller is not None and self._task is not None and not self._task.done():
+                self._poller.stop()  # finish the updates in hand and confirm them to Telegram
+                await asyncio.wait({self._task}, timeout=STOP_GRACE)
             if self._task is not None:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -222,16 +239,18 @@ class BotRunner:
                      self.me.username, self.me.id, self.settings.bot_mode)
             self.ready.set()
             if self.settings.bot_mode == "polling":
-                self._polling = True
-                await self.dispatcher.start_polling(
-                    self.bot, handle_signals=False, close_bot_session=False,
-                    polling_timeout=self.polling_timeout,
-                )
+                await self._poll()
         except Exception as exc:
-            # aiogram retries network faults while polling itself; reaching here is a bug,
-            # reported with its traceback while the web server keeps serving
+            # the poller retries Telegram's and the database's faults itself; reaching here
+            # is a bug, reported with its traceback while the web server keeps serving
             log.exception("the Telegram bot stopped unexpectedly; it stays off")
             self.failure = f"stopped: {exc.__class__.__name__}"
+
+    async def _poll(self) -> None:
+        """The one place where this process starts polling Telegram for updates."""
+        self._poller = Poller(self.bot, self.dispatcher, self.clock,
+                              timeout=self.polling_timeout)
+        await self._poller.run()
 
     async def _connect(self) -> User | None:
         """getMe, then deleteWebhook (polling) or setWebhook; retried while Telegram is away."""

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payrescue import assignment
@@ -24,6 +23,7 @@ from payrescue.events import Bus, Event
 from payrescue.i18n import _, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 from payrescue.leader import Leadership
+from payrescue.outage import DATABASE_ERRORS, OutageLog, is_database_unavailable
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 30
@@ -93,12 +93,20 @@ async def run_once(sessionmaker: async_sessionmaker[AsyncSession], settings: Set
 
 
 async def _watch(app: web.Application) -> None:
+    outage = OutageLog(log, down="console watcher: database unavailable; retrying on each tick",
+                       back="console watcher: database back after %d failed runs")
     async with app[BUS].subscribe() as events:
         while True:
             try:
                 await run_once(app[SESSIONMAKER], app[SETTINGS], app[CLOCK].now(), app[BUS])
-            except SQLAlchemyError:
-                log.exception("console watcher: database error; retrying on the next tick")
+            except DATABASE_ERRORS as exc:
+                # a lost database is said once per outage; any other database error each time
+                if is_database_unavailable(exc):
+                    outage.failed(exc)
+                else:
+                    log.exception("console watcher: database error; retrying on the next tick")
+            else:
+                outage.succeeded()
             await _wait_for_work(app, events)
 
 

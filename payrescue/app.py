@@ -37,7 +37,7 @@ def init_app(
     if bus is None:  # a bus handed in belongs to the caller, who starts and closes it
         app.cleanup_ctx.append(_bus_lifetime)
     app.cleanup_ctx.append(_database(engine))
-    app.add_routes(health.routes)
+    health.setup_health(app)
     _setup_parts(app, with_bot=with_bot)
     return app
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import contains_eager
 
 from payrescue import tokens
 from payrescue.db.models import Member, TelegramLink, UsedToken
@@ -44,8 +45,11 @@ async def find_by_email(session: AsyncSession, email: str) -> Member | None:
 
 
 async def find_by_chat(session: AsyncSession, chat_id: int) -> Member | None:
+    # runs for every update: the join already reads the link, so `member.telegram` is filled
+    # from it rather than by a second query
     return await session.scalar(
-        select(Member).join(TelegramLink).where(TelegramLink.chat_id == chat_id)
+        select(Member).join(Member.telegram).options(contains_eager(Member.telegram))
+        .where(TelegramLink.chat_id == chat_id)
     )
 
 

@@ -35,12 +35,13 @@ from prometheus_client import (
     generate_latest,
 )
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from payrescue.db.models import Conversation, Outbox, PaymentEvent, RecoveryCase
 from payrescue.keys import SESSIONMAKER, SETTINGS
+from payrescue.outage import DATABASE_ERRORS, OutageLog
 
 log = logging.getLogger(__name__)
+OUTAGE = web.AppKey("metrics_outage", OutageLog)
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
@@ -182,10 +183,12 @@ async def metrics_view(request: web.Request) -> web.Response:
     try:
         await _read_database(request)
         DATABASE_UP.set(1)
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+    except DATABASE_ERRORS as exc:
         # the process metrics are still worth scraping; the gauge tells the database is away
-        log.warning("metrics: database unreadable", extra={"error": type(exc).__name__})
+        request.app[OUTAGE].failed(exc)
         DATABASE_UP.set(0)
+    else:
+        request.app[OUTAGE].succeeded()
     return web.Response(body=generate_latest(REGISTRY),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -194,3 +197,6 @@ def setup_metrics(app: web.Application) -> None:
     """Add `GET /metrics` and the request-latency middleware (outermost, to time everything)."""
     app.middlewares.insert(0, latency_middleware)
     app.router.add_get("/metrics", metrics_view)
+    # Prometheus scrapes every few seconds: one line when the database goes, one when back
+    app[OUTAGE] = OutageLog(log, down="metrics: database unreadable",
+                            back="metrics: database readable again after %d failed scrapes")

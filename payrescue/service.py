@@ -8,13 +8,13 @@ import signal
 import sys
 
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from payrescue.app import init_app
 from payrescue.config import Settings
 from payrescue.db import create_engine
 from payrescue.db.migrate import SchemaOutOfDate, ensure_current
 from payrescue.logs import setup_logging
+from payrescue.outage import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ async def check_database(settings: Settings) -> str | None:
             await ensure_current(engine)
     except SchemaOutOfDate as exc:
         return str(exc)
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+    except DATABASE_ERRORS as exc:
         return f"cannot reach the database ({exc.__class__.__name__}); check PAYRESCUE_DATABASE_URL"
     finally:
         await engine.dispose()

@@ -14,6 +14,7 @@ tests/conftest.py wrap this for the common case.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import tempfile
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.emulator import EmulatorLimits, TelegramEmulator, start_emulator
 from bot.keys import BOT, BOT_RUNNER, POLLING_TIMEOUT
 from payrescue.app import init_app
-from payrescue.clock import Clock
+from payrescue.clock import Clock, FakeClock
 from payrescue.config import Settings, load_settings
 from payrescue.db.models import Member
 from payrescue.keys import SESSIONMAKER
@@ -96,6 +97,21 @@ class RunningService:
         before = len(self.emulator.sent_messages(user["id"]))
         await self.emulator.start(user["id"], await self.link_token(member))
         return await self.emulator.wait_for_messages(user["id"], before + 1)
+
+
+async def eventually(check: Callable[[], object], what: str, *, clock: FakeClock | None = None,
+                     tick: float = 0.0, timeout: float = 20) -> None:  # noqa: ASYNC109
+    """Wait until `check()` holds, for work the emulator does not announce (a retry, a log
+    line). With `clock` and `tick`, the clock moves on by `tick` between checks, as time
+    passes during a real outage: pauses taken on the app's clock then run out."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not check():
+                if clock is not None and tick:
+                    await clock.advance(tick)
+                await asyncio.sleep(0.02)  # noqa: ASYNC110 - the service runs meanwhile
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
 def _listening_socket() -> socket.socket:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payrescue.billing import signals as s
@@ -29,12 +29,10 @@ from payrescue.billing.known import email_of
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.events import Bus
+from payrescue.outage import is_database_unavailable
 
 log = logging.getLogger(__name__)
 _ATTEMPTS = 3  # a race with another process creating the same row is retried from the start
-# the database itself failed: every event of the batch is answered with it (503), since
-# trying them one by one would only fail again, slower
-_UNAVAILABLE = (OSError, TimeoutError, OperationalError, InterfaceError)
 
 
 def keys_of(signal: s.Signal) -> frozenset[tuple[str, ...]]:
@@ -130,7 +128,9 @@ class Ingestor:
             async with asyncio.timeout(self._timeout):
                 outcomes = await self._ingest([item.signal for item in batch])
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests, never lost
-            if len(batch) > 1 and not isinstance(exc, _UNAVAILABLE):
+            # the database itself failed: every event of the batch is answered with it
+            # (503), since trying them one by one would only fail again, slower
+            if len(batch) > 1 and not is_database_unavailable(exc):
                 for item in batch:
                     await self._write([item])
                 return

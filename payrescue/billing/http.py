@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 
 import stripe
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from payrescue.billing import generic, links, memberpress, pages, stripe_events
 from payrescue.billing import signals as s
@@ -23,14 +22,13 @@ from payrescue.billing.ingest import already_stored
 from payrescue.billing.stripe_api import StripeApi, StripeUnavailable
 from payrescue.i18n import normalise
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
-from payrescue.outage import OutageLog
+from payrescue.outage import DATABASE_ERRORS, OutageLog
 
 log = logging.getLogger(__name__)
 STRIPE_API = web.AppKey("billing_stripe_api", StripeApi)
 INGESTOR = web.AppKey("billing_ingestor", Ingestor)
 OUTAGE = web.AppKey("billing_outage", OutageLog)
 DATABASE_TIMEOUT_SECONDS = 15  # a hung database answers 503 rather than keeping Stripe waiting
-_DATABASE_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 
 
 def setup_billing(app: web.Application) -> None:
@@ -151,7 +149,7 @@ async def _handle(request: web.Request, read_signal) -> web.Response:  # noqa: A
         return _error(exc.status, str(exc))
     except s.BadEvent as exc:
         return _error(400, str(exc))
-    except _DATABASE_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         request.app[OUTAGE].failed(exc, path=request.path)
         return _error(503, "database unavailable; please retry later")
     request.app[OUTAGE].succeeded()
@@ -199,7 +197,7 @@ async def update_link(request: web.Request) -> web.StreamResponse:
             opened = await links.open_link(session, request.match_info["token"], settings, now,
                                            fallback)
             where = await links.destination(session, opened)
-    except _DATABASE_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("update link not opened: database unavailable",
                     extra={"error": type(exc).__name__})
         return pages.unavailable(fallback, str(request.url))
