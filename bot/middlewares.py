@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from payrescue.config import Settings
 from payrescue.i18n import _, choose_language, use_language
 from payrescue.members import find_by_chat
-from payrescue.outage import DATABASE_ERRORS, OutageLog, is_database_unavailable
+from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog, is_database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ class MemberContextMiddleware(BaseMiddleware):
         self.outage = OutageLog(
             log, down="database unavailable: member messages are apologised for and "
                       "left with Telegram, which delivers them again until it is back",
-            back="database back: %d member updates failed meanwhile and are handled again")
+            back="database back: %d member updates failed meanwhile and are handled again",
+            group=DATABASE)
 
     def _first_failure(self, update_id: int | None) -> bool:
         if update_id is None:

@@ -61,7 +61,7 @@ from payrescue.db.models import Message, Outbox
 from payrescue.events import Bus, Event
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 from payrescue.leader import Leadership
-from payrescue.outage import OutageLog
+from payrescue.outage import DATABASE, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,8 @@ class Notifier:
         self._held: set[int] = set()  # ids this run claimed and has not finished
         # a run that fails (the database went away) is said once, not at every restart
         self.outage = OutageLog(log, down="the notifier stopped; restarting with growing pauses",
-                                back="the notifier works again after %d failed runs")
+                                back="the notifier works again after %d failed runs",
+                                group=DATABASE)
         self.stats = NotifierStats()
         rate = settings.telegram_rate_per_second
         # a little under the limit and in small bursts: requests reach Telegram with some
@@ -231,7 +232,7 @@ class Notifier:
         another worker never takes a row this one is still sending."""
         interval = self.settings.outbox_lease_seconds / 3
         outage = OutageLog(log, down="could not renew outbox leases; retrying",
-                           back="outbox leases renewed again after %d failed tries")
+                           back="outbox leases renewed again after %d failed tries", group=DATABASE)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -431,7 +432,7 @@ class Notifier:
         1,000 messages a second. A crash before the commit leaves them in "sending", so
         they count as in flight and are sent again: never lost."""
         outage = OutageLog(log, down="could not record sent rows; retrying",
-                           back="sent rows recorded again after %d failed tries")
+                           back="sent rows recorded again after %d failed tries", group=DATABASE)
         while True:
             await self._sent_waiting.wait()
             await asyncio.sleep(RECORD_EVERY_SECONDS)  # let a batch gather
@@ -603,7 +604,7 @@ async def run_scheduler(app: web.Application) -> None:
     """Run `dunning.reconcile` on every `case.changed` (or expiring card) and every tick."""
     settings, bus, clock = app[SETTINGS], app[BUS], app[CLOCK]
     outage = OutageLog(log, down="dunning reconcile failed; retrying with a growing pause",
-                       back="dunning reconcile works again after %d failed tries")
+                       back="dunning reconcile works again after %d failed tries", group=DATABASE)
     pause = 0.0
     async with bus.subscribe() as events:
         while True:

@@ -34,6 +34,7 @@ from aiogram.methods import TelegramMethod
 from aiogram.types import Update, User
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.dispatcher import build_dispatcher
 from bot.keys import BOT, BOT_RUNNER, POLLING_TIMEOUT
@@ -42,6 +43,7 @@ from bot.polling import Poller
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.leader import Leadership
 from payrescue.outage import is_database_unavailable
 
 log = logging.getLogger(__name__)
@@ -125,7 +127,7 @@ async def _bot_context(app: web.Application) -> AsyncIterator[None]:
     dispatcher = build_dispatcher(
         sessionmaker=app[SESSIONMAKER], settings=settings, clock=app[CLOCK], bus=app[BUS],
     )
-    runner = BotRunner(bot, dispatcher, settings, app[CLOCK],
+    runner = BotRunner(bot, dispatcher, settings, app[CLOCK], app[SESSIONMAKER],
                        polling_timeout=app.get(POLLING_TIMEOUT, DEFAULT_POLLING_TIMEOUT))
     app[BOT] = bot
     app[BOT_RUNNER] = runner
@@ -188,17 +190,20 @@ class BotRunner:
     """
 
     def __init__(self, bot: Bot, dispatcher: Dispatcher, settings: Settings, clock: Clock,
-                 *, polling_timeout: int) -> None:
+                 sessionmaker: async_sessionmaker[AsyncSession], *, polling_timeout: int) -> None:
         self.bot = bot
         self.dispatcher = dispatcher
         self.settings = settings
         self.clock = clock
+        self.sessionmaker = sessionmaker
         self.polling_timeout = polling_timeout
         self.ready = asyncio.Event()
         self.me: User | None = None
         self.failure: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._poller: Poller | None = None
+        self._polled = asyncio.Event()  # the poller of this process has finished
+        self.polling: Leadership | None = None  # in polling mode: this process's claim
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="telegram-bot")
@@ -222,7 +227,8 @@ class BotRunner:
         try:
             if self._poller is not None and self._task is not None and not self._task.done():
                 self._poller.stop()  # finish the updates in hand and confirm them to Telegram
-                await asyncio.wait({self._task}, timeout=STOP_GRACE)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._polled.wait(), STOP_GRACE)
             if self._task is not None:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -247,10 +253,23 @@ class BotRunner:
             self.failure = f"stopped: {exc.__class__.__name__}"
 
     async def _poll(self) -> None:
-        """The one place where this process starts polling Telegram for updates."""
+        """The one place where this process starts polling Telegram for updates: only while
+        it holds the polling lease (Telegram answers a second poller of a bot with 409, and
+        with several processes each would take some updates out of the others' chats)."""
+        self.polling = Leadership("telegram-polling", self._poll_while_leading,
+                                  sessionmaker=self.sessionmaker, clock=self.clock,
+                                  lease_seconds=self.settings.leader_lease_seconds)
+        await self.polling.run()
+
+    async def _poll_while_leading(self) -> None:
+        self._polled.clear()
         self._poller = Poller(self.bot, self.dispatcher, self.clock,
                               timeout=self.polling_timeout)
-        await self._poller.run()
+        try:
+            await self._poller.run()
+        finally:
+            self._poller = None
+            self._polled.set()
 
     async def _connect(self) -> User | None:
         """getMe, then deleteWebhook (polling) or setWebhook; retried while Telegram is away."""

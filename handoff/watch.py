@@ -23,7 +23,7 @@ from payrescue.events import Bus, Event
 from payrescue.i18n import _, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 from payrescue.leader import Leadership
-from payrescue.outage import DATABASE_ERRORS, OutageLog, is_database_unavailable
+from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog, is_database_unavailable
 
 log = logging.getLogger(__name__)
 TICK_SECONDS = 30
@@ -94,7 +94,7 @@ async def run_once(sessionmaker: async_sessionmaker[AsyncSession], settings: Set
 
 async def _watch(app: web.Application) -> None:
     outage = OutageLog(log, down="console watcher: database unavailable; retrying on each tick",
-                       back="console watcher: database back after %d failed runs")
+                       back="console watcher: database back after %d failed runs", group=DATABASE)
     async with app[BUS].subscribe() as events:
         while True:
             try:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from payrescue.db.migrate import SchemaOutOfDate, ensure_current
 from payrescue.keys import ENGINE
-from payrescue.outage import DATABASE_ERRORS, OutageLog
+from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -23,7 +23,8 @@ OUTAGE = web.AppKey("readiness_outage", OutageLog)
 def setup_health(app: web.Application) -> None:
     app.add_routes(routes)
     app[OUTAGE] = OutageLog(log, down="readiness check failed: database unreachable",
-                            back="readiness check passes again after %d failed probes")
+                            back="readiness check passes again after %d failed probes",
+                            group=DATABASE)
 
 
 @routes.get("/healthz")

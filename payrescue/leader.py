@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payrescue.clock import Clock
 from payrescue.db.models import Lease
-from payrescue.outage import OutageLog
+from payrescue.outage import DATABASE, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,10 @@ class Leadership:
         self.holder = holder_name()
         self.leading = asyncio.Event()  # set while this process runs the duty
         self._task: asyncio.Task[None] | None = None
+        self._started_once = False  # said "runs in this process" (not again after a pause)
         self._outage = OutageLog(log, down=f"cannot renew the lease of {name}; retrying",
-                                 back=f"the lease of {name} works again after %d failed tries")
+                                 back=f"the lease of {name} works again after %d failed tries",
+                                 group=DATABASE)
 
     async def run(self) -> None:
         """Until cancelled: take the lease whenever it is free, run the duty while held."""
@@ -104,23 +106,30 @@ class Leadership:
                     async with self.sessionmaker() as session:
                         held = await take(session, self.name, self.holder, self.clock.now(),
                                           self.lease)
-                except Exception as exc:  # the database is away: hold on while surely ours
+                except Exception as exc:
+                    # the database is away: carry on while the lease is surely still ours,
+                    # then pause the duty (it needs the database anyway); the outage itself
+                    # is logged once for the whole process
                     self._outage.failed(exc)
-                    held = self._task is not None and loop.time() - confirmed < 2 * interval
+                    if self._task is not None and loop.time() - confirmed >= 2 * interval:
+                        log.debug("%s paused: its lease cannot be renewed", self.name)
+                        await self._stop()
                 else:
                     self._outage.succeeded()
                     if held:
                         confirmed = loop.time()
-                if held:
-                    self._start()
-                    told_waiting = False
-                else:
-                    if self._task is not None:
-                        log.warning("%s stops here: another process holds it now", self.name)
-                        await self._stop()
-                    if not told_waiting:
-                        log.info("%s runs in another process; this one stands by", self.name)
-                        told_waiting = True
+                        self._start()
+                        told_waiting = False
+                    else:
+                        if self._task is not None:
+                            log.warning("%s stops here: another process holds it now",
+                                        self.name)
+                            await self._stop()
+                            self._started_once = False
+                        if not told_waiting:
+                            log.info("%s runs in another process; this one stands by",
+                                     self.name)
+                            told_waiting = True
                 await asyncio.sleep(interval)
         finally:
             await self._stop()
@@ -134,8 +143,9 @@ class Leadership:
         if self._task is not None:  # the duty ended by itself: a bug; it starts again
             error = None if self._task.cancelled() else self._task.exception()
             log.error("%s ended unexpectedly; starting it again", self.name, exc_info=error)
-        else:
+        elif not self._started_once:
             log.info("%s runs in this process", self.name)
+            self._started_once = True
         self._task = asyncio.create_task(self.duty(), name=self.name)
         self.leading.set()
 

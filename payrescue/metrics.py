@@ -38,7 +38,7 @@ from sqlalchemy import func, select
 
 from payrescue.db.models import Conversation, Outbox, PaymentEvent, RecoveryCase
 from payrescue.keys import SESSIONMAKER, SETTINGS
-from payrescue.outage import DATABASE_ERRORS, OutageLog
+from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog
 
 log = logging.getLogger(__name__)
 OUTAGE = web.AppKey("metrics_outage", OutageLog)
@@ -199,4 +199,5 @@ def setup_metrics(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics_view)
     # Prometheus scrapes every few seconds: one line when the database goes, one when back
     app[OUTAGE] = OutageLog(log, down="metrics: database unreadable",
-                            back="metrics: database readable again after %d failed scrapes")
+                            back="metrics: database readable again after %d failed scrapes",
+                            group=DATABASE)

@@ -59,20 +59,52 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, _UNAVAILABLE)
 
 
+class OutageGroup:
+    """The parts of one process that lose the same service together say so together.
+
+    When the database goes, the bot's updates, the notifier, the scheduler, the leases, the
+    health probe and the payment webhooks all fail within a second. Each part's `OutageLog`
+    in the group reports to it: only the first part to fail logs its line, and only the first
+    to succeed again logs its "back" line; the others note theirs at DEBUG. So an outage is
+    two lines in the log, whatever was running.
+    """
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def first_to_fail(self) -> bool:
+        first, self.down = not self.down, True
+        return first
+
+    def first_back(self) -> bool:
+        first, self.down = self.down, False
+        return first
+
+
+# every part of this process that talks to the database
+DATABASE = OutageGroup()
+
+
 class OutageLog:
-    def __init__(self, log: logging.Logger, *, down: str, back: str) -> None:
+    def __init__(self, log: logging.Logger, *, down: str, back: str,
+                 group: OutageGroup | None = None) -> None:
         """`down` is logged at the first failure; `back` (with %d for the number of
-        failures) at the first success after them."""
-        self.log, self.down, self.back = log, down, back
+        failures) at the first success after them. In a `group`, only when this part is the
+        first of its group to fail, or to come back (else at DEBUG)."""
+        self.log, self.down, self.back, self.group = log, down, back, group
         self.failures = 0
 
     def failed(self, exc: BaseException, **extra: object) -> None:
         if self.failures == 0:
-            self.log.warning(self.down, exc_info=exc, extra={"error": type(exc).__name__,
-                                                             **extra})
+            level = logging.WARNING if self.group is None or self.group.first_to_fail() \
+                else logging.DEBUG
+            self.log.log(level, self.down, exc_info=exc if level == logging.WARNING else None,
+                         extra={"error": type(exc).__name__, **extra})
         self.failures += 1
 
     def succeeded(self) -> None:
         if self.failures:
-            self.log.warning(self.back, self.failures, extra={"failures": self.failures})
+            level = logging.WARNING if self.group is None or self.group.first_back() \
+                else logging.DEBUG
+            self.log.log(level, self.back, self.failures, extra={"failures": self.failures})
             self.failures = 0

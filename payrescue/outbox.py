@@ -96,13 +96,17 @@ async def queue_message(
         dedupe_key=dedupe_key,
         created_at=now,
     )
+    if dedupe_key is None:
+        # no savepoint: on SQLite one that opens the transaction would also commit it when
+        # released, and the caller's other rows would go out before its commit
+        session.add(row)
+        await session.flush()  # the caller may need its id before committing
+        return row
     try:
         # a savepoint, so a concurrent reconciler winning the race costs only this row
         async with session.begin_nested():
             session.add(row)
     except IntegrityError:
-        if dedupe_key is None:
-            raise
         return None
     return row
 

@@ -166,3 +166,12 @@ async def webhook_service(engine: AsyncEngine, clock: FakeClock, tmp_path: Path)
     async with running_service(engine=engine, clock=clock, data_dir=tmp_path,
                                webhook=True) as svc:
         yield svc
+
+
+@pytest.fixture(autouse=True)
+def _no_outage_from_an_earlier_test() -> None:
+    """The database outage group is one per process (a process has one database); a test
+    that ended while its database was away must not silence the next test's first line."""
+    from payrescue import outage
+
+    outage.DATABASE.down = False

@@ -130,6 +130,7 @@ async def running_service(
     webhook: bool = False,
     data_dir: Path | None = None,
     emulator: TelegramEmulator | None = None,
+    emulator_url: str | None = None,
     polling_timeout: int = 1,
     wait_for_bot: bool = True,
     extend_app: Callable[[web.Application], None] | None = None,
@@ -137,7 +138,8 @@ async def running_service(
 ) -> AsyncIterator[RunningService]:
     """Start the emulator and the service (bot polling it, or webhook mode); stop both after.
 
-    `emulator` lets a test prepare faults first; `wait_for_bot=False` skips waiting until
+    `emulator` lets a test prepare faults first (with `emulator_url`, one already served:
+    a second process of the same deployment); `wait_for_bot=False` skips waiting until
     Telegram accepted the bot (for tests of a failing start-up); other keyword arguments
     override settings (e.g. `default_language="de"`).
     """
@@ -147,7 +149,10 @@ async def running_service(
     if not emu.bots():
         emu.add_bot(token=BOT_TOKEN, username=BOT_USERNAME, first_name="PayRescue")
     token = settings_overrides.pop("bot_token", BOT_TOKEN)
-    emulator_runner, emulator_url = await start_emulator(emu)
+    # a second service of the same deployment talks to the first one's Telegram
+    emulator_runner = None
+    if emulator_url is None:
+        emulator_runner, emulator_url = await start_emulator(emu)
     sock = _listening_socket()
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
@@ -182,5 +187,6 @@ async def running_service(
                 await runner.cleanup()
     finally:
         sock.close()
-        await emulator_runner.cleanup()
+        if emulator_runner is not None:
+            await emulator_runner.cleanup()
 

@@ -22,7 +22,7 @@ from payrescue.billing.ingest import already_stored
 from payrescue.billing.stripe_api import StripeApi, StripeUnavailable
 from payrescue.i18n import normalise
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
-from payrescue.outage import DATABASE_ERRORS, OutageLog
+from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog
 
 log = logging.getLogger(__name__)
 STRIPE_API = web.AppKey("billing_stripe_api", StripeApi)
@@ -43,7 +43,7 @@ def setup_billing(app: web.Application) -> None:
     app[OUTAGE] = OutageLog(
         log, down="database unavailable: payment events are answered 503 until it is back; "
                   "providers retry them",
-        back="database back: %d payment events were answered 503 meanwhile")
+        back="database back: %d payment events were answered 503 meanwhile", group=DATABASE)
     app.cleanup_ctx.append(_stripe_api)
     app.cleanup_ctx.append(_ingestor)
 
