@@ -13,14 +13,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from payrescue.app import init_app
 from payrescue.config import Settings
 from payrescue.db import create_engine
-from payrescue.db.migrate import SchemaOutOfDate, ensure_current
+from payrescue.db.migrate import SchemaOutOfDate, ensure_current, missing_sqlite_file
 from payrescue.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 
 async def check_database(settings: Settings) -> str | None:
-    """Why the database cannot serve this version, or None when it can."""
+    """Why the database cannot serve this version, or None when it can; never creates one."""
+    missing = missing_sqlite_file(settings.effective_database_url)
+    if missing is not None:
+        return f"no database at {missing}: run `payrescue db upgrade` first"
     engine = create_engine(settings.effective_database_url)
     try:
         async with asyncio.timeout(10):
