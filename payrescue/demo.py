@@ -232,9 +232,9 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
         await _stop_emulator(emulator, emulator_runner, saver, state_file)
         await engine.dispose()
         return 1
-    _print_welcome(settings, emulator_url, password, tokens, chat_users)
     try:
-        await wait_for_stop_signal()
+        await wait_for_stop_signal(ready=lambda: _print_welcome(
+            settings, emulator_url, password, tokens, chat_users))
     finally:
         print("\nStopping the demo…")
         await runner.cleanup()

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,11 +61,15 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-async def wait_for_stop_signal() -> None:
+async def wait_for_stop_signal(ready: Callable[[], None] | None = None) -> None:
+    """Wait for SIGINT or SIGTERM; `ready` runs once they are caught, so whoever reads what
+    it prints (a person, a test) can press Ctrl-C at once and still get an orderly stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if ready is not None:
+        ready()
     try:
         await stop.wait()
     finally:
