@@ -22,7 +22,7 @@ from pydantic import AnyHttpUrl, SecretStr
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.emulator import TelegramEmulator, persist, start_emulator
+from bot.emulator import EmulatorError, TelegramEmulator, persist, start_emulator
 from payrescue.agents import add_agent, find_agent, hash_password
 from payrescue.app import init_app
 from payrescue.clock import Clock
@@ -200,7 +200,12 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
     state_file = directory / EMULATOR_STATE
     emulator = TelegramEmulator()
     emulator.add_bot(token=DEMO_TOKEN, username=DEMO_BOT, first_name="PayRescue Demo")
-    persist.load(emulator, state_file)
+    try:
+        persist.load(emulator, state_file)
+    except EmulatorError as exc:
+        print(f"payrescue: {exc.message} (delete the file to start with a fresh Telegram)",
+              file=sys.stderr)
+        return 1
     chat_users = demo_chat_users(emulator)
     try:
         emulator_runner, emulator_url = await start_emulator(emulator, port=emulator_port)
