@@ -38,16 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="try everything locally: no token, no internet, an emulated Telegram"
     )
-    demo.add_argument("--port", type=int, default=8080, help="web server port (default 8080)")
-    demo.add_argument("--emulator-port", type=int, default=8081,
-                      help="Telegram emulator and member chat page port (default 8081)")
-    demo.add_argument("--data-dir", default="data/demo", help="where the demo keeps its SQLite")
+    demo.add_argument("--port", type=int,
+                      help="web server port (default PAYRESCUE_PORT, else 8080)")
+    demo.add_argument("--emulator-port", type=int,
+                      help="Telegram emulator and member chat page port "
+                      "(default PAYRESCUE_DEMO_EMULATOR_PORT, else the web port + 1)")
+    demo.add_argument("--data-dir", help="where the demo keeps its SQLite, key and chats "
+                      "(default PAYRESCUE_DEMO_DIR, else data/demo)")
     demo.set_defaults(handler=_demo, demo_mode=True)
 
     db = commands.add_parser("db", help="database maintenance").add_subparsers(
         dest="db_command", required=True, metavar="ACTION"
     )
-    db.add_parser("upgrade", help="apply all migrations").set_defaults(handler=_db_upgrade)
+    db.add_parser("upgrade", help="apply all migrations (needs no secret key)").set_defaults(
+        handler=_db_upgrade, needs_secret=False)
 
     agents = commands.add_parser("agents", help="console accounts").add_subparsers(
         dest="agents_command", required=True, metavar="ACTION"
@@ -61,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent.add_argument("--name", required=True)
     add_agent.add_argument("--role", choices=["agent", "admin"], default="agent")
     add_agent.add_argument("--language", choices=["de", "en"], default="en")
+    _add_demo_option(add_agent)
     add_agent.set_defaults(handler=_agents_add)
 
     members = commands.add_parser("members", help="members and their Telegram links")
@@ -71,9 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_member.add_argument("--name", required=True)
     add_member.add_argument("--language", choices=["de", "en"])
     add_member.add_argument("--time-zone", help="IANA zone such as Europe/Vienna")
+    _add_demo_option(add_member)
     add_member.set_defaults(handler=_members_add)
     link = member_actions.add_parser("link", help="print a member's Telegram deep link")
     link.add_argument("email")
+    _add_demo_option(link)
     link.set_defaults(handler=_members_link)
     import_members = member_actions.add_parser(
         "import", help="add or update members from a CSV file",
@@ -82,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unusable rows go to FILE.rejected.csv with the reason.",
     )
     import_members.add_argument("file", metavar="FILE.csv")
+    _add_demo_option(import_members)
     import_members.set_defaults(handler=_members_import)
 
     simulate = commands.add_parser(
@@ -99,10 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the running service (default: http://HOST:PORT from settings)")
     simulate.add_argument("--amount", type=int, default=2900, help="minor units (default 2900)")
     simulate.add_argument("--currency", default="EUR")
-    simulate.add_argument("--demo", action="store_true", dest="demo_mode",
-                          help="send to a running `payrescue demo`, signed with its own key")
-    simulate.add_argument("--data-dir", default="data/demo",
-                          help="with --demo: the demo's data directory (default data/demo)")
+    _add_demo_option(simulate, "send to a running `payrescue demo`, signed with its own key")
     simulate.set_defaults(handler=_simulate)
 
     report = commands.add_parser(
@@ -117,19 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="labels and numbers (default: PAYRESCUE_DEFAULT_LANGUAGE)")
     report.add_argument("--decimal-comma", action="store_true",
                         help="CSV with decimal commas and ';' between fields (German spreadsheets)")
+    _add_demo_option(report)
     report.set_defaults(handler=_report)
     return parser
+
+
+def _add_demo_option(command: argparse.ArgumentParser,
+                     text: str = "use the demo's data and key (what `make demo` runs on)") -> None:
+    command.add_argument("--demo", action="store_true", dest="demo_mode", help=text)
+    command.add_argument("--data-dir", metavar="DIR",
+                         help="with --demo: the demo's data directory "
+                         "(default PAYRESCUE_DEMO_DIR, else data/demo)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        overrides: dict[str, Any] = {"demo": True} if getattr(args, "demo_mode", False) else {}
-        settings = load_settings(args.config, **overrides)
+        settings = _settings(args)
     except ConfigError as exc:
         print(f"payrescue: configuration error: {exc}", file=sys.stderr)
-        if args.handler is _simulate:
-            print("payrescue: to send to `payrescue demo`, add --demo", file=sys.stderr)
+        if "demo_mode" in args and "SECRET_KEY" in str(exc):
+            print("payrescue: to use the data of `make demo`, add --demo", file=sys.stderr)
         return 2
     try:
         return asyncio.run(args.handler(settings, args))
@@ -140,7 +153,35 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings a command runs with; with --demo, those of the demo's data."""
+    demo_mode = getattr(args, "demo_mode", False)
+    overrides: dict[str, Any] = {"demo": True} if demo_mode else {}
+    settings = load_settings(args.config, need_secret=getattr(args, "needs_secret", True),
+                             **overrides)
+    if demo_mode and args.handler is not _demo:
+        from payrescue.demo import demo_data
+
+        settings = demo_data(settings, Path(args.data_dir) if args.data_dir else None)
+    return settings
+
+
+async def _ensure_database(settings: Settings) -> None:
+    """Stop with one line unless the database is there and migrated: a command never
+    creates an empty database by accident, and never ends in "no such table"."""
+    from payrescue.db.migrate import missing_sqlite_file
+    from payrescue.service import check_database
+
+    if settings.demo and missing_sqlite_file(settings.effective_database_url):
+        raise CommandError(f"no demo data in {settings.data_dir.resolve()}: start the demo "
+                           "once with `make demo` (or name its directory with --data-dir)")
+    problem = await check_database(settings)
+    if problem:
+        raise CommandError(problem)
+
+
 async def _with_session(settings: Settings, work: Callable[..., Awaitable[Any]]) -> Any:
+    await _ensure_database(settings)
     engine = create_engine(settings.effective_database_url)
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
@@ -160,8 +201,11 @@ async def _run(settings: Settings, _args: argparse.Namespace) -> int:
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from payrescue.demo import run_demo
 
-    return await run_demo(settings, port=args.port, emulator_port=args.emulator_port,
-                          data_dir=args.data_dir)
+    # a flag wins over the environment (PAYRESCUE_PORT, …), which wins over the defaults
+    port = args.port or settings.port
+    emulator_port = args.emulator_port or settings.demo_emulator_port or port + 1
+    return await run_demo(settings, port=port, emulator_port=emulator_port,
+                          data_dir=args.data_dir or settings.demo_dir)
 
 
 async def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
@@ -232,10 +276,22 @@ async def _members_link(settings: Settings, args: argparse.Namespace) -> int:
     member = await _with_session(settings, lambda session: find_by_email(session, args.email))
     if member is None:
         raise CommandError(f"no member with the e-mail address {args.email}")
-    username = settings.bot_username or await _bot_username(settings)
     token = link_token(settings.secret, member, Clock().now(), settings.link_token_days)
+    if args.demo_mode:
+        print(_demo_link(settings, token))
+        return 0
+    username = settings.bot_username or await _bot_username(settings)
     print(deep_link(username, token))
     return 0
+
+
+def _demo_link(settings: Settings, token: str) -> str:
+    """The demo has no t.me: its member chat page opens the link instead (the port as
+    `payrescue demo` chooses it from the same settings)."""
+    from payrescue.demo import demo_chat_link
+
+    port = settings.demo_emulator_port or settings.port + 1
+    return demo_chat_link(f"http://127.0.0.1:{port}", token)
 
 
 async def _bot_username(settings: Settings) -> str:
@@ -280,6 +336,7 @@ async def _members_import(settings: Settings, args: argparse.Namespace) -> int:
 
     from payrescue.billing.importer import ImportError_, import_members, progress_bar
 
+    await _ensure_database(settings)
     engine = create_engine(settings.effective_database_url)
     try:
         summary = await import_members(create_sessionmaker(engine), Path(args.file),
@@ -312,7 +369,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
                 f"the demo takes payment events through the generic API only, not as "
                 f"{args.provider}: leave out --provider. To try {args.provider} webhooks, "
                 f"configure its secret as docs/billing.md shows and drop --demo")
-        settings = demo_signing(settings, Path(args.data_dir))
+        settings = demo_signing(settings, settings.data_dir)
     url = args.url or f"http://{settings.host}:{settings.port}"
 
     async def fire(session: AsyncSession) -> list[tuple[str, int, str]]:

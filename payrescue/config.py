@@ -2,14 +2,21 @@
 
 Precedence: explicit arguments, then the environment, then the TOML file named by
 PAYRESCUE_CONFIG (or `--config`), then the defaults below.
+
+An empty or blank value (`PAYRESCUE_BOT_TOKEN=`, `port = ""`) means "not set": that is what
+a `.env` line without a value or a compose file passing on an unset variable means, so the
+default applies, and a required setting says it is missing. Values are trimmed of surrounding
+white space (a token pasted with a trailing blank still works).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -22,6 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -32,14 +40,27 @@ from payrescue.hours import BusinessHours, DailyWindow
 
 ENV_PREFIX = "PAYRESCUE_"
 Language = Literal["de", "en"]
+BOT_TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
 
 
 class ConfigError(Exception):
     """A setting is wrong or missing; the message is one line meant for the operator."""
 
 
+class _TrimmedEnvironment(EnvSettingsSource):
+    """The environment with values trimmed and blank ones left out, before any parsing (a
+    blank list such as PAYRESCUE_DUNNING_DAYS would otherwise fail as broken JSON)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        loaded = super()._load_env_vars()
+        return {key: value.strip() for key, value in loaded.items()
+                if value is None or value.strip()}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+    # False only for commands that sign nothing (`payrescue db upgrade`): see load_settings
+    needs_secret: ClassVar[bool] = True
 
     data_dir: Path = Path("data")
     database_url: str = ""  # empty: an SQLite file in data_dir
@@ -57,6 +78,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     demo: bool = False
+    demo_dir: Path = Path("data/demo")  # what `payrescue demo` and every `--demo` command use
+    demo_emulator_port: int | None = Field(default=None, ge=1, le=65535)  # unset: port + 1
     link_token_days: int = Field(default=14, ge=1, le=365)
     admin_chat_id: int | None = None
     # payment events in (payrescue/billing)
@@ -91,6 +114,24 @@ class Settings(BaseSettings):
     outbox_retry_seconds: float = Field(default=0.5, gt=0)  # first backoff after a network fault
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token: SecretStr | None = None  # bearer token for GET /metrics; unset: no /metrics
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_means_unset(cls, values: Any) -> Any:
+        # the same rule for the TOML file and explicit arguments as for the environment
+        if not isinstance(values, dict):
+            return values
+        return {key: value.strip() if isinstance(value, str) else value
+                for key, value in values.items()
+                if not (isinstance(value, str) and not value.strip())}
+
+    @field_validator("bot_token")
+    @classmethod
+    def _bot_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # aiogram refuses any other shape with a traceback at start-up; say it here instead
+        if value is not None and not BOT_TOKEN.match(value.get_secret_value()):
+            raise ValueError("expected the token @BotFather gave you, such as 123456:ABC-def")
+        return value
 
     @field_validator("webhook_secret")
     @classmethod
@@ -127,7 +168,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secret_key_outside_demo(self) -> Settings:
         key = self.secret_key.get_secret_value() if self.secret_key else ""
-        if not self.demo and len(key) < 32:
+        if self.needs_secret and not self.demo and len(key) < 32:
             raise ValueError(
                 "secret_key: required outside demo mode, at least 32 random characters "
                 "(for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
@@ -145,7 +186,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, _TrimmedEnvironment(settings_cls),
+                TomlConfigSettingsSource(settings_cls))
 
     # Derived values: computed here so every consumer agrees.
     @property
@@ -180,6 +222,8 @@ class Settings(BaseSettings):
     def secret(self) -> bytes:
         if self.secret_key:
             return self.secret_key.get_secret_value().encode()
+        if not self.demo:  # loaded with need_secret=False: such a command signs nothing
+            raise ConfigError(f"{ENV_PREFIX}SECRET_KEY: required outside demo mode")
         # demo mode only: a key kept in the data directory so links survive a restart
         key_file = self.data_dir / "demo-secret.key"
         if not key_file.exists():
@@ -191,14 +235,20 @@ class Settings(BaseSettings):
         return str(self.public_base_url).rstrip("/") + path
 
 
-def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings or raise ConfigError with one line naming the culprit."""
+def load_settings(config_file: str | Path | None = None, *, need_secret: bool = True,
+                  **overrides: Any) -> Settings:
+    """Build the settings or raise ConfigError with one line naming the culprit.
+
+    `need_secret=False` is for commands that sign nothing, such as `payrescue db upgrade`,
+    which a deployment runs before (or without) handing the secret key to that step.
+    """
     path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
     if path and not Path(path).is_file():
         raise ConfigError(f"{ENV_PREFIX}CONFIG: no such file: {path}")
 
     class _FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=path) if path else SettingsConfigDict()
+        needs_secret = need_secret
 
     try:
         return _FromFile(**overrides)

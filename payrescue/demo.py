@@ -1,12 +1,17 @@
 """`payrescue demo`: the whole service in one process, with an emulated Telegram.
 
 No token and no internet: SQLite in a data directory, the Bot API emulator with its member
-chat page, the bot in polling mode against it, the web server, a few demo members and an
-admin whose login is printed.
+chat page, the bot in polling mode against it, the web server, a few demo members (each
+with a Telegram account in the emulator), canned answers and an admin whose login is
+printed. The data directory keeps the database, the demo's signing key and the emulator's
+members and chats, so a restart carries on where the last run stopped, and every command
+given `--demo` works on the same data (`demo_data`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import sys
 from dataclasses import dataclass
@@ -14,15 +19,17 @@ from pathlib import Path
 
 from aiohttp import web
 from pydantic import AnyHttpUrl, SecretStr
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.emulator import TelegramEmulator, start_emulator
+from bot.emulator import EmulatorError, TelegramEmulator, persist, start_emulator
 from payrescue.agents import add_agent, find_agent, hash_password
 from payrescue.app import init_app
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db import create_engine, create_sessionmaker
 from payrescue.db.migrate import upgrade
+from payrescue.db.models import CannedAnswer, TelegramLink
 from payrescue.demo_page import setup_demo_page
 from payrescue.logs import setup_logging
 from payrescue.members import add_member, find_by_email, link_token
@@ -31,6 +38,7 @@ from payrescue.service import wait_for_stop_signal
 DEMO_TOKEN = "424242:DEMO-payrescue-token"  # noqa: S105 - only the local emulator knows it
 DEMO_BOT = "payrescue_demo_bot"
 ADMIN_EMAIL = "admin@demo.payrescue.test"
+EMULATOR_STATE = "telegram-emulator.json"  # in the data directory
 
 
 @dataclass(frozen=True)
@@ -48,18 +56,69 @@ DEMO_MEMBERS = (
 )
 
 
-def demo_settings(settings: Settings, *, port: int, emulator_url: str, data_dir: Path) -> Settings:
-    copied = settings.model_copy(update={
+@dataclass(frozen=True)
+class DemoCanned:
+    shortcut: str
+    language: str
+    title: str
+    body: str
+
+
+# What agents answer again and again; a body may use {{ first_name }}, {{ amount }} and
+# {{ update_link }} (handoff/canned.py fills them in for the member of the conversation).
+DEMO_CANNED = (
+    DemoCanned("karte", "de", "Karte aktualisieren",
+               "Hallo {{ first_name }}, Ihre letzte Zahlung über {{ amount }} ist leider nicht "
+               "durchgegangen. Über diesen Link können Sie Ihre Karte in einer Minute "
+               "aktualisieren: {{ update_link }}"),
+    DemoCanned("card", "en", "Update the card",
+               "Hi {{ first_name }}, your last payment of {{ amount }} didn't go through. "
+               "You can update your card in a minute with this link: {{ update_link }}"),
+    DemoCanned("aufschub", "de", "Zahlungsaufschub",
+               "Kein Problem, {{ first_name }}: Ich habe Ihnen zwei Wochen Aufschub "
+               "eingetragen. Ihr Zugang bleibt so lange bestehen, es kommen keine "
+               "Erinnerungen mehr."),
+    DemoCanned("grace", "en", "More time to pay",
+               "No problem, {{ first_name }}: I've given you two more weeks. Your access "
+               "stays on in the meantime and the reminders are paused."),
+    DemoCanned("kuendigen", "de", "Kündigung",
+               "Schade, dass Sie gehen möchten, {{ first_name }}. Ich habe die Kündigung "
+               "vorgemerkt; offen bleibt nur der Betrag von {{ amount }}. Darf ich fragen, "
+               "was wir hätten besser machen können?"),
+    DemoCanned("cancel", "en", "Cancellation",
+               "Sorry to see you go, {{ first_name }}. I've noted the cancellation; only "
+               "the {{ amount }} stays open. May I ask what we could have done better?"),
+)
+
+
+def demo_data(settings: Settings, data_dir: Path | None = None) -> Settings:
+    """The settings of the demo's data: its SQLite, its own key and bot, whatever the
+    environment says about a real deployment (a production database or key stays out)."""
+    return settings.model_copy(update={
         "demo": True,
-        "data_dir": data_dir,
-        "port": port,
+        "data_dir": data_dir or settings.demo_dir,
+        "database_url": "",
+        "secret_key": None,
         "bot_token": SecretStr(DEMO_TOKEN),
         "bot_username": DEMO_BOT,
+    })
+
+
+def demo_settings(settings: Settings, *, port: int, emulator_url: str, data_dir: Path) -> Settings:
+    copied = demo_data(settings, data_dir).model_copy(update={
+        "port": port,
         "bot_mode": "polling",
         "telegram_api_base": AnyHttpUrl(emulator_url),
         "public_base_url": AnyHttpUrl(f"http://127.0.0.1:{port}"),
     })
     return demo_signing(copied, data_dir)
+
+
+def demo_chat_link(emulator_url: str, token: str, user_id: int | None = None) -> str:
+    """The member chat page as a tap on the member's t.me deep link opens Telegram: their
+    chat, with Telegram's "Start" button ready to send the token."""
+    user = f"user={user_id}&" if user_id is not None else ""
+    return f"{emulator_url}/chat?{user}start={token}"
 
 
 def demo_signing(settings: Settings, data_dir: Path) -> Settings:
@@ -79,6 +138,7 @@ async def seed(session: AsyncSession, settings: Settings, clock: Clock) -> tuple
             member = await add_member(session, email=demo.email, name=demo.name, now=now,
                                       language=demo.language, time_zone=demo.time_zone)
         links[demo.name] = link_token(settings.secret, member, now, settings.link_token_days)
+    await _seed_canned_answers(session, clock)
     password = secrets.token_urlsafe(12)
     admin = await find_agent(session, ADMIN_EMAIL)
     if admin is None:
@@ -91,22 +151,76 @@ async def seed(session: AsyncSession, settings: Settings, clock: Clock) -> tuple
     return password, links
 
 
-async def run_demo(settings: Settings, *, port: int, emulator_port: int, data_dir: str) -> int:
+async def _seed_canned_answers(session: AsyncSession, clock: Clock) -> None:
+    """The demo's canned answers, once: an agent who edits or deletes one keeps it so."""
+    if await session.scalar(select(CannedAnswer.id).limit(1)) is not None:
+        return
+    now = clock.now()
+    session.add_all(CannedAnswer(shortcut=c.shortcut, language=c.language, title=c.title,
+                                 body=c.body, created_at=now, updated_at=now)
+                    for c in DEMO_CANNED)
+
+
+async def forget_unknown_chats(session: AsyncSession, known_chat_ids: set[int]) -> None:
+    """Unlink members whose Telegram chat the emulator does not know (its state file was
+    deleted): a new emulator member could otherwise get that chat's id, and the member's
+    case with it. They link again through their deep link."""
+    await session.execute(delete(TelegramLink).where(TelegramLink.chat_id.not_in(known_chat_ids)))
+
+
+def demo_chat_users(emulator: TelegramEmulator) -> dict[str, int]:
+    """Each demo member's own Telegram account in the emulator (created once, then kept
+    with the emulator's state), so their deep link opens their chat."""
+    existing = {(u["first_name"], u.get("last_name")): u["id"] for u in emulator.users()}
+    users = {}
+    for demo in DEMO_MEMBERS:
+        first, _, last = demo.name.partition(" ")
+        user_id = existing.get((first, last or None))
+        if user_id is None:
+            user_id = emulator.create_user(first, last or None,
+                                           language_code=demo.language)["id"]
+        users[demo.name] = user_id
+    return users
+
+
+async def keep_saved(emulator: TelegramEmulator, path: Path) -> None:
+    """Save the emulator's members and chats after each change, until the emulator stops."""
+    state = emulator.state
+    saved = -1
+    while await state.notifier.wait_for(lambda since=saved: state.version != since, None):
+        saved = state.version
+        persist.save(emulator, path)
+        await asyncio.sleep(0.2)  # one write for a burst of changes (a poll, a reply, …)
+
+
+async def run_demo(settings: Settings, *, port: int, emulator_port: int,
+                   data_dir: str | Path) -> int:
     setup_logging("WARNING")
     directory = _data_directory(data_dir)
+    state_file = directory / EMULATOR_STATE
     emulator = TelegramEmulator()
     emulator.add_bot(token=DEMO_TOKEN, username=DEMO_BOT, first_name="PayRescue Demo")
+    try:
+        persist.load(emulator, state_file)
+    except EmulatorError as exc:
+        print(f"payrescue: {exc.message} (delete the file to start with a fresh Telegram)",
+              file=sys.stderr)
+        return 1
+    chat_users = demo_chat_users(emulator)
     try:
         emulator_runner, emulator_url = await start_emulator(emulator, port=emulator_port)
     except OSError as exc:
         print(f"payrescue: cannot listen on port {emulator_port}: {exc.strerror} "
-              "(choose another with --emulator-port)", file=sys.stderr)
+              "(choose another with PAYRESCUE_DEMO_EMULATOR_PORT or --emulator-port)",
+              file=sys.stderr)
         return 1
+    saver = asyncio.create_task(keep_saved(emulator, state_file))
     settings = demo_settings(settings, port=port, emulator_url=emulator_url, data_dir=directory)
     clock = Clock()
     engine = create_engine(settings.effective_database_url)
     await upgrade(engine)
     async with create_sessionmaker(engine)() as session, session.begin():
+        await forget_unknown_chats(session, {u["id"] for u in emulator.users()})
         password, tokens = await seed(session, settings, clock)
 
     app = init_app(settings, clock=clock, engine=engine)
@@ -116,31 +230,40 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int, data_di
     try:
         await web.TCPSite(runner, "127.0.0.1", port).start()
     except OSError as exc:
-        print(f"payrescue: cannot listen on port {port}: {exc.strerror} "
-              "(choose another with --port)", file=sys.stderr)
+        print(f"payrescue: cannot listen on port {port}: {exc.strerror} (choose another: "
+              f"PAYRESCUE_PORT={port + 10} make demo, or payrescue demo --port {port + 10})",
+              file=sys.stderr)
         await runner.cleanup()
-        await emulator_runner.cleanup()
+        await _stop_emulator(emulator, emulator_runner, saver, state_file)
         await engine.dispose()
         return 1
-    _print_welcome(settings, emulator_url, password, tokens)
     try:
-        await wait_for_stop_signal()
+        await wait_for_stop_signal(ready=lambda: _print_welcome(
+            settings, emulator_url, password, tokens, chat_users))
     finally:
         print("\nStopping the demo…")
         await runner.cleanup()
-        await emulator_runner.cleanup()
+        await _stop_emulator(emulator, emulator_runner, saver, state_file)
         await engine.dispose()
     return 0
 
 
-def _data_directory(path: str) -> Path:
+async def _stop_emulator(emulator: TelegramEmulator, runner: web.AppRunner,
+                         saver: asyncio.Task[None], state_file: Path) -> None:
+    await runner.cleanup()  # ends the saver's wait as well
+    with contextlib.suppress(asyncio.CancelledError):
+        await saver
+    persist.save(emulator, state_file)  # whatever changed during the last moments
+
+
+def _data_directory(path: str | Path) -> Path:
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 
 
 def _print_welcome(settings: Settings, emulator_url: str, password: str,
-                   tokens: dict[str, str]) -> None:
+                   tokens: dict[str, str], chat_users: dict[str, int]) -> None:
     console = settings.public_url("/console")
     lines = [
         "",
@@ -155,6 +278,11 @@ def _print_welcome(settings: Settings, emulator_url: str, password: str,
         "  Link a demo member (opens the chat page as if their t.me deep link was tapped):",
     ]
     for name, token in tokens.items():
-        lines.append(f"    {name:<14} {emulator_url}/chat?start={token}")
-    lines += ["", f"  Data directory:     {settings.data_dir.resolve()}", ""]
+        lines.append(f"    {name:<14} {demo_chat_link(emulator_url, token, chat_users[name])}")
+    lines += [
+        "",
+        f"  Data directory:     {settings.data_dir.resolve()}",
+        "  Commands on this data: add --demo, e.g. payrescue report --demo --since 30d",
+        "",
+    ]
     print("\n".join(lines), flush=True)

@@ -6,13 +6,14 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
 from payrescue.app import init_app
 from payrescue.config import Settings
 from payrescue.db import create_engine
-from payrescue.db.migrate import SchemaOutOfDate, ensure_current
+from payrescue.db.migrate import SchemaOutOfDate, ensure_current, missing_sqlite_file
 from payrescue.logs import setup_logging
 from payrescue.outage import DATABASE_ERRORS
 
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 
 
 async def check_database(settings: Settings) -> str | None:
-    """Why the database cannot serve this version, or None when it can."""
+    """Why the database cannot serve this version, or None when it can; never creates one."""
+    missing = missing_sqlite_file(settings.effective_database_url)
+    if missing is not None:
+        return f"no database at {missing}: run `payrescue db upgrade` first"
     engine = create_engine(settings.effective_database_url)
     try:
         async with asyncio.timeout(10):
@@ -57,11 +61,15 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-async def wait_for_stop_signal() -> None:
+async def wait_for_stop_signal(ready: Callable[[], None] | None = None) -> None:
+    """Wait for SIGINT or SIGTERM; `ready` runs once they are caught, so whoever reads what
+    it prints (a person, a test) can press Ctrl-C at once and still get an orderly stop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if ready is not None:
+        ready()
     try:
         await stop.wait()
     finally:

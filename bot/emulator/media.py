@@ -111,6 +111,15 @@ class FileStore:
         self._by_path[stored.file_path] = stored
         return stored
 
+    def put(self, stored: StoredFile) -> None:
+        """Take back a file saved earlier (bot.emulator.persist), under its old id and path."""
+        self._by_id[stored.file_id] = stored
+        self._by_path[stored.file_path] = stored
+        self._counter += 1  # later files get paths of their own
+
+    def all(self) -> list[StoredFile]:
+        return list(self._by_id.values())
+
     def get(self, file_id: str) -> StoredFile | None:
         return self._by_id.get(file_id)
 

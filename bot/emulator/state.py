@@ -270,6 +270,19 @@ class EmulatorState:
     def now(self) -> int:
         return int(self.wall_clock())
 
+    @property
+    def version(self) -> int:
+        """Grows with every change: whoever keeps a copy (bot.emulator.persist) compares it."""
+        return self._version
+
+    @property
+    def next_user_id(self) -> int:
+        return self._next_user_id
+
+    @next_user_id.setter
+    def next_user_id(self, value: int) -> None:
+        self._next_user_id = value
+
     def changed(self, conversation: Conversation | None = None) -> None:
         self._version += 1
         if conversation is not None:

@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -16,6 +16,19 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 class SchemaOutOfDate(Exception):
     """The database is not at the code's migration head."""
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file an SQLite URL names when it does not exist yet, else None.
+
+    Connecting would create it, empty: a command pointed at the wrong directory would then
+    leave a stray database behind and fail later with "no such table".
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from payrescue.config import ConfigError, load_settings
+from payrescue.config import ConfigError, Settings, load_settings
 
 SECRET = "x" * 40
 
@@ -98,3 +98,40 @@ def test_start_up_with_a_bad_value_prints_one_line_and_no_traceback(tmp_path: Pa
         "payrescue: configuration error: PAYRESCUE_PORT: Input should be a valid integer, "
         "unable to parse string as an integer (got 'eighty')"
     ]
+
+
+@pytest.mark.parametrize("blank", ["", "  \t"], ids=["empty", "blank"])
+@pytest.mark.parametrize("name", sorted(set(Settings.model_fields) - {"secret_key"}))
+def test_a_blank_setting_means_unset(monkeypatch: pytest.MonkeyPatch, name: str,
+                                     blank: str) -> None:
+    # `PAYRESCUE_BOT_TOKEN=` in a .env file, or a compose file passing on an unset variable
+    monkeypatch.setenv(f"PAYRESCUE_{name.upper()}", blank)
+    settings = load_settings(secret_key=SECRET)
+    assert getattr(settings, name) == Settings.model_fields[name].get_default(
+        call_default_factory=True)
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_secret_key_is_missing(monkeypatch: pytest.MonkeyPatch, blank: str) -> None:
+    monkeypatch.setenv("PAYRESCUE_SECRET_KEY", blank)
+    with pytest.raises(ConfigError, match=r"^PAYRESCUE_SECRET_KEY: required outside demo"):
+        load_settings()
+
+
+def test_values_are_trimmed_and_a_blank_toml_value_is_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "payrescue.toml"
+    config.write_text(f'secret_key = "{SECRET}"\nbot_username = ""\nport = " 9000 "\n')
+    monkeypatch.setenv("PAYRESCUE_BOT_TOKEN", " 123456:ABC-def\n")
+    settings = load_settings(config)
+    assert settings.bot_token is not None
+    assert settings.bot_token.get_secret_value() == "123456:ABC-def"
+    assert settings.bot_username is None
+    assert settings.port == 9000
+
+
+def test_db_upgrade_style_settings_need_no_key_but_cannot_sign() -> None:
+    settings = load_settings(need_secret=False)
+    with pytest.raises(ConfigError, match="PAYRESCUE_SECRET_KEY"):
+        settings.secret  # noqa: B018 - the property is what a signing command would call

@@ -90,17 +90,38 @@
     state.seenAnswers.clear();
     updateUrl();
     const user = await api(`/users/${userId}${botQuery()}`);
+    document.body.classList.add("chat-open");
+    showNotice("");
+    $("link-hint").hidden = true;
     $("chat-title").textContent = displayName(user);
     $("chat-subtitle").textContent = `id ${user.id}` + (user.username ? ` · @${user.username}` : "");
-    $("composer").hidden = false;
+    showComposer();
     $("block-toggle").hidden = false;
     await loadUsers();
-    if (state.startPayload) {
-      const payload = state.startPayload;
-      state.startPayload = null;
-      await sendAction(`/users/${userId}/start`, { payload });
-    }
     startPolling();
+  }
+
+  // A deep link opens the chat with Telegram's "Start" button in place of the composer;
+  // tapping it sends "/start <payload>", which the chat then shows as "/start".
+  function showComposer() {
+    const starting = Boolean(state.startPayload);
+    $("start-bar").hidden = !starting;
+    $("composer").hidden = starting;
+  }
+
+  async function tapStart() {
+    const payload = state.startPayload;
+    state.startPayload = null;
+    showComposer();
+    if (payload && state.userId) await sendAction(`/users/${state.userId}/start`, { payload });
+  }
+
+  function closeChat() {
+    if (state.poll) state.poll.abort();
+    state.userId = null;
+    updateUrl();
+    document.body.classList.remove("chat-open");
+    loadUsers();
   }
 
   // --- rendering ---------------------------------------------------------------------
@@ -196,6 +217,11 @@
     return wrapper;
   }
 
+  // Telegram shows a deep link's "/start <payload>" as plain "/start": the payload is for the bot.
+  function shownAsTelegramDoes(text) {
+    return /^\/start [A-Za-z0-9_-]{1,64}$/.test(text) ? "/start" : text;
+  }
+
   function renderInlineKeyboard(message) {
     const rows = message.reply_markup && message.reply_markup.inline_keyboard;
     if (!rows) return null;
@@ -245,7 +271,7 @@
     const entities = message.plain_text != null ? message.entities : message.caption_entities;
     if (text) {
       if (message.from_bot) renderFormatted(body, text, entities);
-      else body.textContent = text; // a member's own text is never interpreted
+      else body.textContent = shownAsTelegramDoes(text); // a member's text is never interpreted
     }
     item.append(body);
     const keyboard = renderInlineKeyboard(message);
@@ -293,7 +319,7 @@
     const toggle = $("block-toggle");
     toggle.textContent = data.blocked ? "Unblock bot" : "Block bot";
     toggle.dataset.blocked = String(data.blocked);
-    $("composer").hidden = data.blocked;
+    $("composer").hidden = data.blocked || Boolean(state.startPayload);
     for (const answer of data.callback_answers) {
       if (state.seenAnswers.has(answer.callback_query_id)) continue;
       state.seenAnswers.add(answer.callback_query_id);
@@ -397,6 +423,9 @@
       }
     });
 
+    $("start-button").addEventListener("click", tapStart);
+    $("back").addEventListener("click", closeChat);
+
     $("block-toggle").addEventListener("click", async (event) => {
       const blocked = event.target.dataset.blocked === "true";
       await sendAction(`/users/${state.userId}/${blocked ? "unblock" : "block"}`, {});
@@ -412,7 +441,7 @@
         await selectUser(state.userId);
       } else if (state.startPayload) {
         state.userId = null;
-        showNotice("Pick or create a member to open the start link.");
+        $("link-hint").hidden = false;
       }
     } catch (error) {
       showNotice(`The emulator is not reachable: ${error.message}`);
