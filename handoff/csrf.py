@@ -6,7 +6,6 @@ Forms carry it as `csrf_token`, scripts as the `X-CSRF-Token` header (read from 
 
 from __future__ import annotations
 
-import hmac
 import secrets
 
 from aiohttp import web
@@ -14,6 +13,7 @@ from aiohttp.typedefs import Handler
 from aiohttp_session import get_session
 
 from handoff.security import is_console
+from payrescue.edge import same_secret
 from payrescue.i18n import _
 
 SESSION_FIELD = "csrf"
@@ -36,7 +36,7 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     expected = session.get(SESSION_FIELD)
     if request.method not in SAFE_METHODS:
         given = request.headers.get(HEADER) or await _form_token(request)
-        if not expected or not given or not hmac.compare_digest(given, expected):
+        if not expected or not given or not same_secret(given, expected):
             raise web.HTTPForbidden(text=_(
                 "This form has expired or did not come from the console. Please reload the "
                 "page and try again."))

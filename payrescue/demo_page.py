@@ -8,7 +8,6 @@ Mounted only by `payrescue demo`.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from yarl import URL
 
 from payrescue.billing import simulate
 from payrescue.db.models import Member, RecoveryCase, TelegramLink
+from payrescue.edge import same_secret
 from payrescue.i18n import choose_language, template_environment, use_language
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
 
@@ -42,7 +42,7 @@ def _render(name: str, **context: object) -> web.Response:
 
 
 def _check_form(request: web.Request, form: dict) -> None:
-    if not hmac.compare_digest(str(form.get("token", "")), request.app[_FORM_TOKEN]):
+    if not same_secret(str(form.get("token", "")), request.app[_FORM_TOKEN]):
         raise web.HTTPForbidden(text="This form has expired; reload the page.")
 
 
