@@ -19,6 +19,7 @@ from handoff.auth import login_required
 from handoff.conversation import transcript
 from handoff.render import render_string
 from payrescue.db.models import Agent, Conversation, Message, Outbox
+from payrescue.edge import bounded_id
 from payrescue.events import Event
 from payrescue.keys import BUS, SESSIONMAKER
 
@@ -27,11 +28,13 @@ CHECK_CONNECTION_EVERY = 15.0  # seconds; a closed tab is noticed at the latest 
 
 
 def _last_seen(request: web.Request) -> int:
-    raw = request.headers.get("Last-Event-ID") or request.query.get("after") or "0"
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        raise web.HTTPBadRequest(text="Last-Event-ID must be a message id") from None
+    raw = (request.headers.get("Last-Event-ID") or request.query.get("after") or "0").strip()
+    if raw == "0":
+        return 0
+    seen = bounded_id(raw)
+    if seen is None:
+        raise web.HTTPBadRequest(text="Last-Event-ID must be a message id")
+    return seen
 
 
 async def _next_event(events: asyncio.Queue[Event]) -> Event | None:

@@ -7,6 +7,7 @@ PAYRESCUE_CONFIG (or `--config`), then the defaults below.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -70,6 +71,8 @@ class Settings(BaseSettings):
     gateway_fault_window_minutes: int = Field(default=10, ge=1)  # … within this many minutes
     redis_url: str | None = None  # set when several processes share one database
     first_response_minutes: int = Field(default=15, ge=1)  # console highlights later ones
+    session_idle_minutes: int = Field(default=120, ge=5, le=7 * 24 * 60)  # console log-in …
+    session_hours: int = Field(default=12, ge=1, le=30 * 24)  # … ends at the latest then
     auto_assign: bool = False  # round-robin waiting chats among available agents
     # member conversations (dunning, outbox delivery, handoff)
     dunning_days: list[int] = Field(default=[0, 3, 7], min_length=1)  # days after the failure
@@ -86,6 +89,18 @@ class Settings(BaseSettings):
     outbox_retry_seconds: float = Field(default=0.5, gt=0)  # first backoff after a network fault
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token: SecretStr | None = None  # bearer token for GET /metrics; unset: no /metrics
+
+    @field_validator("bot_token", mode="before")
+    @classmethod
+    def _bot_token_shape(cls, value: Any) -> Any:
+        # `PAYRESCUE_BOT_TOKEN=` (as docker env files leave it) means no bot, not a crash
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(text, str) and not text.strip():
+            return None
+        if isinstance(text, str) and not re.fullmatch(r"\d{1,20}:[A-Za-z0-9_-]{1,200}",
+                                                      text.strip()):
+            raise ValueError("expected the token from @BotFather, like 123456:ABC-def…")
+        return value
 
     @field_validator("webhook_secret")
     @classmethod
