@@ -18,7 +18,7 @@ from yarl import URL
 
 from payrescue.billing import simulate
 from payrescue.db.models import Member, RecoveryCase, TelegramLink
-from payrescue.edge import same_secret
+from payrescue.edge import bounded_id, same_secret
 from payrescue.i18n import choose_language, template_environment, use_language
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
 
@@ -71,8 +71,9 @@ async def simulate_event(request: web.Request) -> web.Response:
     action, reason = str(form.get("action", "")), str(form.get("reason", "insufficient_funds"))
     if action not in ACTIONS or reason not in REASONS:
         raise web.HTTPBadRequest(text="Unknown action or reason.")
+    member_id = bounded_id(str(form.get("member_id", "")))
     async with request.app[SESSIONMAKER]() as session:
-        member = await session.get(Member, int(str(form.get("member_id", "0")) or 0))
+        member = await session.get(Member, member_id) if member_id is not None else None
         if member is None or member.email is None:
             raise web.HTTPNotFound(text="No such demo member.")
         note = await _fire(request, session, member, action, reason)
@@ -121,11 +122,11 @@ async def pay(request: web.Request) -> web.Response:
 
 
 async def _member_from_query(request: web.Request, given: object = None) -> Member:
-    raw = str(given if given is not None else request.query.get("member", ""))
-    if not raw.isdigit():
+    member_id = bounded_id(str(given if given is not None else request.query.get("member", "")))
+    if member_id is None:
         raise web.HTTPNotFound(text="No such demo member.")
     async with request.app[SESSIONMAKER]() as session:
-        member = await session.get(Member, int(raw))
+        member = await session.get(Member, member_id)
     if member is None or member.erased_at is not None:
         raise web.HTTPNotFound(text="No such demo member.")
     return member

@@ -3,7 +3,7 @@
 Handlers trust what passes here, so a malformed request is answered 4xx in one place
 instead of failing somewhere deep (a 500 with a traceback):
 
-- path ids (`{…_id}`) are integers PostgreSQL's BIGINT holds, else 404;
+- path ids (`{…_id}`) are integers our INTEGER primary keys hold, else 404;
 - query strings and form fields hold no NUL (PostgreSQL refuses it in text) and forms must
   parse (a broken multipart or a non-UTF-8 body is 400); the form is read here once and
   aiohttp keeps it for the handler;
@@ -35,7 +35,7 @@ from payrescue.outage import OutageLog
 
 log = logging.getLogger(__name__)
 
-MAX_ID = 2**63 - 1  # PostgreSQL BIGINT; SQLite's INTEGER holds the same
+MAX_ID = 2**31 - 1  # our primary keys are INTEGER: 32 bits on PostgreSQL
 RAW_BODY_PREFIXES = ("/webhooks/", "/api/", "/telegram/")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionRefusedError)
