@@ -81,6 +81,13 @@ async def load_agent(request: web.Request) -> Agent | None:
     return agent
 
 
+async def still_signed_in(request: web.Request) -> bool:
+    """Asked again by a live stream now and then: a session ended (log-out, disable, …)
+    must not keep receiving a conversation."""
+    request.pop(_AGENT, None)
+    return await load_agent(request) is not None
+
+
 def _wants_page(request: web.Request) -> bool:
     return (
         request.method in ("GET", "HEAD")
