@@ -180,7 +180,7 @@ async def check_login(request: web.Request, email: str, password: str) -> int | 
         attempt = await agents.charge_login_attempt(db, email, now)
     # committed before the slow check, so parallel guesses see each other's tries
     right = await agents.password_matches_async(
-        attempt.password_hash if attempt else agents.dummy_hash(), password)
+        attempt.password_hash if attempt else None, password)
     if attempt is None or not right:
         return None
     async with request.config_dict[SESSIONMAKER]() as db, db.begin():

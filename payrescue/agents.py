@@ -1,7 +1,9 @@
 """Console accounts: agents and admins, argon2 password hashes, the log-in lock-out.
 
-Password hashing costs about 0.2 s of CPU on purpose; the `…_async` functions run it in a
-worker thread so that log-ins never stall the event loop (and every other request).
+Password hashing costs about 0.2 s of CPU on purpose; the `…_async` functions run it in
+worker threads so that log-ins never stall the event loop (and every other request). At most
+one thread fewer than the machine has cores hashes at a time: twenty parallel log-ins then
+wait for each other, instead of taking every core from the requests that need little.
 
 The lock-out is counted in the database in one statement (`charge_login_attempt`), before
 the password is checked: parallel guesses each take one of the five tries, and the sixth
@@ -11,6 +13,8 @@ finds the account locked, however many arrive at once and on however many proces
 from __future__ import annotations
 
 import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +31,8 @@ MAX_FAILED_LOGINS = 5
 LOCK_MINUTES = 15
 _hasher = PasswordHasher()
 _dummy: dict[int, str] = {}  # per hasher: tests swap in a cheap one
+_hashing = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+                              thread_name_prefix="argon2")
 
 
 def hash_password(password: str) -> str:
@@ -50,11 +56,13 @@ def dummy_hash() -> str:
 
 
 async def hash_password_async(password: str) -> str:
-    return await asyncio.to_thread(hash_password, password)
+    return await asyncio.get_running_loop().run_in_executor(_hashing, hash_password, password)
 
 
-async def password_matches_async(password_hash: str, password: str) -> bool:
-    return await asyncio.to_thread(password_matches, password_hash, password)
+async def password_matches_async(password_hash: str | None, password: str) -> bool:
+    """None checks against `dummy_hash()`, made in the thread too on its first use."""
+    return await asyncio.get_running_loop().run_in_executor(
+        _hashing, lambda: password_matches(password_hash or dummy_hash(), password))
 
 
 def password_problem(password: str) -> str | None:
