@@ -76,3 +76,20 @@ async def test_nul_in_a_note_a_reply_or_a_search_is_400(make_client, world):
                                      data={"csrf_token": token, "text": "hi\x00there"})
         assert response.status == 400, action
     assert (await client.get("/console/queue?q=a%00b")).status == 400
+
+
+async def test_a_lost_database_is_503_and_logged_once(aiohttp_client, tmp_path, caplog):
+    from payrescue.app import init_app
+    from payrescue.config import load_settings
+    from tests.conftest import TEST_SECRET
+
+    gone = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'db.sqlite3'}"
+    settings = load_settings(data_dir=tmp_path, database_url=gone, secret_key=TEST_SECRET)
+    client = await aiohttp_client(init_app(settings, with_bot=False))
+    token = await csrf_of(client)  # the log-in page itself needs no database
+    for _attempt in range(3):
+        response = await client.post("/console/login", data={
+            "email": "anna@example.org", "password": "whatever", "csrf_token": token})
+        assert response.status == 503
+    outage = [r for r in caplog.records if r.getMessage().startswith("database unavailable")]
+    assert len(outage) == 1
