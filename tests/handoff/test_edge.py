@@ -83,7 +83,7 @@ async def test_a_lost_database_is_503_and_logged_once(aiohttp_client, tmp_path, 
     from payrescue.config import load_settings
     from tests.conftest import TEST_SECRET
 
-    gone = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'db.sqlite3'}"
+    gone = "postgresql+asyncpg://postgres@127.0.0.1:9/payrescue"  # nothing listens there
     settings = load_settings(data_dir=tmp_path, database_url=gone, secret_key=TEST_SECRET)
     client = await aiohttp_client(init_app(settings, with_bot=False))
     token = await csrf_of(client)  # the log-in page itself needs no database
