@@ -1,7 +1,8 @@
 """Assembles the agent console into the service's aiohttp application.
 
-Everything lives under /console. Middlewares (sessions, security headers, CSRF, language)
-act on /console paths only, so webhooks and the bot are untouched.
+Everything lives under /console. Middlewares (sessions, CSRF, language) act on /console
+paths only, so webhooks and the bot are untouched; the security headers are the whole
+service's (`payrescue.headers`).
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from handoff import auth, canned, conversation, live, media, queue
+from handoff import auth, canned, conversation, live, media, queue, team
 from handoff.csrf import csrf_middleware
 from handoff.render import TEMPLATES, create_environment
-from handoff.security import security_headers
 from handoff.watch import watcher_lifetime
 from payrescue.keys import SETTINGS
 
@@ -25,8 +25,8 @@ def setup_console(app: web.Application) -> None:
     app[conversation.TYPING_SENT] = {}
     auth.setup_auth(app, app[SETTINGS])  # adds the session middleware, which runs first
     # language before CSRF, so even a refused request is answered in the agent's language
-    app.middlewares.extend([security_headers, auth.language_middleware, csrf_middleware])
-    for part in (auth, queue, conversation, live, canned, media):
+    app.middlewares.extend([auth.language_middleware, csrf_middleware, team.rejected_banner])
+    for part in (auth, queue, conversation, live, canned, media, team):
         app.add_routes(part.routes())
     from handoff import dashboard  # the recovery figures (payrescue.reports)
 

@@ -1,4 +1,5 @@
-"""Log-in for agents and admins: encrypted-cookie sessions, lock-out, log-out, password change.
+"""Log-in for agents and admins: server-side sessions, lock-out, rate limit, log-out,
+password change, "sign out everywhere".
 
 Reuse in other console pages:
 
@@ -9,15 +10,19 @@ Reuse in other console pages:
 
 Pages without a session are redirected to the log-in page; streams, APIs and every
 non-GET request get 401 instead.
+
+The encrypted cookie carries the CSRF token and the session token; whether the token still
+signs anyone in is decided by `payrescue.sessions` in the database, so ending a session
+there ends it for every copy of the cookie. Every failed log-in gets the same answer,
+whether the address is unknown, the account locked or disabled, or the password wrong; each
+costs one password verification (in a worker thread), so timing tells nothing either.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from aiohttp import web
@@ -25,19 +30,16 @@ from aiohttp_session import get_session, new_session
 from aiohttp_session import setup as setup_sessions
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
-from payrescue.agents import hash_password, password_matches, password_problem
+from handoff.limits import LOGIN_LIMITER, LoginLimiter
+from payrescue import agents, sessions
 from payrescue.config import Settings
 from payrescue.db.models import Agent
 from payrescue.i18n import _, choose_language, use_language
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
 
-MAX_FAILED_LOGINS = 5
-LOCK_MINUTES = 15
-SESSION_HOURS = 12
 COOKIE_NAME = "payrescue_console"
+SESSION_ID_FIELD = "sid"
 _AGENT = web.RequestKey("console_agent", object)
-# verified when an e-mail is unknown, so a wrong address takes as long as a wrong password
-_DUMMY_HASH = hash_password("not-a-real-password-only-for-timing")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,17 +51,13 @@ def setup_auth(app: web.Application, settings: Settings) -> None:
     setup_sessions(app, EncryptedCookieStorage(
         key,  # 32 raw bytes; the storage makes the Fernet key of them
         cookie_name=COOKIE_NAME,
-        max_age=SESSION_HOURS * 3600,
+        max_age=settings.session_hours * 3600,
         secure=str(settings.public_base_url).startswith("https"),
         httponly=True,
         samesite="Strict",
         path="/console",
     ))
-
-
-def password_fingerprint(agent: Agent) -> str:
-    """Changes with the password, so a password change ends every other session."""
-    return hashlib.sha256(agent.password_hash.encode()).hexdigest()[:24]
+    app[LOGIN_LIMITER] = LoginLimiter()
 
 
 def request_agent(request: web.Request) -> Agent | None:
@@ -70,19 +68,24 @@ def request_agent(request: web.Request) -> Agent | None:
 async def load_agent(request: web.Request) -> Agent | None:
     if _AGENT in request:
         return request[_AGENT]
-    session = await get_session(request)
+    cookie = await get_session(request)
     agent = None
-    agent_id = session.get("agent_id")
-    if isinstance(agent_id, int):
-        async with request.config_dict[SESSIONMAKER]() as db:
-            agent = await db.get(Agent, agent_id)
-        if agent is None or not hmac.compare_digest(
-            str(session.get("pw", "")), password_fingerprint(agent)
-        ):
-            session.pop("agent_id", None)
-            agent = None
+    token = cookie.get(SESSION_ID_FIELD)
+    if token is not None:
+        now = request.config_dict[CLOCK].now()
+        async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+            agent = await sessions.agent_of(db, token, now, request.config_dict[SETTINGS])
+        if agent is None:
+            cookie.pop(SESSION_ID_FIELD, None)
     request[_AGENT] = agent
     return agent
+
+
+async def still_signed_in(request: web.Request) -> bool:
+    """Asked again by a live stream now and then: a session ended (log-out, disable, …)
+    must not keep receiving a conversation."""
+    request.pop(_AGENT, None)
+    return await load_agent(request) is not None
 
 
 def _wants_page(request: web.Request) -> bool:
@@ -153,52 +156,66 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     from handoff.render import render
 
     form = await request.post()
-    email, password = str(form.get("email", "")), str(form.get("password", ""))
+    email, password = str(form.get("email", ""))[:320], str(form.get("password", ""))[:1024]
     target = _safe_next(str(form.get("next", "")))
     now = request.config_dict[CLOCK].now()
-    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
-        agent, problem = await check_login(db, email, password, now)
-        if agent is not None:
-            fingerprint = password_fingerprint(agent)
-            agent_id = agent.id
-    if problem:
-        return render(request, "login.html", {"error": problem, "email": email,
-                                              "next": target}, status=401)
-    session = await new_session(request)  # a fresh session id: no session fixation
-    session["agent_id"] = agent_id
-    session["pw"] = fingerprint
-    request.pop(_AGENT, None)
+    if not request.app[LOGIN_LIMITER].allow(request.remote or "", agents.normalise_email(email),
+                                            now):
+        return render(request, "login.html", {
+            "error": _("Too many sign-in attempts. Please wait a few minutes and try again."),
+            "email": email, "next": target}, status=429)
+    agent_id = await check_login(request, email, password)
+    if agent_id is None:
+        return render(request, "login.html", {
+            "error": _("E-mail address or password is wrong."), "email": email,
+            "next": target}, status=401)
+    await _start_session(request, agent_id)
     raise web.HTTPSeeOther(target)
 
 
-async def check_login(db, email: str, password: str, now: datetime):  # noqa: ANN001, ANN201
-    """(agent, None) when the password is right, else (None, a message for the person)."""
-    from payrescue.agents import find_agent
+async def check_login(request: web.Request, email: str, password: str) -> int | None:
+    """The agent's id when the password is right and the account may sign in, else None."""
+    now = request.config_dict[CLOCK].now()
+    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+        attempt = await agents.charge_login_attempt(db, email, now)
+    # committed before the slow check, so parallel guesses see each other's tries
+    right = await agents.password_matches_async(
+        attempt.password_hash if attempt else None, password)
+    if attempt is None or not right:
+        return None
+    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+        await agents.login_succeeded(db, attempt.agent_id)
+    return attempt.agent_id
 
-    agent = await find_agent(db, email)
-    if agent is None:
-        password_matches(_DUMMY_HASH, password)
-        return None, _("E-mail address or password is wrong.")
-    if agent.locked_until is not None and agent.locked_until > now:
-        minutes = max(1, int((agent.locked_until - now).total_seconds() // 60) + 1)
-        return None, _("Too many failed attempts. This account is locked for "
-                       "%(minutes)s more minutes.") % {"minutes": minutes}
-    if not password_matches(agent.password_hash, password):
-        agent.failed_logins += 1
-        if agent.failed_logins >= MAX_FAILED_LOGINS:
-            agent.failed_logins = 0
-            agent.locked_until = now + timedelta(minutes=LOCK_MINUTES)
-            return None, _("Too many failed attempts. This account is locked for "
-                           "%(minutes)s more minutes.") % {"minutes": LOCK_MINUTES}
-        return None, _("E-mail address or password is wrong.")
-    agent.failed_logins = 0
-    agent.locked_until = None
-    return agent, None
+
+async def _start_session(request: web.Request, agent_id: int, *, keep_csrf: str = "") -> None:
+    from handoff.csrf import SESSION_FIELD
+
+    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+        token = await sessions.start(db, agent_id, request.config_dict[CLOCK].now(),
+                                     request.config_dict[SETTINGS])
+    cookie = await new_session(request)  # a fresh cookie: no session fixation
+    cookie[SESSION_ID_FIELD] = token
+    if keep_csrf:
+        cookie[SESSION_FIELD] = keep_csrf
+    request.pop(_AGENT, None)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    session = await get_session(request)
-    session.invalidate()
+    cookie = await get_session(request)
+    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+        await sessions.end(db, cookie.get(SESSION_ID_FIELD))
+    cookie.invalidate()
+    raise web.HTTPSeeOther("/console/login")
+
+
+@login_required
+async def sign_out_everywhere(request: web.Request) -> web.StreamResponse:
+    agent = request_agent(request)
+    assert agent is not None  # noqa: S101 - login_required ran
+    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+        await sessions.end_all(db, agent.id)
+    (await get_session(request)).invalidate()
     raise web.HTTPSeeOther("/console/login")
 
 
@@ -215,27 +232,25 @@ async def password_submit(request: web.Request) -> web.StreamResponse:
     from handoff.render import render
 
     form = await request.post()
-    current, new, again = (str(form.get(k, "")) for k in ("current", "new", "again"))
+    current, new, again = (str(form.get(k, ""))[:1024] for k in ("current", "new", "again"))
     agent = request_agent(request)
     assert agent is not None  # noqa: S101 - login_required ran
     error = None
-    if not password_matches(agent.password_hash, current):
+    if not await agents.password_matches_async(agent.password_hash, current):
         error = _("The current password is wrong.")
     elif new != again:
         error = _("The two new passwords differ.")
-    elif password_problem(new):
+    elif agents.password_problem(new):
         error = _("The new password needs at least 10 characters.")
     if error:
         return render(request, "password.html", {"error": error}, status=400)
+    new_hash = await agents.hash_password_async(new)
     async with request.config_dict[SESSIONMAKER]() as db, db.begin():
         stored = await db.get(Agent, agent.id)
         assert stored is not None  # noqa: S101 - the session's agent exists
-        stored.password_hash = hash_password(new)
-        fingerprint = password_fingerprint(stored)
-    session = await new_session(request)  # other sessions end: their fingerprint is stale
-    session["agent_id"] = agent.id
-    session["pw"] = fingerprint
-    session["csrf"] = csrf_token(request)  # this page's forms stay valid
+        stored.password_hash = new_hash
+        await sessions.end_all(db, agent.id)  # every other browser signs in again
+    await _start_session(request, agent.id, keep_csrf=csrf_token(request))
     return render(request, "password.html", {"done": True})
 
 
@@ -244,6 +259,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/console/login", login_page),
         web.post("/console/login", login_submit),
         web.post("/console/logout", logout),
+        web.post("/console/sign-out-everywhere", sign_out_everywhere),
         web.get("/console/password", password_page),
         web.post("/console/password", password_submit),
     ]

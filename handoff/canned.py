@@ -15,6 +15,7 @@ from handoff.auth import admin_required, login_required
 from handoff.context import member_context
 from handoff.render import render
 from payrescue.db.models import CannedAnswer, Conversation
+from payrescue.edge import bounded_id
 from payrescue.i18n import LANGUAGES, _, format_money
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
 
@@ -43,9 +44,10 @@ def fill(body: str, variables: dict[str, str]) -> str:
 async def canned_page(request: web.Request) -> web.StreamResponse:
     """The list and the form; `?edit=<id>` fills the form with that answer."""
     form = None
-    if request.query.get("edit", "").isdigit():
+    answer_id = bounded_id(request.query.get("edit", ""))
+    if answer_id is not None:
         async with request.config_dict[SESSIONMAKER]() as db:
-            answer = await db.get(CannedAnswer, int(request.query["edit"]))
+            answer = await db.get(CannedAnswer, answer_id)
         if answer is not None:
             form = {"id": str(answer.id), "shortcut": answer.shortcut,
                     "language": answer.language, "title": answer.title, "body": answer.body}
@@ -90,8 +92,9 @@ async def canned_save(request: web.Request) -> web.StreamResponse:
 
 async def _store(db, form: dict, shortcut: str, now) -> None:  # noqa: ANN001
     answer = None
-    if form.get("id", "").isdigit():
-        answer = await db.get(CannedAnswer, int(form["id"]))
+    answer_id = bounded_id(form.get("id", ""))
+    if answer_id is not None:
+        answer = await db.get(CannedAnswer, answer_id)
     if answer is None:
         answer = CannedAnswer(created_at=now)
         db.add(answer)

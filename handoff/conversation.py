@@ -20,6 +20,7 @@ from payrescue import assignment
 from payrescue.assignment import AssignmentError
 from payrescue.conversations import ASSIGNED
 from payrescue.db.models import Agent, Conversation, Member, Message, Outbox
+from payrescue.edge import bounded_id
 from payrescue.events import Event
 from payrescue.i18n import _, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
@@ -27,6 +28,7 @@ from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 MAX_REPLY_CHARS = 4096  # Telegram's limit for one message
 TYPING_EVERY = timedelta(seconds=4)  # Telegram shows "typing…" for about five seconds
 TYPING_SENT = web.AppKey("console_typing_sent", dict)
+MAX_SNOOZE = timedelta(days=366)
 
 
 class ReplyError(Exception):
@@ -87,10 +89,10 @@ async def publish_message(request: web.Request, message: Message) -> None:
 
 
 def _conversation_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["conversation_id"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
+    conversation_id = bounded_id(request.match_info["conversation_id"])
+    if conversation_id is None:  # the edge refuses it already; this keeps the type honest
+        raise web.HTTPNotFound()
+    return conversation_id
 
 
 def _agent(request: web.Request) -> Agent:
@@ -287,10 +289,9 @@ async def to_queue_view(request: web.Request) -> web.StreamResponse:
 @login_required
 async def transfer_view(request: web.Request) -> web.StreamResponse:
     async def step(db, cid, agent, form, now):  # noqa: ANN001, ANN202
-        try:
-            target = int(str(form.get("agent_id", "")))
-        except ValueError:
-            raise AssignmentError("no such agent") from None
+        target = bounded_id(str(form.get("agent_id", "")))
+        if target is None:
+            raise AssignmentError("no such agent")
         return await assignment.transfer(db, cid, agent, target, now)
 
     return await _transition(request, step)
@@ -303,7 +304,9 @@ async def snooze_view(request: web.Request) -> web.StreamResponse:
     async def step(db, cid, agent, form, now):  # noqa: ANN001, ANN202
         try:
             until = datetime.fromisoformat(str(form.get("until", ""))).replace(tzinfo=zone)
-        except ValueError:
+            if until - now > MAX_SNOOZE:  # also refuses year 1 or 9999 (OverflowError)
+                raise ValueError("too far ahead")
+        except (ValueError, OverflowError):
             raise AssignmentError("pick a time in the future") from None
         return await assignment.snooze(db, cid, agent, until, now)
 

@@ -15,10 +15,11 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 from sqlalchemy import select
 
-from handoff.auth import login_required
+from handoff.auth import login_required, still_signed_in
 from handoff.conversation import transcript
 from handoff.render import render_string
 from payrescue.db.models import Agent, Conversation, Message, Outbox
+from payrescue.edge import bounded_id
 from payrescue.events import Event
 from payrescue.keys import BUS, SESSIONMAKER
 
@@ -27,17 +28,23 @@ CHECK_CONNECTION_EVERY = 15.0  # seconds; a closed tab is noticed at the latest 
 
 
 def _last_seen(request: web.Request) -> int:
-    raw = request.headers.get("Last-Event-ID") or request.query.get("after") or "0"
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        raise web.HTTPBadRequest(text="Last-Event-ID must be a message id") from None
+    raw = (request.headers.get("Last-Event-ID") or request.query.get("after") or "0").strip()
+    if raw == "0":
+        return 0
+    seen = bounded_id(raw)
+    if seen is None:
+        raise web.HTTPBadRequest(text="Last-Event-ID must be a message id")
+    return seen
 
 
-async def _next_event(events: asyncio.Queue[Event]) -> Event | None:
+async def _next_event(request: web.Request, events: asyncio.Queue[Event]) -> Event | None:
+    """The next event, or None after a quiet while; ends the stream (ConnectionResetError)
+    when its session has ended meanwhile."""
     try:
         return await asyncio.wait_for(events.get(), timeout=CHECK_CONNECTION_EVERY)
     except TimeoutError:
+        if not await still_signed_in(request):
+            raise ConnectionResetError("the session ended") from None
         return None
 
 
@@ -58,7 +65,7 @@ async def conversation_stream(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(ConnectionResetError):
             last_id = await _send_lines(request, sse, conversation_id, last_id)
             while sse.is_connected():
-                event = await _next_event(events)
+                event = await _next_event(request, events)
                 if event is not None:
                     last_id = await _relay(request, sse, conversation_id, last_id, event)
     return sse
@@ -127,7 +134,7 @@ async def queue_stream(request: web.Request) -> web.StreamResponse:
     async with request.config_dict[BUS].subscribe() as events, sse_response(request) as sse:
         with contextlib.suppress(ConnectionResetError):  # the tab closed
             while sse.is_connected():
-                event = await _next_event(events)
+                event = await _next_event(request, events)
                 if event is not None and _concerns_queue(event):
                     await sse.send(json.dumps({
                         "conversation_id": event.data.get("conversation_id"),

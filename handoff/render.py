@@ -45,6 +45,7 @@ def waited(seconds: float) -> str:
 def render_string(request: web.Request, name: str, context: dict[str, Any]) -> str:
     from handoff.auth import request_agent
     from handoff.csrf import csrf_token
+    from handoff.team import UNSEEN_REJECTED
 
     settings = request.config_dict[SETTINGS]
     base = {
@@ -52,6 +53,7 @@ def render_string(request: web.Request, name: str, context: dict[str, Any]) -> s
         "csrf_token": csrf_token(request),
         "language": current_language(),
         "path": request.path,
+        "unseen_rejected": request.get(UNSEEN_REJECTED, 0),
         "when": lambda moment: format_datetime(moment, settings.zone, format="short")
         if moment else "",
     }

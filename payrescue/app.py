@@ -44,9 +44,13 @@ def init_app(
 
 def _setup_parts(app: web.Application, *, with_bot: bool) -> None:
     # Imported here so that importing payrescue.app for its keys stays cheap.
+    from payrescue.edge import setup_edge
+    from payrescue.headers import setup_headers
     from payrescue.metrics import setup_metrics
 
     setup_metrics(app)  # first: its middleware times every request
+    setup_headers(app)  # then the headers, which even the edge's refusals carry
+    setup_edge(app)  # then the input checks, before any part reads a cookie or a form
     if with_bot:
         from bot.notifier import setup_notifier
         from bot.service import setup_bot

@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent.add_argument("--language", choices=["de", "en"], default="en")
     _add_demo_option(add_agent)
     add_agent.set_defaults(handler=_agents_add)
+    disable = agents.add_parser(
+        "disable", help="stop an account from signing in and end all its sessions now")
+    disable.add_argument("email")
+    disable.set_defaults(handler=_agents_disable)
+    enable = agents.add_parser("enable", help="let a disabled account sign in again")
+    enable.add_argument("email")
+    enable.set_defaults(handler=_agents_enable)
 
     members = commands.add_parser("members", help="members and their Telegram links")
     member_actions = members.add_subparsers(dest="members_command", required=True,
@@ -250,6 +257,27 @@ async def _agents_add(settings: Settings, args: argparse.Namespace) -> int:
             raise CommandError(f"an account for {args.email} exists already") from None
         raise
     print(f"created {agent.role} {agent.email}")
+    return 0
+
+
+async def _agents_disable(settings: Settings, args: argparse.Namespace) -> int:
+    return await _set_disabled(settings, args.email, disable=True)
+
+
+async def _agents_enable(settings: Settings, args: argparse.Namespace) -> int:
+    return await _set_disabled(settings, args.email, disable=False)
+
+
+async def _set_disabled(settings: Settings, email: str, *, disable: bool) -> int:
+    from payrescue.agents import set_disabled
+
+    now = Clock().now()
+    agent = await _with_session(settings, lambda session: set_disabled(
+        session, email, now if disable else None))
+    if agent is None:
+        raise CommandError(f"no account with the e-mail address {email}")
+    print(f"{'disabled' if disable else 'enabled'} {agent.email}"
+          + (" and ended all its sessions" if disable else ""))
     return 0
 
 

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     leader_lease_seconds: float = Field(default=15, ge=1)  # a dead leader's duties move on after
     first_response_minutes: int = Field(default=15, ge=1)  # console highlights later ones
+    session_idle_minutes: int = Field(default=120, ge=5, le=7 * 24 * 60)  # console log-in …
+    session_hours: int = Field(default=12, ge=1, le=30 * 24)  # … ends at the latest then
     auto_assign: bool = False  # round-robin waiting chats among available agents
     # member conversations (dunning, outbox delivery, handoff)
     dunning_days: list[int] = Field(default=[0, 3, 7], min_length=1)  # days after the failure

@@ -8,7 +8,6 @@ Mounted only by `payrescue demo`.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from yarl import URL
 
 from payrescue.billing import simulate
 from payrescue.db.models import Member, RecoveryCase, TelegramLink
+from payrescue.edge import bounded_id, same_secret
 from payrescue.i18n import choose_language, template_environment, use_language
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
 
@@ -42,7 +42,7 @@ def _render(name: str, **context: object) -> web.Response:
 
 
 def _check_form(request: web.Request, form: dict) -> None:
-    if not hmac.compare_digest(str(form.get("token", "")), request.app[_FORM_TOKEN]):
+    if not same_secret(str(form.get("token", "")), request.app[_FORM_TOKEN]):
         raise web.HTTPForbidden(text="This form has expired; reload the page.")
 
 
@@ -71,8 +71,9 @@ async def simulate_event(request: web.Request) -> web.Response:
     action, reason = str(form.get("action", "")), str(form.get("reason", "insufficient_funds"))
     if action not in ACTIONS or reason not in REASONS:
         raise web.HTTPBadRequest(text="Unknown action or reason.")
+    member_id = bounded_id(str(form.get("member_id", "")))
     async with request.app[SESSIONMAKER]() as session:
-        member = await session.get(Member, int(str(form.get("member_id", "0")) or 0))
+        member = await session.get(Member, member_id) if member_id is not None else None
         if member is None or member.email is None:
             raise web.HTTPNotFound(text="No such demo member.")
         note = await _fire(request, session, member, action, reason)
@@ -121,11 +122,11 @@ async def pay(request: web.Request) -> web.Response:
 
 
 async def _member_from_query(request: web.Request, given: object = None) -> Member:
-    raw = str(given if given is not None else request.query.get("member", ""))
-    if not raw.isdigit():
+    member_id = bounded_id(str(given if given is not None else request.query.get("member", "")))
+    if member_id is None:
         raise web.HTTPNotFound(text="No such demo member.")
     async with request.app[SESSIONMAKER]() as session:
-        member = await session.get(Member, int(raw))
+        member = await session.get(Member, member_id)
     if member is None or member.erased_at is not None:
         raise web.HTTPNotFound(text="No such demo member.")
     return member

@@ -17,7 +17,6 @@ links carry tokens in their path).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
@@ -37,6 +36,7 @@ from prometheus_client import (
 from sqlalchemy import func, select
 
 from payrescue.db.models import Conversation, Outbox, PaymentEvent, RecoveryCase
+from payrescue.edge import same_secret
 from payrescue.keys import SESSIONMAKER, SETTINGS
 from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog
 
@@ -170,7 +170,7 @@ async def _read_database(request: web.Request) -> None:
 def _authorised(request: web.Request, token: str) -> bool:
     given = request.headers.get("Authorization", "")
     expected = f"Bearer {token}"
-    return hmac.compare_digest(given.encode(), expected.encode())
+    return same_secret(given, expected)
 
 
 async def metrics_view(request: web.Request) -> web.Response:

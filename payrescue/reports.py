@@ -60,6 +60,8 @@ from payrescue.i18n import normalise
 ATTRIBUTIONS = ("no_contact", "bot", "agent")
 RATINGS = (1, 2, 3, 4, 5)
 MAX_PERIOD_DAYS = 366 * 3
+# far dates are typos, and the day after 9999-12-31 does not exist
+EARLIEST_DAY, LATEST_DAY = date(1970, 1, 1), date(2199, 12, 31)
 DAILY_BUCKETS_UP_TO_DAYS = 31  # longer periods chart the recovery rate per week
 
 
@@ -76,6 +78,8 @@ class Period:
     zone: ZoneInfo
 
     def __post_init__(self) -> None:
+        if not (self.first >= EARLIEST_DAY and self.last <= LATEST_DAY):
+            raise PeriodError(f"dates lie between {EARLIEST_DAY} and {LATEST_DAY}")
         if self.last < self.first:
             raise PeriodError("the end date lies before the start date")
         if (self.last - self.first).days >= MAX_PERIOD_DAYS:

@@ -8,7 +8,6 @@ than 300 s is refused. The body is described in docs/billing.md.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import (
@@ -54,7 +53,7 @@ class GenericSubscription(_Model):
     plan: str | None = Field(default=None, max_length=200)
     # how often the plan bills, for the monthly revenue figure; unknown counts as monthly
     interval: Literal["day", "week", "month", "year"] | None = None
-    interval_count: int = Field(default=1, ge=1)
+    interval_count: int = Field(default=1, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _sensible_interval(self) -> GenericSubscription:
@@ -94,7 +93,8 @@ def parse(raw_body: bytes) -> s.Signal:
         raise s.BadEvent(_one_line(exc)) from None
     signal = s.Signal(
         provider=PROVIDER, event_id=event.id, event_type=event.type, kind=_KINDS[event.type],
-        occurred_at=_utc(event.occurred_at), payload=_storable(event.model_dump(mode="json")),
+        occurred_at=s.sane_moment(event.occurred_at, "occurred_at"),
+        payload=_storable(event.model_dump(mode="json")),
         member=s.MemberRef(customer_id=event.member.id, email=event.member.email,
                            name=event.member.name, language=event.member.language),
         subscription_ref=event.subscription.id if event.subscription else None,
@@ -105,7 +105,8 @@ def parse(raw_body: bytes) -> s.Signal:
         invoice_ref=event.invoice, amount_minor=event.amount,
         currency=event.currency.upper() if event.currency else None,
         attempt_count=event.attempt, decline_code=event.decline_code,
-        next_attempt_at=_utc(event.next_attempt_at) if event.next_attempt_at else None,
+        next_attempt_at=(s.sane_moment(event.next_attempt_at, "next_attempt_at")
+                         if event.next_attempt_at else None),
         update_url=str(event.update_url) if event.update_url else None,
     )
     # no invoice named: failures belong to the subscription's current renewal
@@ -116,10 +117,6 @@ def parse(raw_body: bytes) -> s.Signal:
 def _storable(payload: dict) -> dict:
     s.ensure_storable(payload)
     return payload
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)
 
 
 def _one_line(exc: ValidationError) -> str:

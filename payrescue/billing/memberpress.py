@@ -9,7 +9,6 @@ the site's currency, which MemberPress does not send, so it comes from the setti
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -20,6 +19,7 @@ import babel.numbers
 
 from payrescue.billing import signals as s
 from payrescue.config import Settings
+from payrescue.edge import same_secret
 
 PROVIDER = "memberpress"
 KEY_HEADER = "MEMBERPRESS-WEBHOOK-KEY"
@@ -38,8 +38,7 @@ class BadKey(Exception):
 def verify(header: str | None, settings: Settings) -> None:
     if settings.memberpress_webhook_key is None:
         raise BadKey("MemberPress webhooks are not configured")
-    expected = settings.memberpress_webhook_key.get_secret_value().encode()
-    if not header or not hmac.compare_digest(header.encode("utf-8", "replace"), expected):
+    if not header or not same_secret(header, settings.memberpress_webhook_key.get_secret_value()):
         raise BadKey(f"{KEY_HEADER}: missing or wrong")
 
 
@@ -157,7 +156,8 @@ def _when(value: Any, default: datetime) -> datetime:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         raise s.BadEvent("data.created_at: expected YYYY-MM-DD HH:MM:SS") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return s.sane_moment(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC),
+                         "data.created_at")
 
 
 def _update_url(settings: Settings, subscription_ref: str | None) -> str | None:

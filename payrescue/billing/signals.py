@@ -89,7 +89,8 @@ _LONGEST = {"day": 366, "week": 53, "month": 36, "year": 3}  # longer periods ar
 def billing_interval(interval: Any, count: Any = 1) -> tuple[str, int] | None:
     """A plan's billing period in Stripe's terms ("month", 1), or None when the values are
     not one; English plurals as MemberPress writes them ("months") are accepted."""
-    if isinstance(count, str) and count.strip().isdigit():  # MemberPress sends "1"
+    if isinstance(count, str) and count.strip().isascii() and count.strip().isdigit() \
+            and len(count.strip()) <= 4:  # MemberPress sends "1"; "²" is a digit to Python
         count = int(count)
     if not isinstance(interval, str) or not isinstance(count, int) or isinstance(count, bool):
         return None
@@ -99,13 +100,31 @@ def billing_interval(interval: Any, count: Any = 1) -> tuple[str, int] | None:
     return unit, count
 
 
+# the moments an event may name: anything outside is a sender's mistake, and far dates
+# break date arithmetic (year 1 with an offset has no UTC) and the reports
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+MAX_AMOUNT_MINOR = 10**12  # a trillion cents: more is no membership fee, and BIGINT-safe
+MAX_ATTEMPTS = 10_000
+
+
 def from_unix(value: Any, what: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadEvent(f"{what}: expected a unix timestamp")
+    if not EARLIEST.timestamp() <= value < LATEST.timestamp():
+        raise BadEvent(f"{what}: timestamp out of range")
+    return datetime.fromtimestamp(value, UTC)
+
+
+def sane_moment(value: datetime, what: str) -> datetime:
+    """An aware moment in UTC within EARLIEST … LATEST, else BadEvent."""
     try:
-        return datetime.fromtimestamp(value, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise BadEvent(f"{what}: timestamp out of range") from None
+        moment = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise BadEvent(f"{what}: out of range") from None
+    if not EARLIEST <= moment < LATEST:
+        raise BadEvent(f"{what}: out of range")
+    return moment
 
 
 def optional_unix(value: Any, what: str) -> datetime | None:
@@ -146,6 +165,18 @@ _MEMBER_SIZES = {"customer_id": 100, "email": 320, "external_id": 200}
 
 
 def check_sizes(signal: Signal) -> None:
+    """Every field within what its column holds; the last check before the database."""
+    for name, limit in (("amount_minor", MAX_AMOUNT_MINOR), ("attempt_count", MAX_ATTEMPTS),
+                        ("interval_count", 1000)):
+        value = getattr(signal, name)
+        if value is not None and not 0 <= value <= limit:
+            raise BadEvent(f"{name}: out of range")
+    for name in ("occurred_at", "next_attempt_at"):
+        value = getattr(signal, name)
+        if value is not None:
+            setattr(signal, name, sane_moment(value, name))
+    if signal.member.language is not None and not isinstance(signal.member.language, str):
+        signal.member.language = None
     for name, limit in _SIZES.items():
         value = getattr(signal, name)
         if value is not None and len(value) > limit:

@@ -209,6 +209,22 @@ class UpdateLink(Base):
     completed_at: Mapped[datetime | None]
 
 
+class RejectedEvent(Base):
+    """A correctly signed provider event we cannot understand. It is answered 200, so the
+    provider stops retrying it, and kept here for an admin to look at."""
+
+    __tablename__ = "rejected_events"
+    __table_args__ = (Index("ix_rejected_events_received_at", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    event_ref: Mapped[str | None] = mapped_column(String(200))  # the event's id, if readable
+    reason: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    seen_at: Mapped[datetime | None]  # an admin has looked at it: no more banner
+
+
 class Alert(Base):
     """An owner alarm such as a gateway fault; member reminders wait while it is active."""
 
@@ -237,7 +253,22 @@ class Agent(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None]
     last_assigned_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]  # set: no log-in, every session ended
     created_at: Mapped[datetime]
+
+
+class ConsoleSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its hash is stored, so
+    deleting the row (log-out, password change, disable) ends the session everywhere."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"),
+                                          index=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]  # the absolute end, however active the session is
 
 
 class Conversation(Base):

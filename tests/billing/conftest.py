@@ -25,6 +25,7 @@ from payrescue.billing.http import setup_billing
 from payrescue.clock import FakeClock
 from payrescue.config import Settings, load_settings
 from payrescue.db import create_sessionmaker
+from payrescue.edge import setup_edge
 from payrescue.events import Bus
 from payrescue.keys import BUS, CLOCK, ENGINE, SESSIONMAKER, SETTINGS
 from tests.billing.stripe_standin import STATE, StandinState, create_standin
@@ -66,6 +67,7 @@ def billing_app(settings: Settings, engine: AsyncEngine, clock: FakeClock, bus: 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS], app[CLOCK], app[BUS] = settings, clock, bus
     app[ENGINE], app[SESSIONMAKER] = engine, create_sessionmaker(engine)
+    setup_edge(app)
     setup_billing(app)
     return app
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription
+from payrescue.db.models import Member, PaymentEvent, RecoveryCase, RejectedEvent, Subscription
 from tests.billing.conftest import (
     MP_KEY,
     count_rows,
@@ -78,12 +78,16 @@ async def test_memberpress_member_update_changes_name_and_address(client, sessio
     assert (member.email, member.name) == ("max.neu@example.org", "Maximilian Müller")
 
 
-async def test_memberpress_bad_amount_is_400(client, session, clock):
+async def test_memberpress_bad_amount_is_kept_as_rejected(client, session, clock):
     body = mp_transaction("transaction-failed", 9, created=clock.now(), total="twenty")
     response = await post_mp(client, body)
-    assert response.status == 400
-    assert "data.total" in (await response.json())["error"]
+    assert response.status == 200  # the key was right: MemberPress must stop retrying
+    answer = await response.json()
+    assert answer["status"] == "rejected" and "data.total" in answer["reason"]
     assert await count_rows(session, PaymentEvent) == 0
+    kept = await session.scalar(select(RejectedEvent))
+    assert (kept.provider, kept.event_ref) == ("memberpress", "transaction-failed")
+    assert "data.total" in kept.reason
 
 
 async def test_memberpress_yearly_membership_is_known_as_yearly(client, session, clock):
@@ -133,9 +137,10 @@ async def test_generic_plan_interval_is_stored_and_checked(client, session, cloc
         body = _generic("failed", "y2", "2026-01-05T09:00:00Z", amount=100, currency="EUR",
                         subscription=bad)
         response = await post_generic(client, body)
-        assert response.status == 400
-        assert reason in (await response.json())["error"]
+        assert response.status == 200
+        assert reason in (await response.json())["reason"]
     assert await count_rows(session, PaymentEvent) == 1
+    assert await count_rows(session, RejectedEvent) == 2
 
 
 async def test_generic_without_invoice_groups_by_subscription(client, session, clock):
@@ -151,14 +156,17 @@ async def test_generic_without_invoice_groups_by_subscription(client, session, c
 async def test_generic_refuses_bad_signature_missing_fields_and_stale(client, session):
     body = json.dumps(_generic("failed", "x1", "2026-01-05T09:00:00Z")).encode()
     missing = await post_generic(client, body)
-    assert missing.status == 400
-    assert (await missing.json())["error"] == "amount and currency are required for failed"
+    assert missing.status == 200
+    assert (await missing.json()) == {"status": "rejected",
+                                      "reason": "amount and currency are required for failed"}
     forged = await client.post("/api/v1/events", data=body,
                                headers={"PayRescue-Signature": "t=1,v1=00"})
     stale = await post_generic(client, body, timestamp=int(time.time()) - 600)
+    future = await post_generic(client, body, timestamp=int(time.time()) + 3600)
     naive = await post_generic(client, _generic("canceled", "x2", "2026-01-05T09:00:00"))
-    assert (forged.status, stale.status, naive.status) == (400, 400, 400)
-    assert "occurred_at" in (await naive.json())["error"]
+    assert (forged.status, stale.status, future.status) == (400, 400, 400)
+    assert (naive.status, (await naive.json())["status"]) == (200, "rejected")
+    assert "occurred_at" in (await naive.json())["reason"]
     assert await count_rows(session, PaymentEvent) == 0
 
 

@@ -105,3 +105,18 @@ def test_a_secret_telegram_would_refuse_stops_start_up_with_one_line(
 
     assert str(refused.value).startswith("PAYRESCUE_WEBHOOK_SECRET: expected 1 to 256")
     assert secret not in str(refused.value)
+
+
+async def test_a_non_ascii_secret_or_a_deeply_nested_update_is_refused_cleanly(
+        webhook_service: RunningService, caplog: pytest.LogCaptureFixture) -> None:
+    user = webhook_service.create_user("Anna", language_code="de")
+    wrong = await _post(webhook_service, _start_update(user, "x"), "é")
+    assert wrong.status == 401  # compared as bytes: no TypeError, no 500
+    deep = b"[" * 100_000 + b"]" * 100_000
+    async with aiohttp.ClientSession() as client, client.post(
+            webhook_service.base_url + WEBHOOK_PATH, data=deep,
+            headers={SECRET_HEADER: WEBHOOK_SECRET, "Content-Type": "application/json"}
+    ) as response:
+        assert response.status == 400
+        assert "nested deeper" in (await response.json())["error"]
+    assert not [r for r in caplog.records if r.exc_info]

@@ -76,3 +76,30 @@ def test_members_link_prints_a_telegram_deep_link(
     assert re.fullmatch(r"https://t\.me/payrescue_test_bot\?start=[A-Za-z0-9_-]{1,64}", link)
     assert main(["members", "link", "nobody@example.org"]) == 1
     assert "no member with the e-mail address" in capsys.readouterr().err
+
+
+def test_agents_disable_and_enable(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["db", "upgrade"]) == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse battery\n"))
+    assert main(["agents", "add", "lena@example.org", "--name", "Lena"]) == 0
+    capsys.readouterr()
+    assert main(["agents", "disable", "Lena@Example.org"]) == 0
+    assert "disabled lena@example.org and ended all its sessions" in capsys.readouterr().out
+    assert main(["agents", "enable", "lena@example.org"]) == 0
+    assert "enabled lena@example.org" in capsys.readouterr().out
+    assert main(["agents", "disable", "nobody@example.org"]) == 1
+    assert "no account with the e-mail address" in capsys.readouterr().err
+
+
+def test_an_empty_bot_token_means_no_bot_and_a_malformed_one_is_named(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from payrescue.config import ConfigError, load_settings
+
+    monkeypatch.setenv("PAYRESCUE_BOT_TOKEN", "")
+    assert load_settings().bot_token is None
+    monkeypatch.setenv("PAYRESCUE_BOT_TOKEN", "not a token")
+    with pytest.raises(ConfigError, match="^PAYRESCUE_BOT_TOKEN: expected the token"):
+        load_settings()

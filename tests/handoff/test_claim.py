@@ -162,6 +162,7 @@ async def test_a_snoozed_conversation_waits_at_the_bottom_until_its_time(make_cl
                       data={"csrf_token": token, "until": "2026-01-06T10:00"})
     assert await order() == ["Jonas Berg", "Mia Muster"]
     await clock.advance(2 * 86400)  # the snooze time has passed: Mia is back on top
+    await log_in(client)  # two idle days ended the session
     assert await order() == ["Mia Muster", "Jonas Berg"]
 
 

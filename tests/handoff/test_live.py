@@ -132,3 +132,21 @@ async def test_a_stream_for_an_unknown_conversation_is_404(make_client, world):
     response = await client.get("/console/stream/conversations/99",
                                 headers={"Accept": "text/event-stream"})
     assert response.status == 404
+
+
+async def test_an_open_stream_ends_when_its_session_is_ended(make_client, world, bus,
+                                                             monkeypatch):
+    from handoff import live
+
+    monkeypatch.setattr(live, "CHECK_CONNECTION_EVERY", 0.05)  # instead of 15 s of quiet
+    await world.agent()
+    conversation_id = await world.conversation()
+    watcher, laptop = await make_client(), await make_client()
+    await log_in(watcher)
+    token = await log_in(laptop)
+    stream = await watcher.get(f"/console/stream/conversations/{conversation_id}",
+                               headers={"Accept": "text/event-stream"})
+    assert stream.status == 200
+    await laptop.post("/console/sign-out-everywhere", data={"csrf_token": token})
+    rest = await asyncio.wait_for(stream.content.read(), 5)  # the server closes the stream
+    assert b"event: line" not in rest
