@@ -19,6 +19,7 @@ each run has its own worker name: the new run first records what the failed one 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -54,7 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.keys import BOT
 from bot.routers.relay import follow_console
-from payrescue import dunning, outbox
+from payrescue import dunning, leader, outbox
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db.models import Message, Outbox
@@ -84,6 +85,7 @@ STOP_WRITE_SECONDS = 5
 GLOBAL_HEADROOM = 0.99
 BURST_SECONDS = 0.2  # re-check even without a wake-up (a missed event costs latency only)
 MAX_CHAT_LIMITERS = 10_000
+PEERS = "notifier:"  # lease names of the running notifiers (see _share_the_rate)
 RECONCILE_ON = {"case.changed", "member.card_expiring"}  # besides the periodic tick
 RETRY_FIRST_SECONDS, RETRY_LONGEST_SECONDS = 1.0, 30.0  # pauses after a failed run
 
@@ -170,6 +172,7 @@ class Notifier:
         # a little under the limit and in small bursts: requests reach Telegram with some
         # jitter, and a bucket kept exactly full on both sides turns jitter into 429s
         self._global = PermitPacer(rate * GLOBAL_HEADROOM, burst=rate * BURST_SECONDS)
+        self.peers = 1  # notifiers sharing the bot's rate, this one included
         self._chat_limiters: dict[int, AsyncLimiter] = {}
         self._in_flight: dict[int, asyncio.Task[None]] = {}  # chat id → its delivery task
         self._max_in_flight = max(10, int(rate * 2))
@@ -195,6 +198,7 @@ class Notifier:
             renewer = asyncio.create_task(self._renew_leases())
             try:
                 await self._settle_ended_runs()
+                await self._share_the_rate()
                 await self._release_leases()
                 self.outage.succeeded()
                 while True:
@@ -216,6 +220,7 @@ class Notifier:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 self._ended_runs.append(self.worker)
                 await self._record_on_stop()
+                await self._leave_the_rate()
 
     def wake(self) -> None:
         self._wake.set()
@@ -239,12 +244,31 @@ class Notifier:
                 async with self.sessionmaker() as session:
                     await outbox.renew_leases(session, self.worker, set(self._held),
                                               self.clock.now())
+                await self._share_the_rate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 outage.failed(exc)
             else:
                 outage.succeeded()
+
+    async def _share_the_rate(self) -> None:
+        """Telegram's limit is per bot, not per process: with several notifiers running (one
+        per worker process), each sends at its share of `telegram_rate_per_second`. Each
+        announces itself with a lease row that outlives it by one outbox lease."""
+        lease = timedelta(seconds=self.settings.outbox_lease_seconds)
+        async with self.sessionmaker() as session:
+            await leader.take(session, f"{PEERS}{self.worker}", self.worker, self.clock.now(),
+                              lease)
+            peers = await leader.holders(session, PEERS, self.clock.now())
+        self._global.rate = self.settings.telegram_rate_per_second * GLOBAL_HEADROOM / peers
+        self.peers = peers
+
+    async def _leave_the_rate(self) -> None:
+        """An orderly stop gives this run's share back at once."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(STOP_WRITE_SECONDS), self.sessionmaker() as session:
+                await leader.give_up(session, f"{PEERS}{self.worker}", self.worker)
 
     async def _settle_ended_runs(self) -> None:
         """Before claiming: record what an ended run delivered, and queue again at once what

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the service (bot, webhooks, console)")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="N identical processes on one port (PostgreSQL and Redis; "
+                     "see README: several processes)")
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser(
@@ -199,10 +202,16 @@ async def _with_session(settings: Settings, work: Callable[..., Awaitable[Any]])
         await engine.dispose()
 
 
-async def _run(settings: Settings, _args: argparse.Namespace) -> int:
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
     from payrescue.service import serve
+    from payrescue.workers import supervise, worker_number
 
-    return await serve(settings)
+    if args.workers < 1:
+        raise CommandError("--workers: at least 1")
+    if args.workers == 1 or worker_number() is not None:
+        return await serve(settings, share_port=worker_number() is not None)
+    config = ["--config", args.config] if args.config else []
+    return await supervise(settings, args.workers, [*config, "run"])
 
 
 async def _demo(settings: Settings, args: argparse.Namespace) -> int:

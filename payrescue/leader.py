@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -68,6 +68,14 @@ async def take(session: AsyncSession, name: str, holder: str, now: datetime,
         return False
     await session.commit()
     return True
+
+
+async def holders(session: AsyncSession, prefix: str, now: datetime) -> int:
+    """How many unexpired leases have a name starting with `prefix` (at least 1)."""
+    count = await session.scalar(
+        select(func.count()).where(Lease.name.startswith(prefix), Lease.expires_at >= now))
+    await session.commit()
+    return max(int(count or 0), 1)
 
 
 async def give_up(session: AsyncSession, name: str, holder: str) -> None:

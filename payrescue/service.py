@@ -38,7 +38,8 @@ async def check_database(settings: Settings) -> str | None:
     return None
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, *, share_port: bool = False) -> int:
+    """Run until SIGINT/SIGTERM; `share_port` lets several workers listen on one port."""
     setup_logging(settings.log_level)
     problem = await check_database(settings)
     if problem:
@@ -46,7 +47,7 @@ async def serve(settings: Settings) -> int:
         return 1
     runner = web.AppRunner(init_app(settings), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=share_port or None)
     try:
         await site.start()
     except OSError as exc:

@@ -72,6 +72,8 @@ async def test_two_notifiers_keep_every_chats_order(svc) -> None:
     for _, chat in pairs:
         assert texts(svc.emulator.sent_messages(chat)) == ["1", "2", "3", "4"]
     assert all(worker.stats.sent > 0 for worker in workers)  # both really took part
+    # Telegram's limit is the bot's: the two share it
+    assert max(worker.peers for worker in workers) == 2
 
 
 async def test_a_crashed_worker_leaves_no_chat_out_of_order(svc) -> None:
