@@ -25,11 +25,11 @@ import stripe
 from aiohttp import web
 from sqlalchemy import text
 
+from benchmarks import _bare
 from benchmarks._postgres import scratch_database
 from payrescue.app import init_app
 from payrescue.config import load_settings
 from payrescue.db import create_engine
-from payrescue.db.migrate import upgrade
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "1500"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "20"))
@@ -113,18 +113,6 @@ def _bare_app(url: str) -> web.Application:
     return app
 
 
-async def _prepare(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-        key = "INTEGER PRIMARY KEY" if url.startswith("sqlite") else "BIGSERIAL PRIMARY KEY"
-        async with engine.begin() as connection:
-            await connection.execute(text(
-                f"CREATE TABLE IF NOT EXISTS {BARE_TABLE} (id {key}, body TEXT)"))
-    finally:
-        await engine.dispose()
-
-
 async def _analyze(url: str) -> None:
     """Fresh table statistics before each round. A production PostgreSQL keeps them fresh with
     autovacuum; this machine's runs with autovacuum off, and without statistics the planner
@@ -139,7 +127,7 @@ async def _analyze(url: str) -> None:
 
 
 async def _measure(name: str, url: str, data_dir: Path) -> None:
-    await _prepare(url)
+    await _bare.prepare(url, BARE_TABLE, "body TEXT")
     settings = load_settings(data_dir=data_dir, database_url=url, secret_key="b" * 40,
                              stripe_webhook_secret=WHSEC)
     service, service_url = await _serve(init_app(settings, with_bot=False))

@@ -37,13 +37,13 @@ from aiohttp import web
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
+from benchmarks import _bare
 from benchmarks._postgres import scratch_database
 from benchmarks.notifier import _members_with_a_human
 from bot.emulator import EmulatorLimits, TelegramEmulator, start_emulator
 from bot.service import BotSession
 from payrescue.clock import Clock
 from payrescue.db import create_engine
-from payrescue.db.migrate import upgrade
 from payrescue.db.models import Message
 from payrescue.events import Event
 from payrescue.keys import BUS
@@ -167,18 +167,6 @@ async def _bare_receiving(dispatcher: Dispatcher, bot: Bot, *, webhook: bool
         await runner.cleanup()
 
 
-async def _prepare(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        await upgrade(engine)
-        key = "INTEGER PRIMARY KEY" if url.startswith("sqlite") else "BIGSERIAL PRIMARY KEY"
-        async with engine.begin() as connection:
-            await connection.execute(text(
-                f"CREATE TABLE IF NOT EXISTS {BARE_TABLE} (id {key}, chat_id BIGINT, body TEXT)"))
-    finally:
-        await engine.dispose()
-
-
 async def _empty(url: str) -> None:
     """The same starting point for every round: no members, no conversations."""
     from payrescue.db.models import Base
@@ -194,7 +182,7 @@ async def _empty(url: str) -> None:
 
 
 async def measure(name: str, url: str, directory: Path) -> None:
-    await _prepare(url)
+    await _bare.prepare(url, BARE_TABLE, "chat_id BIGINT, body TEXT")
     for webhook in (False, True):
         mode = "webhook" if webhook else "polling"
         service_rates, bare_rates = [], []
