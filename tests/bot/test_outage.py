@@ -31,8 +31,6 @@ pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 MEMBERS = 3
 MESSAGES = 4  # each member writes this many while the database is away
 APOLOGY = "Sorry, something went wrong on our side"
-# the notifier and the dunning scheduler report their own outages (bot/notifier.py)
-OTHER_REPORTERS = ("bot.notifier",)
 # what a drill found: stored texts by member, apologies by chat, log lines, relay events
 Drill = tuple[dict[int, list[str]], dict[int, int], list[logging.LogRecord], list[Event]]
 
@@ -122,8 +120,8 @@ async def _outage_drill(svc: RunningService, proxy: TcpProxy, engine: AsyncEngin
         await eventually(all_relayed, "every message relayed", clock=clock, tick=tick)
     assert stored_during == stored_before  # nothing was written while it was away
     apologies = {c: _apologies(svc, c) - apologies_before[c] for c in chats}
-    records = [r for r in caplog.records if r.levelno >= logging.WARNING
-               and not r.name.startswith(OTHER_REPORTERS)]
+    # the whole process: bot, notifier, scheduler, leases, probes say it together
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING]
     return await _stored(engine), apologies, records, relayed
 
 
