@@ -17,7 +17,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -26,7 +26,7 @@ from aiohttp import web
 from sqlalchemy import text
 
 from benchmarks import _bare
-from benchmarks._postgres import scratch_database
+from benchmarks._postgres import with_postgres
 from payrescue.app import init_app
 from payrescue.config import load_settings
 from payrescue.db import create_engine
@@ -163,18 +163,10 @@ async def _measure(name: str, url: str, data_dir: Path) -> None:
           f"{CONCURRENCY} concurrent, medians)", flush=True)
 
 
-async def _with_postgres(work: Callable[[str], Awaitable[None]]) -> None:
-    try:
-        async with scratch_database() as url:
-            await work(url)
-    except OSError as exc:  # no server to measure: the SQLite figures still stand
-        print(f"postgresql  skipped: {exc.__class__.__name__}")
-
-
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         await _measure("sqlite", f"sqlite+aiosqlite:///{tmp}/bench.sqlite3", Path(tmp))
-        await _with_postgres(lambda url: _measure("postgresql", url, Path(tmp)))
+        await with_postgres(lambda url: _measure("postgresql", url, Path(tmp)))
 
 
 if __name__ == "__main__":

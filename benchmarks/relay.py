@@ -25,7 +25,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 
 from benchmarks import _bare
-from benchmarks._postgres import scratch_database
+from benchmarks._postgres import with_postgres
 from benchmarks.notifier import _members_with_a_human
 from bot.emulator import EmulatorLimits, TelegramEmulator, start_emulator
 from bot.service import BotSession
@@ -277,14 +277,6 @@ async def _wait_stored(url: str, expected: int, patience: float = 60) -> list[st
         await engine.dispose()
 
 
-async def _with_postgres(work: Callable[[str], Awaitable[None]]) -> None:
-    try:
-        async with scratch_database() as url:
-            await work(url)
-    except OSError as exc:  # no server to measure: the SQLite figures still stand
-        print(f"postgresql  skipped: {exc.__class__.__name__}")
-
-
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         await measure("sqlite", f"sqlite+aiosqlite:///{tmp}/bench.sqlite3", Path(tmp))
@@ -298,7 +290,7 @@ async def main() -> None:
                           f"{OUTAGE_SECONDS:.0f} s database cut, {OUTAGE_WRITERS} members "
                           f"writing every {OUTAGE_INTERVAL:g} s: {result}", flush=True)
 
-        await _with_postgres(on_postgres)
+        await with_postgres(on_postgres)
 
 
 if __name__ == "__main__":
