@@ -173,6 +173,13 @@ async def _ended(session: AsyncSession, case: RecoveryCase) -> bool:
     return subscription is not None and subscription.status == "canceled"
 
 
+async def _subscribed(session: AsyncSession, member: Member) -> bool:
+    """A member whose every subscription has ended needs no card warning."""
+    statuses = set(await session.scalars(
+        select(Subscription.status).where(Subscription.member_id == member.id)))
+    return not statuses or statuses != {"canceled"}
+
+
 async def _cancel_reminders(session: AsyncSession, case: RecoveryCase, reason: str) -> None:
     pending = await session.scalars(
         select(Outbox.id).where(
@@ -278,7 +285,7 @@ async def _pre_dunning(session: AsyncSession, settings: Settings, now: datetime)
     queued: list[int] = []
     for event in events:
         member = await session.get(Member, event.member_id)
-        if member is None or not _may_contact(member):
+        if member is None or not _may_contact(member) or not await _subscribed(session, member):
             continue
         month = (event.occurred_at or event.received_at).strftime("%Y-%m")
         with use_language(language_of(member, settings)):

@@ -310,21 +310,35 @@ async def rederive(session: AsyncSession, provider: str, member: Member,
         _sync_subscription(subscription, result)
     failure_refs = {f.invoice_ref for f in facts if f.kind == s.FAILED and f.invoice_ref}
     stored = await _stored_cases(session, provider, subscription, failure_refs)
-    matched: dict[int, RecoveryCase] = {}
-    for derived in result.cases:
-        row = next((c for c in stored if c.invoice_ref in derived.refs
-                    and id(c) not in matched), None)
+    pairs = _match(stored, result.cases)
+    taken = {id(row) for row, _ in pairs if row is not None}
+    for row in stored:  # its failures now start nothing (they came after the end)
+        if id(row) not in taken and row.invoice_ref in failure_refs:
+            await _drop_case(session, row)
+    for row, derived in pairs:
         row = await _write_case(session, row, derived, member, out, now)
-        matched[id(row)] = row
         for event_id, owner in result.belongs.items():
             if owner is derived:
                 out.case_of[event_id] = row
         out.changed_events |= {e for e, owner in result.changed_by.items() if owner is derived
                                and any(c is row for c, _ in out.changes)}
-    for row in stored:  # its failures now start nothing (they came after the end)
-        if id(row) not in matched and row.invoice_ref in failure_refs:
-            await _drop_case(session, row)
     return out
+
+
+def _match(stored: list[RecoveryCase], derived_cases: list[Derived]
+           ) -> list[tuple[RecoveryCase | None, Derived]]:
+    """Each derived case with the stored row that holds one of its invoices (the one named
+    after its first failure, if any), or None for a case that is new."""
+    pairs: list[tuple[RecoveryCase | None, Derived]] = []
+    used: set[int] = set()
+    for derived in derived_cases:
+        candidates = [c for c in stored if c.invoice_ref in derived.refs and id(c) not in used]
+        candidates.sort(key=lambda c: c.invoice_ref != derived.refs[0])
+        row = candidates[0] if candidates else None
+        if row is not None:
+            used.add(id(row))
+        pairs.append((row, derived))
+    return pairs
 
 
 def _sync_subscription(sub: Subscription, result: Replay) -> None:
@@ -367,8 +381,11 @@ async def _write_case(session: AsyncSession, row: RecoveryCase | None, derived: 
         return row
     before = {name: getattr(row, name) for name in DERIVED_FIELDS}
     after = {name: getattr(new, name) for name in DERIVED_FIELDS}
-    if before == after and row.subscription_id == new.subscription_id:
+    if before == after and row.subscription_id == new.subscription_id \
+            and row.invoice_ref == new.invoice_ref:
         return row
+    # named after its first failure: an earlier attempt that arrived late renames it
+    row.invoice_ref = new.invoice_ref
     for name, value in after.items():
         setattr(row, name, value)
     row.subscription_id = new.subscription_id or row.subscription_id
