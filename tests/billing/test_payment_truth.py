@@ -41,6 +41,7 @@ from tests.billing.conftest import (
     invoice,
     mp_member,
     mp_transaction,
+    post_stripe,
     stripe_event,
     subscription,
 )
@@ -340,3 +341,48 @@ async def test_any_order_with_repeats_gives_the_state_of_the_in_order_delivery(
     ended = {x[0] for x in expected["subscriptions"] if x[3] == "canceled"}
     reminded = {row[0] for row in expected["sent"] if row[1] == "reminder"}
     assert not (ended & reminded), "a reminder about a subscription that has ended"
+
+
+# --- each way the arrival order used to leak into the state ----------------------------------
+
+
+async def test_a_payment_before_its_failures_still_counts_in_every_figure(
+        client, session, clock, billing_settings):  # noqa: ANN001
+    t0 = clock.now() - timedelta(days=3)
+    paid = invoice("in_P", customer="cus_P", email="p@example.org", subscription="sub_P",
+                   paid=True)
+    for event in (stripe_event("invoice.paid", paid, t0 + timedelta(days=2)),
+                  stripe_event("invoice.payment_failed", invoice(
+                      "in_P", customer="cus_P", email="p@example.org", subscription="sub_P",
+                      attempt_count=2), t0 + timedelta(days=1)),
+                  stripe_event("invoice.payment_failed", invoice(
+                      "in_P", customer="cus_P", email="p@example.org", subscription="sub_P"),
+                      t0)):
+        response = await post_stripe(client, event)
+        assert response.status == 200
+    figures = await compute(session, Period.last_days(7, clock.now(), ZoneInfo("UTC")),
+                            billing_settings.hours, "en")
+    assert (figures.opened, figures.recovered, figures.cohort_recovered) == (1, 1, 1)
+    assert figures.recovered_amount == {"EUR": 2900}
+    assert figures.attribution == {"no_contact": 1, "bot": 0, "agent": 0}
+    case = await session.scalar(select(RecoveryCase))
+    assert (case.attempt_count, case.opened_at) == (2, t0)
+
+
+@pytest.mark.parametrize("arrival", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+async def test_the_subscription_status_is_that_of_its_latest_event(
+        client, session, clock, arrival):  # noqa: ANN001
+    t0 = clock.now() - timedelta(days=3)
+    shape = dict(customer="cus_S", email="s@example.org", subscription="sub_S")
+    events = [
+        stripe_event("invoice.payment_failed", invoice("in_S", **shape), t0),
+        stripe_event("customer.subscription.updated",
+                     subscription("sub_S", status="past_due", customer="cus_S"),
+                     t0 + timedelta(minutes=1)),
+        stripe_event("invoice.paid", invoice("in_S", paid=True, **shape), t0 + timedelta(days=1)),
+    ]
+    for index in arrival:
+        await post_stripe(client, events[index])
+    sub = await session.scalar(select(Subscription))
+    case = await session.scalar(select(RecoveryCase))
+    assert (sub.status, case.status) == ("active", "recovered")
