@@ -188,6 +188,14 @@ async def _adopt(work: _Work) -> list[tuple[str, str | None, str | None]]:
     return await history.adopt(work.session, member, ids)
 
 
+async def apply_parked(session: AsyncSession, member: Member, now: datetime) -> None:
+    """A member who became known outside a webhook (an import): the events parked for their
+    ids join them, and the subscriptions those name are replayed."""
+    ids = {provider: getattr(member, column.key) for provider, column in PROVIDER_ID.items()}
+    subjects = await history.adopt(session, member, ids)
+    await _replay_touched(session, Known(), [], subjects, now)
+
+
 async def _act(work: _Work) -> None:
     if work.signal.kind == s.IGNORED:
         work.status = "ignored"

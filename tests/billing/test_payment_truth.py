@@ -27,6 +27,7 @@ from payrescue import dunning
 from payrescue.billing import generic, memberpress, stripe_events
 from payrescue.billing import signals as s
 from payrescue.billing.batches import Ingestor
+from payrescue.billing.importer import import_members
 from payrescue.config import Settings
 from payrescue.db.models import (
     Base,
@@ -386,3 +387,23 @@ async def test_the_subscription_status_is_that_of_its_latest_event(
     sub = await session.scalar(select(Subscription))
     case = await session.scalar(select(RecoveryCase))
     assert (sub.status, case.status) == ("active", "recovered")
+
+
+async def test_events_parked_for_an_unknown_customer_apply_when_an_import_names_them(
+        client, session, clock, sessionmaker, tmp_path):  # noqa: ANN001
+    t0 = clock.now() - timedelta(days=2)
+    shape = dict(customer="cus_I", email="", subscription="sub_I")  # no e-mail to create from
+    failed = await post_stripe(client, stripe_event("invoice.payment_failed",
+                                                    invoice("in_I", **shape), t0))
+    assert (await failed.json())["status"] == "parked"
+    assert await session.scalar(select(RecoveryCase)) is None
+
+    sheet = tmp_path / "members.csv"
+    sheet.write_text("email,name,stripe_customer_id\nida@example.org,Ida Berg,cus_I\n")
+    summary = await import_members(sessionmaker, sheet, clock.now())
+    assert summary.created == 1
+    case = await session.scalar(select(RecoveryCase))
+    member = await session.get(Member, case.member_id)
+    assert (case.status, case.opened_at, member.email) == ("open", t0, "ida@example.org")
+    sub = await session.scalar(select(Subscription))
+    assert (sub.external_id, sub.status) == ("sub_I", "past_due")
