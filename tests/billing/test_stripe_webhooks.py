@@ -291,3 +291,16 @@ async def test_how_often_a_plan_bills_is_read_from_every_api_version(client, ses
     assert (await post_stripe(client, stripe_event("customer.subscription.updated", weekly,
                                                    clock.now()))).status == 200
     assert await _interval(session) == ("week", 2)
+
+
+async def test_the_plan_name_is_the_price_or_product_never_the_raw_line(client, session, clock):
+    bare = invoice("in_n1", customer="cus_n1", email="n1@example.org", subscription="sub_n1")
+    bare["lines"]["data"][0]["description"] = "1 × Happy Couple (at $14.00 / month)"
+    named = invoice("in_n2", customer="cus_n2", email="n2@example.org", subscription="sub_n2",
+                    basil=False)
+    named["lines"]["data"][0]["price"]["nickname"] = "Pro"
+    for obj in (bare, named):
+        await post_stripe(client, stripe_event("invoice.payment_failed", obj, clock.now()))
+    names = dict((await session.execute(
+        select(Subscription.external_id, Subscription.plan_name))).all())
+    assert names == {"sub_n1": "Happy Couple", "sub_n2": "Pro"}
