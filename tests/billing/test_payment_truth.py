@@ -28,6 +28,7 @@ from payrescue.billing import generic, memberpress, stripe_events
 from payrescue.billing import signals as s
 from payrescue.billing.batches import Ingestor
 from payrescue.billing.importer import import_members
+from payrescue.cli import main
 from payrescue.config import Settings
 from payrescue.db.models import (
     Base,
@@ -47,6 +48,7 @@ from tests.billing.conftest import (
     subscription,
 )
 from tests.billing.stripe_standin import payment_intent
+from tests.conftest import TEST_SECRET
 
 # no shrinking: each example is two full deliveries through the database, so shrinking a
 # failure takes minutes; the failing example is printed as drawn
@@ -407,3 +409,42 @@ async def test_events_parked_for_an_unknown_customer_apply_when_an_import_names_
     assert (case.status, case.opened_at, member.email) == ("open", t0, "ida@example.org")
     sub = await session.scalar(select(Subscription))
     assert (sub.external_id, sub.status) == ("sub_I", "past_due")
+
+
+async def test_payrescue_cases_shows_each_case_with_its_events_in_provider_time(
+        client, clock, database_url, monkeypatch, tmp_path, capsys):  # noqa: ANN001
+    t0 = clock.now() - timedelta(days=5)
+    shape = dict(customer="cus_C", email="c@example.org", subscription="sub_C")
+    events = [
+        stripe_event("invoice.payment_failed", invoice("in_C", **shape), t0),
+        stripe_event("invoice.payment_failed", invoice("in_C", attempt_count=2, **shape),
+                     t0 + timedelta(days=1)),
+        stripe_event("customer.subscription.deleted", subscription(
+            "sub_C", status="canceled", customer="cus_C", ended_at=t0 + timedelta(days=2)),
+            t0 + timedelta(days=2)),
+    ]
+    for event in reversed(events):  # the end first, as a late retry makes it happen
+        await post_stripe(client, event)
+    monkeypatch.setenv("PAYRESCUE_DATABASE_URL", database_url)
+    monkeypatch.setenv("PAYRESCUE_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("PAYRESCUE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("PAYRESCUE_CONFIG", raising=False)
+    status = await asyncio.to_thread(main, ["cases", "--member", "C@example.org",
+                                            "--format", "json"])
+    assert status == 0
+    [member] = json.loads(capsys.readouterr().out)
+    [sub] = member["subscriptions"]
+    # the plan's name from the subscription's price (its latest event), not an invoice line
+    assert (sub["subscription"], sub["status"], sub["plan"]) == ("sub_C", "canceled", "Gold")
+    [case] = sub["cases"]
+    assert (case["status"], case["attempts"]) == ("lost", 2)
+    assert [e["type"] for e in case["events"]] == [
+        "invoice.payment_failed", "invoice.payment_failed", "customer.subscription.deleted"]
+    assert [e["occurred_at"] for e in case["events"]] == [
+        (t0 + timedelta(days=n)).isoformat() for n in range(3)]
+
+    assert await asyncio.to_thread(main, ["cases"]) == 0
+    table = capsys.readouterr().out
+    assert "stripe sub_C  Gold  canceled" in table
+    assert "lost, 2900 EUR, 2 attempt(s)" in table
+    assert await asyncio.to_thread(main, ["cases", "--member", "nobody@example.org"]) == 1
