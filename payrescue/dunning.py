@@ -221,10 +221,13 @@ async def _closing_messages(
 async def _was_told(session: AsyncSession, case: RecoveryCase) -> bool:
     """Whether a message of this case reached the member: a closing word ("thanks, it came
     in", "your membership has ended") only makes sense after one. A step that was queued
-    and then cancelled (the case closed first) told them nothing."""
+    and then cancelled (the case closed first) told them nothing. A row the notifier holds
+    right now counts: it is being sent, and its "sent" is written a moment later; should it
+    be withdrawn instead, the closing word is withdrawn too, since a chat's next row is sent
+    only after the one before is finished and this is asked again then (`still_wanted`)."""
     return bool(await session.scalar(select(
         exists().where(Outbox.case_id == case.id, Outbox.kind.in_(REMINDER_KINDS),
-                       Outbox.status == outbox.SENT))))
+                       Outbox.status.in_((outbox.SENT, outbox.SENDING))))))
 
 
 async def still_wanted(session: AsyncSession, row: Outbox) -> bool:
