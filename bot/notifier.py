@@ -368,6 +368,8 @@ class Notifier:
     async def _deliver(self, row: Outbox) -> bool:
         """Send one row; True when the chat may go on with its next row (the row was sent,
         or failed for good on its own account), False when the chat must wait."""
+        if not await self._still_wanted(row):
+            return True
         try:
             method = build_method(row)
         except (KeyError, ValidationError, TypeError) as exc:
@@ -405,6 +407,21 @@ class Notifier:
                 continue
             await self._finish_sent(row, result)
             return True
+
+    async def _still_wanted(self, row: Outbox) -> bool:
+        """A dunning message is re-checked against its case just before it goes: a late
+        payment event may have changed the past since it was queued."""
+        if row.case_id is None:
+            return True
+        async with self.sessionmaker() as session:
+            if await dunning.still_wanted(session, row):
+                return True
+            await outbox.cancel_claimed(session, row.id, "no longer wanted by its case")
+            await session.commit()
+        self._held.discard(row.id)
+        log.info("dunning message withdrawn before sending",
+                 extra={"outbox_id": row.id, "case_id": row.case_id})
+        return False
 
     async def _pace(self, chat_id: int) -> None:
         """Wait for the chat's and the bot's permits, then for any flood pause. The pause is

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payrescue.billing import declines
+from payrescue.billing import declines, overview
 from payrescue.db.models import (
     Conversation,
     Member,
@@ -34,6 +35,9 @@ class MemberContext:
     lifetime_minor: int = 0
     lifetime_currency: str | None = None
     decline_words: str = ""
+    # each subscription with its status and cases, each case with its payment events in the
+    # provider's time order (`billing.overview`: the payment truth the cases come from)
+    payments: dict[str, Any] = field(default_factory=dict)
 
 
 async def member_context(db: AsyncSession, conversation: Conversation) -> MemberContext:
@@ -75,6 +79,7 @@ async def member_context(db: AsyncSession, conversation: Conversation) -> Member
         lifetime_minor=int(lifetime[0]) if lifetime else 0,
         lifetime_currency=lifetime[1] if lifetime else None,
         decline_words=declines.for_agents(case.decline_category) if case else "",
+        payments=await overview.member_overview(db, member),
     )
 
 

@@ -134,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CSV with decimal commas and ';' between fields (German spreadsheets)")
     _add_demo_option(report)
     report.set_defaults(handler=_report)
+
+    cases = commands.add_parser(
+        "cases", help="members' subscriptions and recovery cases, with their payment events",
+        description="Each subscription with its status, each case with the payment events it "
+        "was derived from, in the provider's time order.",
+    )
+    cases.add_argument("--member", metavar="EMAIL", help="only this member")
+    cases.add_argument("--format", choices=["table", "json"], default="table")
+    _add_demo_option(cases)
+    cases.set_defaults(handler=_cases)
     return parser
 
 
@@ -365,6 +375,22 @@ async def _report(settings: Settings, args: argparse.Namespace) -> int:
             sys.stdout.buffer.flush()
         else:
             print(report_export.render_table(figures, language), end="")
+    return 0
+
+
+async def _cases(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from payrescue.billing import overview
+
+    members = await _with_session(settings, lambda session: overview.overview(
+        session, args.member))
+    if args.member and not members:
+        raise CommandError(f"no member with the e-mail address {args.member}")
+    if args.format == "json":
+        print(json.dumps(members, indent=2, ensure_ascii=False))
+    else:
+        print(overview.as_table(members), end="")
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, FileSystemLoader
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue import outbox
@@ -142,7 +142,7 @@ async def _due_step(
     session: AsyncSession, settings: Settings, case: RecoveryCase, member: Member, now: datetime
 ) -> list[Outbox | None]:
     due = [step for step in plan(case, settings) if step.due <= now]
-    if not due or not _may_contact(member):
+    if not due or not _may_contact(member) or await _ended(session, case):
         return []
     step = due[-1]
     if case.dunning_stage > step.index:
@@ -165,6 +165,21 @@ async def _due_step(
     return [row]
 
 
+async def _ended(session: AsyncSession, case: RecoveryCase) -> bool:
+    """Nothing is ever sent about a subscription that has ended."""
+    if case.subscription_id is None:
+        return False
+    subscription = await session.get(Subscription, case.subscription_id)
+    return subscription is not None and subscription.status == "canceled"
+
+
+async def _subscribed(session: AsyncSession, member: Member) -> bool:
+    """A member whose every subscription has ended needs no card warning."""
+    statuses = set(await session.scalars(
+        select(Subscription.status).where(Subscription.member_id == member.id)))
+    return not statuses or statuses != {"canceled"}
+
+
 async def _cancel_reminders(session: AsyncSession, case: RecoveryCase, reason: str) -> None:
     pending = await session.scalars(
         select(Outbox.id).where(
@@ -183,8 +198,7 @@ async def _closing_messages(
     if case.status not in (RECOVERED, LOST) or member.telegram is None or member.erased_at:
         return []
     rows = await _remove_old_buttons(session, case, member, now)
-    contacted = case.dunning_stage > 0
-    if not contacted or member.opted_out or member.unreachable:
+    if not await _was_told(session, case) or member.opted_out or member.unreachable:
         return rows
     template = "recovered" if case.status == RECOVERED else "lost"
     with use_language(language_of(member, settings)):
@@ -202,6 +216,39 @@ async def _closing_messages(
         dedupe_key=f"dunning:{case.id}:{template}",
     ))
     return rows
+
+
+async def _was_told(session: AsyncSession, case: RecoveryCase) -> bool:
+    """Whether a message of this case reached the member: a closing word ("thanks, it came
+    in", "your membership has ended") only makes sense after one. A step that was queued
+    and then cancelled (the case closed first) told them nothing. A row the notifier holds
+    right now counts: it is being sent, and its "sent" is written a moment later; should it
+    be withdrawn instead, the closing word is withdrawn too, since a chat's next row is sent
+    only after the one before is finished and this is asked again then (`still_wanted`)."""
+    return bool(await session.scalar(select(
+        exists().where(Outbox.case_id == case.id, Outbox.kind.in_(REMINDER_KINDS),
+                       Outbox.status.in_((outbox.SENT, outbox.SENDING))))))
+
+
+async def still_wanted(session: AsyncSession, row: Outbox) -> bool:
+    """Just before the notifier sends a dunning message: does the case still call for it?
+
+    Between queueing and sending a late event may have changed the past (the payment came
+    first, the subscription had ended): a reminder goes only for an open, unheld case of a
+    subscription that has not ended; a closing word only while the case is closed that way
+    and the member was told of it. Other rows (agent replies, button edits) are not ours."""
+    if not (row.dedupe_key or "").startswith("dunning:") or row.case_id is None:
+        return True
+    case = await session.get(RecoveryCase, row.case_id, populate_existing=True)
+    if case is None:
+        return False
+    subscription = (await session.get(Subscription, case.subscription_id)
+                    if case.subscription_id else None)
+    if row.kind in REMINDER_KINDS:
+        ended = subscription is not None and subscription.status == "canceled"
+        return case.status == OPEN and not case.held and not ended
+    closing = (row.dedupe_key or "").rsplit(":", 1)[-1]
+    return closing == case.status and await _was_told(session, case)
 
 
 async def _remove_old_buttons(
@@ -241,7 +288,7 @@ async def _pre_dunning(session: AsyncSession, settings: Settings, now: datetime)
     queued: list[int] = []
     for event in events:
         member = await session.get(Member, event.member_id)
-        if member is None or not _may_contact(member):
+        if member is None or not _may_contact(member) or not await _subscribed(session, member):
             continue
         month = (event.occurred_at or event.received_at).strftime("%Y-%m")
         with use_language(language_of(member, settings)):

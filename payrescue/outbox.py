@@ -307,6 +307,16 @@ async def cancel_queued(session: AsyncSession, row_ids: Sequence[int], reason: s
     )
 
 
+async def cancel_claimed(session: AsyncSession, row_id: int, reason: str) -> None:
+    """A claimed row that is no longer wanted (see `dunning.still_wanted`): never sent."""
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.id == row_id, Outbox.status == SENDING)
+        .values(status=CANCELLED, error=reason)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def next_due(session: AsyncSession) -> datetime | None:
     """When the earliest queued row becomes due (None: nothing queued)."""
     return await session.scalar(select(func.min(Outbox.not_before)).where(Outbox.status == QUEUED))

@@ -4,6 +4,8 @@ Columns (header row, any order, comma or semicolon): email (required), name, lan
 en), time_zone (IANA, e.g. Europe/Vienna), stripe_customer_id, memberpress_member_id,
 external_id. A member is found by e-mail and updated, else created; a row that cannot be
 used goes to FILE.rejected.csv with its reason, and everything else is still imported.
+Payment events that arrived for a member's ids before the member existed (parked, see
+`billing.history`) join them on import, and their cases are derived then.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from payrescue.billing.ingest import apply_parked
 from payrescue.db import lock_for_writing
 from payrescue.db.models import Member
 from payrescue.i18n import normalise
@@ -146,6 +149,10 @@ async def _import_row(session: AsyncSession, row: dict[str, str], now: datetime,
         summary.rejected.append((row, "conflicts with another member's e-mail or id"))
         return
     setattr(summary, result, getattr(summary, result) + 1)
+    if result != "unchanged":  # events parked for this member's ids now apply
+        member = await session.scalar(select(Member).where(Member.email == values["email"]))
+        if member is not None:
+            await apply_parked(session, member, now)
 
 
 def write_rejected(path: Path, rejected: list[tuple[dict[str, str], str]]) -> Path:

@@ -28,10 +28,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from payrescue.billing import alerts, cases, declines
+from payrescue.billing import alerts, cases, declines, history
 from payrescue.billing import signals as s
-from payrescue.billing.cases import Failure
-from payrescue.billing.known import Known, by_subscription, paid_ref
+from payrescue.billing.history import customer_ref, facts_of
+from payrescue.billing.known import PROVIDER_ID, Known, by_subscription
 from payrescue.billing.members import (
     flag_dispute,
     resolve_member,
@@ -39,7 +39,7 @@ from payrescue.billing.members import (
     upsert_subscription,
 )
 from payrescue.config import Settings
-from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription, UpdateLink
+from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription
 from payrescue.events import Event
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,11 @@ async def ingest_batch(sessionmaker: async_sessionmaker[AsyncSession], signals: 
     """Store and act on events that concern different members, subscriptions and invoices."""
     async with sessionmaker() as session, session.begin():
         works = [_Work(session, signal, settings, now) for signal in signals]
+        for work in works:
+            _name_subscription_attempt(work.signal)
         await _store_raw(session, works, now)
         fresh = [w for w in works if w.row_id is not None]
         acting = [w for w in fresh if w.signal.kind != s.IGNORED]
-        for work in acting:
-            _name_subscription_attempt(work.signal)
         known = await Known.load(session, [w.signal for w in acting])
         for work in acting:
             work.known = known
@@ -111,9 +111,11 @@ async def ingest_batch(sessionmaker: async_sessionmaker[AsyncSession], signals: 
                 work.subscription = upsert_subscription(session, known, work.member,
                                                         work.signal, now)
         await session.flush()
+        adopted = [subject for work in acting if work.member is not None
+                   for subject in await _adopt(work)]
         for work in fresh:
             await _act(work)
-            known.note(work.signal, work.raw_ref)
+        await _replay_touched(session, known, acting, adopted, now)
         await session.flush()
         outcomes = [w.outcome() for w in works]
         if fresh:
@@ -136,9 +138,7 @@ async def _store_raw(session: AsyncSession, works: list[_Work], now: datetime) -
     rows, first = [], {}
     for work in works:
         signal = work.signal
-        # a success is filed where later failures look for it (`paid_ref`)
-        work.raw_ref = (paid_ref(signal) or None) if signal.kind == s.RECOVERED \
-            else signal.invoice_ref
+        work.raw_ref = signal.invoice_ref
         key = (signal.provider, signal.event_id)
         if key in first:
             work.status = "duplicate"
@@ -148,7 +148,9 @@ async def _store_raw(session: AsyncSession, works: list[_Work], now: datetime) -
             "provider": signal.provider, "event_id": signal.event_id,
             "event_type": signal.event_type[:100], "occurred_at": signal.occurred_at,
             "received_at": now, "payload": signal.payload, "amount_minor": signal.amount_minor,
-            "currency": signal.currency, "invoice_ref": work.raw_ref, "kind": signal.kind})
+            "currency": signal.currency, "invoice_ref": work.raw_ref, "kind": signal.kind,
+            "subscription_ref": signal.subscription_ref, "customer_ref": customer_ref(signal),
+            "facts": facts_of(signal)})
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (insert(_EVENTS).on_conflict_do_nothing(index_elements=["provider", "event_id"])
                  .returning(_EVENTS.c.id, _EVENTS.c.provider, _EVENTS.c.event_id))
@@ -169,64 +171,128 @@ _Handler = Callable[[_Work], Awaitable[None]]
 
 
 async def _resolve_member(work: _Work) -> None:
-    signal = work.signal
-    work.member = resolve_member(work.session, work.known, signal, work.now,
+    signal, known = work.signal, work.known
+    work.member = resolve_member(work.session, known, signal, work.now,
                                  create=signal.kind == s.FAILED)
+    sub = known.subscription(signal)
+    if work.member is None and sub is not None:  # a known subscription names its member
+        work.member = await work.session.get(Member, sub.member_id)
     if work.member is not None and signal.kind == s.MEMBER_UPDATED:
-        await take_profile(work.session, work.known, work.member, signal.member)
+        await take_profile(work.session, known, work.member, signal.member)
+
+
+async def _adopt(work: _Work) -> list[tuple[str, str | None, str | None]]:
+    """Events parked for this member before they were known join them now."""
+    member = work.member
+    ids = {provider: getattr(member, column.key) for provider, column in PROVIDER_ID.items()}
+    return await history.adopt(work.session, member, ids)
+
+
+async def apply_parked(session: AsyncSession, member: Member, now: datetime) -> None:
+    """A member who became known outside a webhook (an import): the events parked for their
+    ids join them, and the subscriptions those name are replayed."""
+    ids = {provider: getattr(member, column.key) for provider, column in PROVIDER_ID.items()}
+    subjects = await history.adopt(session, member, ids)
+    await _replay_touched(session, Known(), [], subjects, now)
 
 
 async def _act(work: _Work) -> None:
     if work.signal.kind == s.IGNORED:
         work.status = "ignored"
     elif work.member is None:
-        work.status = "unknown_member"
+        # kept for when the member becomes known (a later event, an import)
+        work.status = history.PARKED if customer_ref(work.signal) else "unknown_member"
     else:
         await _HANDLERS[work.signal.kind](work)
 
 
-async def _failed(work: _Work) -> None:
+async def _in_history(work: _Work) -> None:
+    """Failures, payments, ends and status changes: decided by the replay (`history`)."""
     signal = work.signal
-    if not signal.invoice_ref or signal.amount_minor is None or not signal.currency:
+    if signal.kind == s.FAILED and (
+            not signal.invoice_ref or signal.amount_minor is None or not signal.currency):
         raise s.BadEvent("a failed payment needs an invoice, an amount and a currency")
-    failure = Failure(
-        invoice_ref=signal.invoice_ref, occurred_at=signal.occurred_at,
-        amount_minor=signal.amount_minor, currency=signal.currency,
-        attempt_count=signal.attempt_count, decline_code=signal.decline_code,
-        error_code=signal.error_code, billing_reason=signal.billing_reason,
-        action_required=signal.action_required, hosted_invoice_url=signal.hosted_invoice_url,
-        update_url=signal.update_url, next_attempt_at=signal.next_attempt_at)
-    case = await _case_for_failure(work)
-    if case is None:
-        if work.known.paid_since(signal, signal.occurred_at):
-            work.status = "stale"
-            return
-        if not (failure.decline_code or failure.error_code) and signal.provider == "stripe":
-            # Stripe sends `payment_intent.payment_failed` at the same moment as the invoice
-            # event, so it may have come first (its case not known yet): take its code now
-            failure.decline_code, failure.error_code = work.known.earlier_decline(signal)
-        case = cases.new_case(work.member.id, work.subscription.id if work.subscription else None,
-                              signal.provider, failure, work.now)
-        work.session.add(case)
-        work.known.add_case(case)
-        change: str | None = cases.OPENED
-    else:
-        change = cases.apply_failure(case, failure, work.now)
-    work.case = case
-    work.changed(case, change)
-    if change is None:
-        work.status = "stale"
-        return
-    await _check_alarm(work, case)
 
 
-async def _case_for_failure(work: _Work) -> RecoveryCase | None:
+async def _decline_info(work: _Work) -> None:
     signal = work.signal
-    case = work.known.case(signal.provider, signal.invoice_ref)
-    if case is None and by_subscription(signal) and work.subscription is not None:
-        open_ones = await cases.open_cases(work.session, subscription_id=work.subscription.id)
-        case = open_ones[0] if open_ones else None
-    return case
+    if signal.invoice_ref or signal.subscription_ref:
+        return  # replayed with its invoice
+    # newer API versions no longer name the invoice: the member's latest open case
+    open_ones = await cases.open_cases(work.session, member_id=work.member.id,
+                                       provider=signal.provider)
+    if not open_ones:
+        return
+    signal.invoice_ref = work.raw_ref = open_ones[0].invoice_ref
+    await work.session.execute(update(_EVENTS).where(_EVENTS.c.id == work.row_id).values(
+        invoice_ref=signal.invoice_ref, facts=facts_of(signal)))
+
+
+async def _replay_touched(session: AsyncSession, known: Known, works: list[_Work],
+                          adopted: list[tuple[str, str | None, str | None]],
+                          now: datetime) -> None:
+    """Replay every subscription (or lone invoice) the batch touched, once each."""
+    subjects: dict[tuple[str, str | None, str | None], list[_Work]] = {}
+    for work in works:
+        signal = work.signal
+        if work.member is not None and signal.kind in history.HISTORY_KINDS and (
+                signal.subscription_ref or signal.invoice_ref):
+            subjects.setdefault((signal.provider, signal.subscription_ref,
+                                 None if signal.subscription_ref else signal.invoice_ref),
+                                []).append(work)
+    for subject in adopted:
+        subjects.setdefault(subject, [])
+    done: set[tuple[str, str]] = set()
+    for (provider, sub_ref, invoice_ref), subject_works in subjects.items():
+        sub_ref, rows = await history.history(session, provider, sub_ref, invoice_ref)
+        key = (provider, sub_ref or f"invoice:{invoice_ref}")
+        if key in done:
+            continue
+        done.add(key)
+        await _replay(session, known, provider, sub_ref, rows, subject_works, now)
+
+
+async def _replay(session: AsyncSession, known: Known, provider: str, sub_ref: str | None,
+                  rows: list[PaymentEvent], works: list[_Work], now: datetime) -> None:
+    member = works[0].member if works else None
+    sub = known.subscriptions.get((provider, sub_ref)) if sub_ref else None
+    if sub_ref and sub is None:
+        sub = await session.scalar(select(Subscription).where(
+            Subscription.provider == provider, Subscription.external_id == sub_ref))
+    if sub is not None:
+        member = await session.get(Member, sub.member_id)
+    elif member is None:
+        member = await _owner(session, rows)
+        if member is None:
+            return
+    if sub_ref and sub is None:  # parked events of a subscription nobody had seen
+        sub = Subscription(provider=provider, external_id=sub_ref, member_id=member.id,
+                           status="active", created_at=now)
+        session.add(sub)
+        known.add_subscription(sub)
+        await session.flush()
+    result = await history.rederive(session, provider, member, sub, rows, now)
+    for work in works:
+        event_id = work.signal.event_id
+        work.case = result.case_of.get(event_id)
+        work.status = ("processed" if event_id in result.changed_events else
+                       "stale" if work.case is not None else "recorded")
+    if works:
+        for case, change in result.changes:
+            works[0].changed(case, change)
+    for work in works:
+        if work.case is not None and work.status == "processed" and work.signal.kind in (
+                s.FAILED, s.DECLINE_INFO):
+            await _check_alarm(work, work.case)
+    if result.recovered:
+        await session.flush()
+        (works[0].events if works else []).extend(
+            await alerts.release_when_recovered(session, now))
+
+
+async def _owner(session: AsyncSession, rows: list[PaymentEvent]) -> Member | None:
+    member_id = next((r.member_id for r in rows if r.member_id is not None), None)
+    return await session.get(Member, member_id) if member_id is not None else None
 
 
 async def _check_alarm(work: _Work, case: RecoveryCase) -> None:
@@ -245,61 +311,6 @@ async def _check_alarm(work: _Work, case: RecoveryCase) -> None:
     work.events.extend(events)
 
 
-async def _recovered(work: _Work) -> None:
-    signal, session = work.signal, work.session
-    targets: list[RecoveryCase] = []
-    if signal.invoice_ref:
-        case = work.known.case(signal.provider, signal.invoice_ref)
-        targets = [case] if case is not None else []
-    if not targets and by_subscription(signal) and work.subscription is not None:
-        targets = await cases.open_cases(session, subscription_id=work.subscription.id)
-    if work.subscription is not None and work.subscription.status != "canceled":
-        work.subscription.status = "active"
-    closed = False
-    for case in targets:
-        attribution = await cases.attribution_for(session, case)
-        change = cases.apply_recovery(case, signal.occurred_at, signal.amount_minor,
-                                      attribution, work.now)
-        work.case = case
-        if change is not None:
-            closed = True
-            await session.execute(
-                update(UpdateLink).where(UpdateLink.case_id == case.id,
-                                         UpdateLink.first_opened_at.is_not(None),
-                                         UpdateLink.completed_at.is_(None))
-                .values(completed_at=signal.occurred_at))
-            work.changed(case, change)
-    if closed:
-        await session.flush()
-        work.events.extend(await alerts.release_when_recovered(session, work.now))
-    elif targets:
-        work.status = "stale"
-    else:
-        work.status = "recorded"  # paid without a case: remembered for late failures
-
-
-async def _canceled(work: _Work) -> None:
-    signal = work.signal
-    if work.subscription is not None:
-        work.subscription.status = "canceled"
-        work.subscription.ended_at = signal.occurred_at
-        targets = await cases.open_cases(work.session, subscription_id=work.subscription.id)
-    else:
-        targets = await cases.open_cases(work.session, member_id=work.member.id,
-                                         provider=signal.provider)
-    for case in targets:
-        work.case = case
-        work.changed(case, cases.apply_loss(case, signal.occurred_at, work.now))
-    if not targets:
-        work.status = "recorded"
-
-
-async def _subscription_status(work: _Work) -> None:
-    if work.subscription is not None and work.signal.subscription_status:
-        work.subscription.status = work.signal.subscription_status
-    work.status = "recorded"
-
-
 async def _card_expiring(work: _Work) -> None:
     open_ones = await cases.open_cases(work.session, member_id=work.member.id)
     for case in open_ones:
@@ -314,37 +325,6 @@ async def _card_updated(work: _Work) -> None:
     work.status = "recorded"
 
 
-async def _decline_info(work: _Work) -> None:
-    signal = work.signal
-    case = None
-    if signal.invoice_ref:
-        case = work.known.case(signal.provider, signal.invoice_ref)
-    if case is None:  # newer API versions no longer name the invoice: the latest open case
-        open_ones = await cases.open_cases(work.session, member_id=work.member.id,
-                                           provider=signal.provider)
-        case = open_ones[0] if open_ones else None
-    if case is None:
-        work.status = "recorded"
-        return
-    work.case = case
-    change = cases.apply_decline(case, signal.decline_code, signal.error_code,
-                                 signal.occurred_at, work.now)
-    work.changed(case, change)
-    if change is not None:
-        await _check_alarm(work, case)
-
-
-async def _next_attempt(work: _Work) -> None:
-    signal = work.signal
-    case = work.known.case(signal.provider, signal.invoice_ref)
-    if case is None:
-        work.status = "recorded"
-        return
-    work.case = case
-    work.changed(case, cases.apply_next_attempt(case, signal.next_attempt_at,
-                                                signal.occurred_at, work.now))
-
-
 async def _dispute(work: _Work) -> None:
     work.events.extend(await flag_dispute(work.session, work.member, work.now))
 
@@ -354,14 +334,14 @@ async def _member_updated(work: _Work) -> None:
 
 
 _HANDLERS: dict[str, _Handler] = {
-    s.FAILED: _failed,
-    s.RECOVERED: _recovered,
-    s.CANCELED: _canceled,
-    s.SUBSCRIPTION_STATUS: _subscription_status,
+    s.FAILED: _in_history,
+    s.RECOVERED: _in_history,
+    s.CANCELED: _in_history,
+    s.SUBSCRIPTION_STATUS: _in_history,
+    s.DECLINE_INFO: _decline_info,
+    s.NEXT_ATTEMPT: _in_history,
     s.CARD_EXPIRING: _card_expiring,
     s.CARD_UPDATED: _card_updated,
-    s.DECLINE_INFO: _decline_info,
-    s.NEXT_ATTEMPT: _next_attempt,
     s.DISPUTE: _dispute,
     s.MEMBER_UPDATED: _member_updated,
 }

@@ -52,7 +52,7 @@ async def take_profile(session: AsyncSession, known: Known, member: Member,
 
 def upsert_subscription(session: AsyncSession, known: Known, member: Member, signal: s.Signal,
                         now: datetime) -> Subscription:
-    """The subscription the event names, created on first sight; a failure marks it past due."""
+    """The subscription the event names, created on first sight."""
     sub = known.subscription(signal)
     if sub is None:
         sub = Subscription(provider=signal.provider, external_id=signal.subscription_ref or "",
@@ -63,9 +63,7 @@ def upsert_subscription(session: AsyncSession, known: Known, member: Member, sig
     sub.plan_name = signal.plan_name or sub.plan_name
     if signal.interval:
         sub.interval, sub.interval_count = signal.interval, signal.interval_count
-    if signal.kind == s.FAILED:
-        sub.status, sub.amount_minor, sub.currency = (
-            "past_due", signal.amount_minor, signal.currency)
+    # its status, amount and end come from its history, replayed after the batch (`history`)
     if signal.update_url:
         sub.update_url = signal.update_url
     return sub

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from typing import Any
 
@@ -164,8 +165,31 @@ def _invoice(signal: s.Signal, invoice: dict) -> None:
     signal.hosted_invoice_url = _str(invoice, "hosted_invoice_url")
     lines = _dict(invoice, "lines").get("data")
     if isinstance(lines, list) and lines and isinstance(lines[0], dict):
-        signal.plan_name = (_str(lines[0], "description") or "")[:200] or None
+        line = _plan_line(lines) or lines[0]
+        signal.plan_name = _plan_name(line)
         _set_interval(signal, _plan_line(lines))
+
+
+# Stripe's line description: "1 × Pro (at €29.00 / month)", "3 × Seat (at $5.00 / month)"
+_DESCRIPTION = re.compile(r"^\s*\d+\s*[×x]\s*(?P<name>.+?)(?:\s*\(at [^()]*\))?\s*$")
+
+
+def _plan_name(item: dict) -> str | None:
+    """What members call their plan: the price's nickname or the product's name (objects
+    where the event carries them expanded), else the line's description without Stripe's
+    "1 × … (at …)" wrapper — never the raw description."""
+    price = item.get("price") if isinstance(item.get("price"), dict) else \
+        _dict(_dict(item, "pricing"), "price_details").get("price")
+    price = price if isinstance(price, dict) else {}
+    plan = _dict(item, "plan")
+    product = price.get("product") or plan.get("product") or \
+        _dict(_dict(item, "pricing"), "price_details").get("product")
+    name = (_str(price, "nickname") or _str(plan, "nickname")
+            or (_str(product, "name") if isinstance(product, dict) else None))
+    if name is None and (description := _str(item, "description")):
+        match = _DESCRIPTION.match(description)
+        name = match["name"] if match else description
+    return name.strip()[:200] or None if name else None
 
 
 def _plan_line(lines: list) -> dict:
@@ -264,8 +288,7 @@ def _subscription(signal: s.Signal, sub: dict) -> None:
     signal.subscription_status = status
     items = _dict(sub, "items").get("data")
     if isinstance(items, list) and items and isinstance(items[0], dict):
-        price = _dict(items[0], "price")
-        signal.plan_name = (_str(price, "nickname") or "")[:200] or None
+        signal.plan_name = _plan_name(items[0])
         _set_interval(signal, items[0])
     if status in _LOST_STATUSES:
         signal.kind = s.CANCELED

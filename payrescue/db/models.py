@@ -125,6 +125,8 @@ class PaymentEvent(Base):
     __table_args__ = (
         UniqueConstraint("provider", "event_id"),
         Index("ix_payment_events_provider_invoice_ref", "provider", "invoice_ref"),
+        Index("ix_payment_events_provider_subscription_ref", "provider", "subscription_ref"),
+        Index("ix_payment_events_provider_customer_ref", "provider", "customer_ref"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -147,6 +149,12 @@ class PaymentEvent(Base):
     # failure (deliveries come out of order) still keeps that failure from opening a case
     invoice_ref: Mapped[str | None] = mapped_column(String(200))
     kind: Mapped[str | None] = mapped_column(String(20))  # normalised: failed, recovered, …
+    # what the history of a subscription is replayed from (`billing.history`): the
+    # subscription and customer it names (an event for a customer not known yet is parked
+    # under them), and the normalised facts, including what a provider look-up added
+    subscription_ref: Mapped[str | None] = mapped_column(String(200))
+    customer_ref: Mapped[str | None] = mapped_column(String(200))
+    facts: Mapped[dict[str, Any] | None]
 
 
 class RecoveryCase(Base):

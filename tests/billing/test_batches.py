@@ -73,23 +73,26 @@ async def test_a_burst_of_members_is_stored_in_few_transactions_one_case_each(
                for c in cases.values())
 
 
-async def test_events_about_one_invoice_in_a_burst_apply_in_arrival_order(
+async def test_events_about_one_invoice_in_a_burst_apply_in_provider_time(
         ingestor, session, clock):  # noqa: ANN001
     t0 = clock.now()
     paid = stripe_event("invoice.paid", invoice("in_1", customer="cus_1", email="m1@example.org",
                                                 subscription="sub_1", paid=True),
                         t0 + timedelta(days=1))
     failed = _failure(1, t0)
-    late_attempt = _failure(1, t0 - timedelta(hours=1))  # older than the success: no reopening
+    # older than the success: no reopening, but the case began an hour earlier
+    late_attempt = _failure(1, t0 - timedelta(hours=1))
     arriving = [failed, _failure(2, t0), paid, _failure(3, t0), failed, late_attempt]
     tasks = [asyncio.create_task(ingestor.submit(_signal(e))) for e in arriving]
     outcomes = await asyncio.gather(*tasks)
 
     assert [o.status for o in outcomes] == [
-        "processed", "processed", "processed", "processed", "duplicate", "stale"]
+        "processed", "processed", "processed", "processed", "duplicate", "processed"]
     status = dict((await session.execute(
         select(RecoveryCase.invoice_ref, RecoveryCase.status))).all())
     assert status == {"in_1": "recovered", "in_2": "open", "in_3": "open"}
+    first = await session.scalar(select(RecoveryCase).where(RecoveryCase.invoice_ref == "in_1"))
+    assert first.opened_at == t0 - timedelta(hours=1)
 
 
 async def test_one_bad_event_in_a_burst_costs_the_others_nothing(ingestor, session, clock):  # noqa: ANN001

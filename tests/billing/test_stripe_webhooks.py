@@ -166,15 +166,20 @@ async def test_success_older_than_a_new_failure_does_not_close_it(client, sessio
     assert case.status == "open"
 
 
-async def test_failure_older_than_recorded_success_does_not_open_a_case(
+async def test_failure_arriving_after_its_payment_opens_a_case_recovered_at_once(
         client, session, clock):
     t0 = clock.now()
     paid = await post_stripe(client, stripe_event("invoice.paid", invoice(paid=True),
                                                   t0 + timedelta(hours=1)))
     late = await post_stripe(client, stripe_event("invoice.payment_failed", invoice(), t0))
-    assert paid.status == 200  # remembered even before the member is known
-    assert (await late.json())["status"] == "stale"
-    assert await count_rows(session, RecoveryCase) == 0
+    assert (await paid.json())["status"] == "parked"  # kept until the member is known
+    assert (await late.json())["status"] == "processed"
+    # the failed payment and its recovery count, as if they had come in order; nobody was
+    # told anything, so the provider's retry won it back
+    case = await session.scalar(select(RecoveryCase))
+    assert (case.status, case.attribution) == ("recovered", "no_contact")
+    assert (case.opened_at, case.recovered_at) == (t0, t0 + timedelta(hours=1))
+    assert case.recovered_amount_minor == 2900
 
 
 async def test_action_required_then_deleted_subscription_loses_the_case(client, session, clock):
@@ -257,7 +262,7 @@ async def test_decline_code_that_arrived_first_is_used_when_the_case_opens(clien
     intent.update(customer="cus_Anna", invoice="in_1Abc")
     early = await post_stripe(client, stripe_event("payment_intent.payment_failed", intent,
                                                    clock.now(), api_version="2024-06-20"))
-    assert (await early.json())["status"] == "unknown_member"
+    assert (await early.json())["status"] == "parked"
     await post_stripe(client, stripe_event("invoice.payment_failed", invoice(
         basil=False, payment_intent="pi_7"), clock.now(), api_version="2024-06-20"))
     case = await session.scalar(select(RecoveryCase))
@@ -286,3 +291,16 @@ async def test_how_often_a_plan_bills_is_read_from_every_api_version(client, ses
     assert (await post_stripe(client, stripe_event("customer.subscription.updated", weekly,
                                                    clock.now()))).status == 200
     assert await _interval(session) == ("week", 2)
+
+
+async def test_the_plan_name_is_the_price_or_product_never_the_raw_line(client, session, clock):
+    bare = invoice("in_n1", customer="cus_n1", email="n1@example.org", subscription="sub_n1")
+    bare["lines"]["data"][0]["description"] = "1 × Happy Couple (at $14.00 / month)"
+    named = invoice("in_n2", customer="cus_n2", email="n2@example.org", subscription="sub_n2",
+                    basil=False)
+    named["lines"]["data"][0]["price"]["nickname"] = "Pro"
+    for obj in (bare, named):
+        await post_stripe(client, stripe_event("invoice.payment_failed", obj, clock.now()))
+    names = dict((await session.execute(
+        select(Subscription.external_id, Subscription.plan_name))).all())
+    assert names == {"sub_n1": "Happy Couple", "sub_n2": "Pro"}

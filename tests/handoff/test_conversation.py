@@ -4,10 +4,13 @@ the queue's order and search, and escaped member text."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 from sqlalchemy import select
 
+from payrescue.billing import stripe_events
+from payrescue.billing.ingest import ingest_batch
 from payrescue.db.models import (
     CannedAnswer,
     Member,
@@ -16,6 +19,7 @@ from payrescue.db.models import (
     PaymentEvent,
     UpdateLink,
 )
+from tests.billing.conftest import invoice, stripe_event, subscription
 from tests.handoff.conftest import log_in
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -262,3 +266,25 @@ async def test_search_wildcards_are_plain_characters(make_client, world):
     await log_in(client)
     assert "Mia Muster" not in await (await client.get("/console/queue?q=%25")).text()
     assert "Mia Muster" in await (await client.get("/console/queue?q=a%20m")).text()
+
+
+async def test_context_lists_subscriptions_and_cases_with_events_in_provider_time(
+        make_client, world, sessionmaker, settings, clock):
+    client, _token, conversation_id = await _claimed(make_client, world, chat_id=4242,
+                                                     email="pia@example.org")
+    t0 = clock.now() - timedelta(days=3)
+    shape = dict(customer="cus_P", email="pia@example.org", subscription="sub_P")
+    arriving = [  # the end first: a late retry of the failure came after it
+        stripe_event("customer.subscription.deleted", subscription(
+            "sub_P", status="canceled", customer="cus_P", ended_at=t0 + timedelta(days=1)),
+            t0 + timedelta(days=1)),
+        stripe_event("invoice.payment_failed", invoice("in_P", **shape), t0),
+    ]
+    for event in arriving:
+        await ingest_batch(sessionmaker, [stripe_events.parse(json.dumps(event).encode())],
+                           settings, clock.now())
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    panel = page[page.index("Subscriptions and cases"):]
+    assert "<code>sub_P</code>" in panel and "canceled" in panel
+    assert "<code>in_P</code>" in panel and "lost" in panel
+    assert panel.index("invoice.payment_failed") < panel.index("customer.subscription.deleted")
