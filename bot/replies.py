@@ -12,8 +12,9 @@ from typing import Any
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup
 
-from payrescue.i18n import _, template_environment
+from payrescue.i18n import _, template_environment, tidy
 
 TEMPLATES = Path(__file__).parent / "templates"
 CANCEL_WAIT = "handoff:cancel"
@@ -27,8 +28,8 @@ def _environment() -> Environment:
     return template_environment(FileSystemLoader(TEMPLATES))
 
 
-def render(template: str, **context: Any) -> str:
-    return _environment().get_template(template).render(**context).strip()
+def render(template: str, **context: Any) -> Markup:
+    return tidy(_environment().get_template(template).render(**context))
 
 
 def cancel_wait_keyboard() -> InlineKeyboardMarkup:

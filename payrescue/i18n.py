@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,6 +26,8 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 from jinja2 import BaseLoader, Environment
+from jinja2.ext import Extension
+from markupsafe import Markup
 
 LANGUAGES = ("de", "en")
 FALLBACK = "en"
@@ -122,6 +125,50 @@ def format_date(moment: datetime, zone: ZoneInfo, language: str | None = None,
     return babel.dates.format_date(moment.astimezone(zone).date(), format=format, locale=locale)
 
 
+class KeepLineAfterTrans(Extension):
+    """`trim_blocks` keeps `{% if %}` lines from leaving blank lines, but it also ate the line
+    break after `{% endtrans %}`, gluing the next line (a link, a bullet) to the sentence.
+    A `+` on the tag is Jinja's own switch for "keep my line break"; we add it to every
+    endtrans here, so no template can forget it."""
+
+    _ENDTRANS = re.compile(r"\{%(-?)\s*endtrans\s*%\}")
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        return self._ENDTRANS.sub(r"{%\1 endtrans +%}", source)
+
+
+_BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
+_TRAILING = re.compile(r"[ \t]+\n")
+
+
+def tidy(text: str) -> Markup:
+    """A rendered chat message as it should arrive: paragraphs parted by one blank line, no
+    trailing spaces, nothing around it. The result is Markup: an autoescaping template's
+    output is already safe HTML and must never be escaped a second time when it is placed
+    into another message."""
+    text = _TRAILING.sub("\n", str(text))
+    # only ever given the output of our autoescaping templates
+    return Markup(_BLANK_RUNS.sub("\n\n", text).strip())  # noqa: S704
+
+
+def greeting(first_name: str | None) -> str:
+    """"Hello Anna," — or a greeting that needs no name, never "Hello ,"."""
+    if first_name and first_name.strip():
+        return _("Hello {name},").format(name=first_name.strip())
+    return _("Hello,")
+
+
+def format_when(moment: datetime, zone: ZoneInfo, language: str | None = None) -> str:
+    """"on Monday at 9:00 (Berlin time)": a day and an hour, saying whose clock it is, since
+    the member may live elsewhere."""
+    locale = babel_locale(language)
+    local = moment.astimezone(zone)
+    city = zone.key.rsplit("/", 1)[-1].replace("_", " ")
+    return _("on {day} at {time} ({city} time)").format(
+        day=babel.dates.format_date(local.date(), format="EEEE", locale=locale),
+        time=babel.dates.format_time(local, format="H:mm", locale=locale), city=city)
+
+
 def template_environment(loader: BaseLoader) -> Environment:
     """A Jinja2 environment whose {% trans %} and _() follow the current language.
 
@@ -131,10 +178,11 @@ def template_environment(loader: BaseLoader) -> Environment:
     env = Environment(
         loader=loader,
         autoescape=True,
-        extensions=["jinja2.ext.i18n"],
+        extensions=["jinja2.ext.i18n", KeepLineAfterTrans],
         trim_blocks=True,
         lstrip_blocks=True,
     )
     env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.globals["money"] = format_money
+    env.globals["greeting"] = greeting
     return env

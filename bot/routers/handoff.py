@@ -19,10 +19,10 @@ from bot.replies import CANCEL_WAIT, cancel_wait_keyboard, render
 from payrescue import handoff_rules
 from payrescue.clock import Clock
 from payrescue.config import Settings
-from payrescue.conversations import HUMAN_OWNED, current_conversation
+from payrescue.conversations import ASSIGNED, HUMAN_OWNED, current_conversation
 from payrescue.db.models import Conversation, Member
 from payrescue.events import Bus
-from payrescue.i18n import _, format_datetime
+from payrescue.i18n import _, format_when
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,16 @@ async def hand_over(
         await bus.publish(event)
     if not already_human:
         await chat.answer(waiting_text(settings, now), reply_markup=cancel_wait_keyboard())
+    else:  # a second tap must not meet silence
+        await chat.answer(_("You're already with our team – someone will reply here soon. "
+                            "Just write your question in the meantime."))
     return conversation
 
 
 def waiting_text(settings: Settings, now: datetime) -> str:
     hours = settings.hours
     open_now = hours.is_open(now)
-    back_at = None if open_now else format_datetime(hours.next_open(now), settings.zone,
-                                                    format="EEEE, HH:mm")
+    back_at = None if open_now else format_when(hours.next_open(now), settings.zone)
     return render("handoff/waiting.j2", open_now=open_now,
                   minutes=settings.handoff_expected_wait_minutes, back_at=back_at)
 
@@ -88,12 +90,21 @@ async def _cancel(chat: Message, session: AsyncSession, member: Member | None, c
         return
     conversation = await current_conversation(session, member.id, clock.now())
     if not await handoff_rules.cancel_wait(session, conversation, clock.now()):
-        await chat.answer(_("There is nothing to cancel: no one is waiting for you right now."))
+        await chat.answer(_not_waiting_text(conversation))
         return
     await session.commit()
     for event in handoff_rules.handoff_events(conversation):
         await bus.publish(event)
     await chat.answer(render("handoff/cancelled.j2"))
+
+
+def _not_waiting_text(conversation: Conversation) -> str:
+    """/cancel (or the button) when there is no wait to end: say who answers instead."""
+    if conversation.status == ASSIGNED:
+        return _("You're chatting with our team right now, so just write here. When your "
+                 "question is settled, the team will hand you back to the bot.")
+    return _("You're already talking to the bot – just ask your question, or write /human "
+             "if you'd like a person.")
 
 
 def build_router() -> Router:

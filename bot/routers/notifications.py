@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.routers.handoff import hand_over
@@ -40,8 +40,9 @@ async def why_failed(query: CallbackQuery, session: AsyncSession, member: Member
     if case is None or member is None:
         await query.message.answer(_("This payment is no longer open. All is well."))
         return
-    await query.message.answer(await dunning.explain(session, settings, case, member,
-                                                     clock.now()))
+    text, keyboard = await dunning.explain(session, settings, case, member, clock.now())
+    await session.commit()  # the update link in the keyboard is saved before it is shown
+    await query.message.answer(text, reply_markup=InlineKeyboardMarkup.model_validate(keyboard))
 
 
 async def talk_to_person(query: CallbackQuery, session: AsyncSession, member: Member | None,

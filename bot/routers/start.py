@@ -8,9 +8,13 @@ from html import escape
 from aiogram import F, Router
 from aiogram.enums import ChatType
 from aiogram.filters import CommandObject, CommandStart
-from aiogram.types import Message
+from aiogram.types import InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.replies import render
+from payrescue import dunning, handoff_rules
+from payrescue.billing.links import create_update_link
+from payrescue.billing.pages import NEW_LINK_PAYLOAD
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db.models import Member
@@ -24,6 +28,9 @@ def build_router() -> Router:
     router = Router(name="start")
     # payment matters are personal: a deep link opened in a group must not link the group
     router.message.filter(F.chat.type == ChatType.PRIVATE)
+    # the expired-link page's button: "newlink" is no member's token but a wish
+    router.message.register(send_new_link, CommandStart(
+        deep_link=True, magic=F.args == NEW_LINK_PAYLOAD))
     router.message.register(start_with_token, CommandStart(deep_link=True), F.from_user)
     router.message.register(start_without_token, CommandStart())
     return router
@@ -56,13 +63,33 @@ async def start_with_token(message: Message, command: CommandObject, session: As
         await message.answer(_greeting(result))
 
 
+async def send_new_link(message: Message, session: AsyncSession, member: Member | None,
+                        settings: Settings, clock: Clock) -> None:
+    """A fresh update link for the member's open case, one tap from the expired page."""
+    if member is None:
+        await message.answer(_not_connected())
+        return
+    now = clock.now()
+    case = await handoff_rules.open_case(session, member.id)
+    if case is None:
+        await message.answer(render("faq/new_link.j2"))
+        return
+    url = await create_update_link(session, case, settings, now)
+    await session.commit()  # the link exists before the member can tap it
+    keyboard = dunning.case_keyboard(case, url, why=True)
+    await message.answer(render("faq/new_link.j2", url=url),
+                         reply_markup=InlineKeyboardMarkup.model_validate(keyboard))
+
+
+def _not_connected() -> str:
+    return _("Welcome! To receive messages about your membership here, please open the "
+             "personal link we sent you by e-mail. If you can't find it, just reply to that "
+             "e-mail and we'll send you a new one.")
+
+
 async def start_without_token(message: Message, member: Member | None) -> None:
     if member is None:
-        await message.answer(_(
-            "Welcome! To receive messages about your membership here, please open the "
-            "personal link we sent you by e-mail. If you cannot find it, just ask us for "
-            "a new one."
-        ))
+        await message.answer(_not_connected())
         return
     await message.answer("\n\n".join([
         _hello(member),

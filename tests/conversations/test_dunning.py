@@ -29,8 +29,8 @@ async def test_failed_payment_message_then_reminders_then_final(service) -> None
     assert "29,00\xa0€" in first["plain_text"]  # Babel: a no-break space
     assert "8. Januar 2026" in first["plain_text"]  # the next attempt, in German
     labels = [b["text"] for b in buttons(first)]
-    assert labels == ["Zahlungsmethode aktualisieren", "Warum ist das fehlgeschlagen?",
-                      "Mit einem Menschen sprechen"]
+    assert labels == ["Zahlungsdaten aktualisieren", "Warum hat es nicht geklappt?",
+                      "Mit unserem Team sprechen"]
     assert buttons(first)[0]["url"].startswith(service.settings.public_url("/u/"))
 
     for day, count in ((3, 3), (7, 4), (12, 5)):
