@@ -45,7 +45,7 @@ def waited(seconds: float) -> str:
 def render_string(request: web.Request, name: str, context: dict[str, Any]) -> str:
     from handoff.auth import request_agent
     from handoff.csrf import csrf_token
-    from handoff.team import UNSEEN_REJECTED
+    from handoff.team import ACTIVE_ALERTS, UNSEEN_REJECTED
 
     settings = request.config_dict[SETTINGS]
     base = {
@@ -54,6 +54,7 @@ def render_string(request: web.Request, name: str, context: dict[str, Any]) -> s
         "language": current_language(),
         "path": request.path,
         "unseen_rejected": request.get(UNSEEN_REJECTED, 0),
+        "active_alerts": request.get(ACTIVE_ALERTS, []),
         "when": lambda moment: format_datetime(moment, settings.zone, format="short")
         if moment else "",
     }

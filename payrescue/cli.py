@@ -117,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_option(simulate, "send to a running `payrescue demo`, signed with its own key")
     simulate.set_defaults(handler=_simulate)
 
+    alerts = commands.add_parser(
+        "alerts", help="the gateway alarm: list it, release the reminders it holds"
+    ).add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    list_alerts = alerts.add_parser("list", help="alarms that hold reminders now")
+    _add_demo_option(list_alerts)
+    list_alerts.set_defaults(handler=_alerts_list)
+    release = alerts.add_parser(
+        "release", help="the fault is fixed: let the held reminders go out",
+        description="The running service sends them at its next reconcile tick.")
+    release.add_argument("alert_id", type=int)
+    _add_demo_option(release)
+    release.set_defaults(handler=_alerts_release)
+
     report = commands.add_parser(
         "report", help="print the recovery figures for a period",
         description="The same figures as the console's dashboard, in the business's time zone.",
@@ -278,6 +291,39 @@ async def _set_disabled(settings: Settings, email: str, *, disable: bool) -> int
         raise CommandError(f"no account with the e-mail address {email}")
     print(f"{'disabled' if disable else 'enabled'} {agent.email}"
           + (" and ended all its sessions" if disable else ""))
+    return 0
+
+
+async def _alerts_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from payrescue.db.models import Alert
+
+    rows = await _with_session(settings, lambda session: session.scalars(
+        select(Alert).where(Alert.released_at.is_(None)).order_by(Alert.id)))
+    rows = list(rows)
+    if not rows:
+        print("no alarm holds reminders")
+    for alert in rows:
+        held = len(alert.details.get("case_ids", []))
+        raised = f"{alert.raised_at:%Y-%m-%d %H:%M} UTC"
+        print(f"{alert.id}\t{alert.kind}\t{alert.provider}\traised {raised}\t{held} case(s) held")
+    return 0
+
+
+async def _alerts_release(settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue.billing.alerts import release_alert
+
+    async def work(session):  # noqa: ANN001, ANN202
+        return await release_alert(session, args.alert_id, "command line", Clock().now())
+
+    try:
+        released = await _with_session(settings, work)
+    except LookupError:
+        raise CommandError(f"no alert {args.alert_id}") from None
+    cases = sum(1 for e in released.events if e.topic == "case.changed")
+    print(f"released alert {args.alert_id}: {cases} case(s) get their reminders at the "
+          "service's next reconcile tick")
     return 0
 
 
