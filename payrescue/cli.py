@@ -130,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_option(release)
     release.set_defaults(handler=_alerts_release)
 
+    messages = commands.add_parser(
+        "messages", help="every text members receive, for review"
+    ).add_subparsers(dest="messages_command", required=True, metavar="ACTION")
+    preview = messages.add_parser(
+        "preview", help="render every member message with realistic data (the gallery)",
+        description="Each dunning step for each decline category, the FAQ answers, the "
+        "handoff texts, with the variants for a missing name, plan or date.")
+    preview.add_argument("--language", choices=["de", "en"], default="en")
+    preview.add_argument("--format", choices=["md", "html"], default="md")
+    preview.set_defaults(handler=_messages_preview, needs_secret=False)
+
     report = commands.add_parser(
         "report", help="print the recovery figures for a period",
         description="The same figures as the console's dashboard, in the business's time zone.",
@@ -324,6 +335,15 @@ async def _alerts_release(settings: Settings, args: argparse.Namespace) -> int:
     cases = sum(1 for e in released.events if e.topic == "case.changed")
     print(f"released alert {args.alert_id}: {cases} case(s) get their reminders at the "
           "service's next reconcile tick")
+    return 0
+
+
+async def _messages_preview(_settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue import gallery
+
+    found = gallery.samples(args.language)
+    render = gallery.as_html if args.format == "html" else gallery.as_markdown
+    sys.stdout.write(render(args.language, found))
     return 0
 
 
