@@ -14,8 +14,10 @@ from jinja2 import Environment, FileSystemLoader
 
 from payrescue import handoff_rules
 from payrescue.i18n import (
+    _,
     current_language,
     format_datetime,
+    ngettext,
     template_environment,
 )
 from payrescue.keys import SETTINGS
@@ -32,14 +34,15 @@ def create_environment() -> Environment:
 
 
 def waited(seconds: float) -> str:
-    """A compact duration such as 4 min or 2 h 05 (no translation needed)."""
+    """A compact duration in the agent's language: 4 min, 2 h 05 min / 2 Std. 05 Min., 3 days."""
     minutes = int(seconds // 60)
     if minutes < 60:
-        return f"{minutes} min"
+        return _("%(n)s min") % {"n": minutes}
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} h {minutes:02d}"
-    return f"{hours // 24} d"
+        return _("%(hours)s h %(minutes)s min") % {"hours": hours, "minutes": f"{minutes:02d}"}
+    days = hours // 24
+    return ngettext("%(num)d day", "%(num)d days", days) % {"num": days}
 
 
 def render_string(request: web.Request, name: str, context: dict[str, Any]) -> str:

@@ -76,3 +76,15 @@ def test_the_preview_command_prints_the_gallery(capsys: pytest.CaptureFixture) -
     page = capsys.readouterr().out
     assert page.startswith('<!doctype html><html lang="en">')
     assert "<b>Gold Club</b>" in page and "[Update payment method]" not in page
+
+
+@pytest.mark.parametrize(("language", "expected"), [
+    ("de", ["4 Min.", "2 Std. 05 Min.", "47 Std. 59 Min.", "3 Tage"]),
+    ("en", ["4 min", "2 h 05 min", "47 h 59 min", "3 days"]),
+])
+def test_console_wait_times_speak_the_agents_language(language: str,
+                                                      expected: list[str]) -> None:
+    from handoff.render import waited
+
+    with use_language(language):
+        assert [waited(s) for s in (240, 7500, 48 * 3600 - 1, 80 * 3600)] == expected

@@ -56,7 +56,7 @@ async def test_admin_reads_every_figure_in_german(console: TestClient) -> None:
     assert response.status == 200
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     page = await response.text()
-    assert "Wiederherstellungs" in page or "Dashboard" in page
+    assert "Rettungsquote" in page or "Dashboard" in page
     for figure in ("165,00\xa0€", "158,00\xa0€", "50,0\xa0%", "107,00\xa0€", "40,0\xa0%",
                    "66,7\xa0%", "18 Min.", "1,5 Std.", "3,67", "Petra", "Jonas"):
         assert figure in page, figure
@@ -105,9 +105,9 @@ async def test_figures_csv_for_german_spreadsheets(console: TestClient) -> None:
     assert rows[0] == ["Bereich", "Kennzahl", "Einheit", "Wert"]
     values = {(r[1], r[2]): r[3] for r in rows[1:]}
     assert values[("Gefährdeter Betrag", "EUR")] == "165,00"
-    assert values[("Wiederhergestellter Betrag", "EUR")] == "158,00"
-    assert values[("Wiederherstellungsquote der eröffneten Fälle", "%")] == "50,0"
-    assert values[("Unfreiwillige Kündigungsrate", "%")] == "40,0"
+    assert values[("Geretteter Betrag", "EUR")] == "158,00"
+    assert values[("Rettungsquote der eröffneten Fälle", "%")] == "50,0"
+    assert values[("Quote der unfreiwilligen Abwanderung", "%")] == "40,0"
 
 
 async def test_cases_csv_with_filters(console: TestClient) -> None:
