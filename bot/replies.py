@@ -14,6 +14,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
+from bot import commands
 from payrescue.i18n import _, template_environment, tidy
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -25,7 +26,9 @@ DELETE_ABORT = "rights:delete:no"
 
 @cache
 def _environment() -> Environment:
-    return template_environment(FileSystemLoader(TEMPLATES))
+    env = template_environment(FileSystemLoader(TEMPLATES))
+    env.globals["commands"] = commands.menu  # the help lists the member's own spellings
+    return env
 
 
 def render(template: str, **context: Any) -> Markup:

@@ -15,6 +15,7 @@ from aiogram.filters import Command
 from aiogram.types import InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import commands
 from bot.replies import render
 from bot.routers.handoff import hand_over
 from bot.routers.relay import store_member_message
@@ -125,8 +126,8 @@ async def _answer(intent: str, session: AsyncSession, member: Member, settings: 
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="faq")
-    router.message.register(help_command, Command("help"))
-    router.message.register(status_command, Command("status"))
+    router.message.register(help_command, Command(*commands.HELP.all_names()))
+    router.message.register(status_command, Command(*commands.STATUS.all_names()))
     router.message.register(media_to_human, F.photo | F.document)
     router.message.register(free_text, F.text & ~F.text.startswith("/"))
     router.message.register(anything_else)

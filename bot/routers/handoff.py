@@ -15,6 +15,7 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import commands
 from bot.replies import CANCEL_WAIT, cancel_wait_keyboard, render
 from payrescue import handoff_rules
 from payrescue.clock import Clock
@@ -110,7 +111,7 @@ def _not_waiting_text(conversation: Conversation) -> str:
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="handoff")
-    router.message.register(human_command, Command("human", "agent", "mensch"))
+    router.message.register(human_command, Command(*commands.HUMAN.all_names()))
     router.message.register(cancel_command, Command("cancel"))
     router.callback_query.register(cancel_button, F.data == CANCEL_WAIT)
     return router

@@ -10,6 +10,7 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import commands
 from bot.keyboards import LanguageChoice, language_keyboard
 from payrescue.db.models import Member
 from payrescue.i18n import _, normalise, use_language
@@ -22,7 +23,7 @@ def build_router() -> Router:
     router = Router(name="language")
     router.message.filter(F.chat.type == ChatType.PRIVATE)
     router.callback_query.filter(F.message.chat.type == ChatType.PRIVATE)
-    router.message.register(ask_language, Command("language"))
+    router.message.register(ask_language, Command(*commands.LANGUAGE.all_names()))
     router.callback_query.register(choose_language, LanguageChoice.filter())
     return router
 

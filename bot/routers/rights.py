@@ -14,6 +14,7 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import commands
 from bot.replies import DELETE_ABORT, DELETE_CONFIRM, delete_keyboard
 from payrescue import privacy
 from payrescue.clock import Clock
@@ -83,8 +84,8 @@ def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="rights")
     router.message.register(start_again, CommandStart(deep_link=False), _opted_out)
-    router.message.register(stop, Command("stop"))
-    router.message.register(delete, Command("delete"))
+    router.message.register(stop, Command(*commands.STOP.all_names()))
+    router.message.register(delete, Command(*commands.DELETE.all_names()))
     router.callback_query.register(delete_confirmed, F.data == DELETE_CONFIRM)
     router.callback_query.register(delete_aborted, F.data == DELETE_ABORT)
     return router

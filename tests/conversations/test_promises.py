@@ -82,3 +82,22 @@ async def test_cancel_says_who_answers_when_nobody_waits(svc) -> None:
     member, chat = await linked_member(svc, language="en")
     messages = await say(svc, chat, "/cancel")
     assert "already talking to the bot" in texts(messages)[-1]
+
+
+async def test_telegram_shows_each_member_the_menu_and_profile_in_their_language(svc) -> None:
+    account = svc.emulator.state.resolve_bot(None)
+    german = [c["command"] for c in account.localized_commands["de"]]
+    assert german == ["hilfe", "status", "mensch", "sprache", "stop", "loeschen"]
+    assert [c["command"] for c in account.localized_commands["en"]] == [
+        "help", "status", "human", "language", "stop", "delete"]
+    assert account.localized_commands[""] == account.localized_commands["en"]
+    assert account.localized_commands["de"][2]["description"] == "mit unserem Team sprechen"
+    assert account.descriptions["de"].startswith("Ich bin der Assistent für Ihre Mitgliedschaft")
+    assert account.short_descriptions["en"].startswith("Help with your membership payments")
+    # the German spellings in the menu work
+    member, chat = await linked_member(svc, language="de")
+    help_text = texts(await say(svc, chat, "/hilfe"))[-1]
+    assert "/mensch – mit unserem Team sprechen" in help_text
+    assert "/sprache" in help_text and "/human" not in help_text
+    assert "In welcher Sprache" in texts(await say(svc, chat, "/sprache"))[-1]
+    assert "wirklich" in texts(await say(svc, chat, "/loeschen"))[-1]
