@@ -105,12 +105,20 @@ def babel_locale(language: str | None = None) -> str:
     return _BABEL_LOCALES.get(normalise(language) or current_language(), "en_GB")
 
 
+# English readers of a dollar amount expect "$15.00", not British English's "US$15.00"
+_ENGLISH_FOR_CURRENCY = {"USD": "en_US", "CAD": "en_CA", "AUD": "en_AU", "NZD": "en_NZ",
+                         "JPY": "en_US"}
+
+
 def format_money(amount_minor: int, currency: str, language: str | None = None) -> str:
-    """29,00 € for German readers, €29.00 for English ones."""
-    digits = babel.numbers.get_currency_precision(currency.upper())
+    """29,00 € for German readers, €29.00 / $15.00 for English ones."""
+    code = currency.upper()
+    digits = babel.numbers.get_currency_precision(code)
     amount = Decimal(amount_minor).scaleb(-digits)
     locale = babel_locale(language)
-    return babel.numbers.format_currency(amount, currency.upper(), locale=locale)
+    if locale.startswith("en_"):
+        locale = _ENGLISH_FOR_CURRENCY.get(code, locale)
+    return babel.numbers.format_currency(amount, code, locale=locale)
 
 
 def format_datetime(moment: datetime, zone: ZoneInfo, language: str | None = None,
