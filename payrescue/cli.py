@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--language", choices=["de", "en"], default="en")
     preview.add_argument("--format", choices=["md", "html"], default="md")
     preview.set_defaults(handler=_messages_preview, needs_secret=False)
+    check = messages.add_parser(
+        "check", help="check a folder of your own member texts (PAYRESCUE_TEXTS_DIR)",
+        description="Files are LANGUAGE/TEMPLATE, e.g. de/dunning/failed.j2, replacing ours. "
+        "Checks syntax, placeholders, that both languages are there, and renders each "
+        "message through the gallery's checks.")
+    check.add_argument("folder", nargs="?", help="default: PAYRESCUE_TEXTS_DIR")
+    check.set_defaults(handler=_messages_check, needs_secret=False)
 
     report = commands.add_parser(
         "report", help="print the recovery figures for a period",
@@ -345,6 +352,33 @@ async def _messages_preview(_settings: Settings, args: argparse.Namespace) -> in
     render = gallery.as_html if args.format == "html" else gallery.as_markdown
     sys.stdout.write(render(args.language, found))
     return 0
+
+
+async def _messages_check(_settings: Settings, args: argparse.Namespace) -> int:
+    import os
+
+    folder = args.folder or os.environ.get("PAYRESCUE_TEXTS_DIR")
+    if not folder:
+        raise CommandError("name a folder of texts (or set PAYRESCUE_TEXTS_DIR)")
+    found = await asyncio.to_thread(_check_texts, Path(folder))
+    for line in found:
+        print(line)
+    if found:
+        raise CommandError(f"{len(found)} problem(s) in {folder}")
+    print(f"{folder}: all texts are fine")
+    return 0
+
+
+def _check_texts(folder: Path) -> list[str]:
+    import os
+
+    from payrescue import gallery
+
+    if not folder.is_dir():
+        raise CommandError(f"{folder} is not a folder")
+    # render the gallery through the folder being checked, whatever the environment says
+    os.environ["PAYRESCUE_TEXTS_DIR"] = str(folder.resolve())
+    return gallery.check_texts(folder)
 
 
 async def _members_add(settings: Settings, args: argparse.Namespace) -> int:

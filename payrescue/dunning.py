@@ -35,8 +35,9 @@ from payrescue.i18n import (
     choose_language,
     format_date,
     format_money,
-    template_environment,
-    tidy,
+    member_text_environment,
+    render_member_text,
+    texts_dir,
     use_language,
 )
 
@@ -85,12 +86,13 @@ def send_time(member: Member, settings: Settings, moment: datetime) -> datetime:
 
 
 @cache
-def _environment() -> Environment:
-    return template_environment(FileSystemLoader(TEMPLATES))
+def _environment(texts: Path | None) -> Environment:
+    return member_text_environment(FileSystemLoader(TEMPLATES), texts)
 
 
 def render(template: str, **context: Any) -> Markup:
-    return tidy(_environment().get_template(template).render(**context))
+    """A member message: the owner's text for it (PAYRESCUE_TEXTS_DIR) or ours."""
+    return render_member_text(_environment(texts_dir()), template, **context)
 
 
 def language_of(member: Member, settings: Settings) -> str:

@@ -116,7 +116,7 @@ def _variants(root: Root, name: str) -> Iterator[tuple[str, dict[str, Any], list
     from payrescue import dunning
     from payrescue.billing import declines
 
-    source = (root.folder / name).read_text(encoding="utf-8")
+    source = _source(root, name)
     code = " ".join(_TAGS.findall(source))  # what the template computes with, not its words
 
     def uses(key: str) -> bool:
@@ -164,6 +164,16 @@ def _variants(root: Root, name: str) -> Iterator[tuple[str, dict[str, Any], list
     if uses("open_now"):
         yield "one minute", {**base, "minutes": 1}, buttons
         yield "outside business hours", {**base, "open_now": False}, buttons
+
+
+def _source(root: Root, name: str) -> str:
+    """The template members get: the owner's for the current language, else ours."""
+    from payrescue.i18n import current_language, texts_dir
+
+    own = texts_dir()
+    if own is not None and (own / current_language() / name).is_file():
+        return (own / current_language() / name).read_text(encoding="utf-8")
+    return (root.folder / name).read_text(encoding="utf-8")
 
 
 def samples(language: str) -> list[Sample]:
@@ -251,3 +261,71 @@ def as_html(language: str, found: list[Sample]) -> str:
             parts.append(f'<div class="k">{labels}</div>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+# --- the owner's own texts ----------------------------------------------------------------
+
+# names every member template may use besides its own data
+_GLOBALS = {"greeting", "money", "commands", "_", "gettext", "ngettext", "range", "loop"}
+
+
+def check_texts(folder: Path) -> list[str]:
+    """What is wrong with an owner's folder of member texts (PAYRESCUE_TEXTS_DIR): files that
+    replace no template of ours, syntax errors, names the template is never given, a text
+    present in one language only, and what the gallery checks finds in its rendered result.
+    An empty list means the folder is fine."""
+    from jinja2 import TemplateSyntaxError, meta
+
+    from payrescue.i18n import LANGUAGES, member_text_environment
+
+    known = {}
+    for root in template_roots():
+        for path in root.folder.rglob("*.j2"):
+            known[path.relative_to(root.folder).as_posix()] = (root, path)
+    found: list[str] = []
+    own = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.j2"))
+    for name in own:
+        language, _, template = name.partition("/")
+        if language not in LANGUAGES:
+            found.append(f"{name}: the first folder must be a language ({', '.join(LANGUAGES)})")
+            continue
+        if template not in known:
+            found.append(f"{name}: replaces no member text (see docs/messages.en.md)")
+            continue
+        root, _path = known[template]
+        env = member_text_environment(_loader(root), None)
+        try:
+            tree = env.parse((folder / name).read_text(encoding="utf-8"))
+        except TemplateSyntaxError as exc:
+            found.append(f"{name}, line {exc.lineno}: {exc.message}")
+            continue
+        given = _given(root, template)
+        unknown = meta.find_undeclared_variables(tree) - given - _GLOBALS
+        if unknown:
+            found.append(f"{name}: never given {', '.join(sorted(unknown))} "
+                         f"(available: {', '.join(sorted(given - _GLOBALS)) or 'nothing'})")
+        for other in LANGUAGES:
+            if other != language and f"{other}/{template}" not in own:
+                found.append(f"{name}: {other}/{template} is missing, so {other} members "
+                             "would read our text, not yours")
+    if found:
+        return found
+    return [f"{language}/{s.template} ({s.variant}): {problem}"
+            for language in LANGUAGES for s in samples(language) for problem in problems(s)]
+
+
+def _given(root: Root, template: str) -> set[str]:
+    """The data a template is rendered with (for a partial: that of every message)."""
+    from payrescue.i18n import use_language
+
+    names = [template] if not template.rsplit("/", 1)[-1].startswith("_") else [
+        n for n in template_names(root) if n.startswith(template.split("/")[0] + "/")]
+    with use_language("en"):
+        return {key for name in names for _v, context, _b in _variants(root, name)
+                for key in context}
+
+
+def _loader(root: Root):  # noqa: ANN202
+    from jinja2 import FileSystemLoader
+
+    return FileSystemLoader(root.folder)

@@ -25,7 +25,7 @@ import babel.numbers
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
-from jinja2 import BaseLoader, Environment
+from jinja2 import BaseLoader, ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
 from jinja2.ext import Extension
 from markupsafe import Markup
 
@@ -33,6 +33,13 @@ LANGUAGES = ("de", "en")
 FALLBACK = "en"
 DOMAIN = "messages"
 _current: ContextVar[str] = ContextVar("payrescue_language", default=FALLBACK)
+
+
+def texts_dir() -> Path | None:
+    """The owner's own member texts (PAYRESCUE_TEXTS_DIR): `<language>/<template>` files that
+    replace the package's, e.g. `de/dunning/failed.j2`."""
+    configured = os.environ.get("PAYRESCUE_TEXTS_DIR")
+    return Path(configured) if configured else None
 
 
 def locales_dir() -> Path:
@@ -177,13 +184,48 @@ def format_when(moment: datetime, zone: ZoneInfo, language: str | None = None) -
         time=babel.dates.format_time(local, format="H:mm", locale=locale), city=city)
 
 
-def template_environment(loader: BaseLoader) -> Environment:
+OWN_TEXTS = "@texts"  # the prefix under which the owner's templates are found
+
+
+class MemberTextEnvironment(Environment):
+    """Member texts: the owner's template for the current language, where there is one,
+    replaces the package's — for a whole message and for each partial it includes."""
+
+    texts: Path | None = None
+
+    def join_path(self, template: str, parent: str) -> str:
+        return own_text_name(template, self.texts)
+
+
+def own_text_name(template: str, texts: Path | None) -> str:
+    if texts is None or template.startswith(OWN_TEXTS):
+        return template
+    own = f"{current_language()}/{template}"
+    return f"{OWN_TEXTS}/{own}" if (texts / own).is_file() else template
+
+
+def member_text_environment(loader: BaseLoader, texts: Path | None) -> Environment:
+    """`template_environment` for member messages, with the owner's folder in front."""
+    if texts is not None:
+        loader = ChoiceLoader([PrefixLoader({OWN_TEXTS: FileSystemLoader(texts)}), loader])
+    env = template_environment(loader, environment=MemberTextEnvironment)
+    env.texts = texts  # type: ignore[attr-defined]
+    return env
+
+
+def render_member_text(env: Environment, template: str, **context: object) -> Markup:
+    texts = getattr(env, "texts", None)
+    return tidy(env.get_template(own_text_name(template, texts)).render(**context))
+
+
+def template_environment(loader: BaseLoader,
+                         environment: type[Environment] = Environment) -> Environment:
     """A Jinja2 environment whose {% trans %} and _() follow the current language.
 
     Always escaping: console pages are HTML, and bot messages go out with Telegram's HTML
     parse mode, where a member's name must not become markup either.
     """
-    env = Environment(
+    env = environment(
         loader=loader,
         autoescape=True,
         extensions=["jinja2.ext.i18n", KeepLineAfterTrans],
