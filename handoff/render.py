@@ -13,6 +13,7 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader
 
 from payrescue import handoff_rules
+from payrescue.billing import cases
 from payrescue.i18n import (
     _,
     current_language,
@@ -30,6 +31,7 @@ def create_environment() -> Environment:
     env = template_environment(FileSystemLoader(TEMPLATES_DIR))
     env.filters["waited"] = waited
     env.filters["reason"] = handoff_rules.badge
+    env.filters["case_status"] = cases.status_label
     return env
 
 

@@ -117,8 +117,9 @@ async def test_cases_csv_with_filters(console: TestClient) -> None:
     rows = list(csv.reader(io.StringIO((await response.read()).decode("utf-8-sig"))))
     assert rows[0][:3] == ["Fall", "Mitglied", "Anbieter"]
     assert [(r[0], r[5], r[9], r[10]) for r in rows[1:]] == [
-        ("3", "29.00", "31.00", "agent"), ("2", "49.00", "", "no_contact"),
-        ("1", "29.00", "", "bot")]
+        ("3", "29.00", "31.00", "Team"), ("2", "49.00", "", "ohne Kontakt"),
+        ("1", "29.00", "", "Bot")]
+    assert {r[3] for r in rows[1:]} == {"gerettet"}  # values in German too, not "recovered"
     assert rows[1][7] == "2026-03-28T21:00:00+01:00"  # local time, with its offset
     assert "example.org" not in (await response.read()).decode()
     for bad in ("status=paid", "currency=euro", "attribution=magic", "category=Robert'); --"):
