@@ -4,8 +4,10 @@ The gallery renders each member-facing template that exists (the dunning steps f
 decline category, the FAQ answers, the handoff texts, …) with realistic data, plus the
 variants that used to go wrong: no first name, no plan name, no next attempt, no open
 payment. It is generic on purpose: a new template in one of `template_roots()` joins the
-gallery (and its checks) without a change here. `docs/messages.<language>.md` is its output,
-kept in sync by a golden-file test, so a wording change shows up in the diff.
+gallery (and its checks) without a change here; a template whose text depends on a value
+names the values worth showing in a comment, `{# gallery: failure=expired|used #}`.
+`docs/messages.<language>.md` is its output, kept in sync by a golden-file test, so a
+wording change shows up in the diff.
 
 `problems()` is what the gallery test asserts is empty for every sample: visible HTML tags,
 a link or a bullet glued to the text before it, a greeting without a name, a placeholder
@@ -47,7 +49,7 @@ class Root:
     """A folder of member templates and the function that renders them."""
 
     folder: Path
-    prefixes: tuple[str, ...]
+    prefixes: tuple[str, ...] | None  # the member folders in it; None: every folder
     render: Callable[..., Markup]
 
 
@@ -57,7 +59,7 @@ def template_roots() -> list[Root]:
 
     return [
         Root(dunning.TEMPLATES, ("dunning",), dunning.render),
-        Root(replies.TEMPLATES, ("faq", "handoff"), replies.render),
+        Root(replies.TEMPLATES, None, replies.render),
     ]
 
 
@@ -67,7 +69,8 @@ def template_names(root: Root) -> list[str]:
     from payrescue.billing import declines
 
     names = []
-    for prefix in root.prefixes:
+    prefixes = root.prefixes or sorted(p.name for p in root.folder.iterdir() if p.is_dir())
+    for prefix in prefixes:
         for path in sorted((root.folder / prefix).glob("*.j2")):
             if not path.name.startswith("_") and path.stem not in declines.CATEGORIES:
                 names.append(f"{prefix}/{path.name}")
@@ -75,6 +78,11 @@ def template_names(root: Root) -> list[str]:
 
 
 _TAGS = re.compile(r"\{[{%](.*?)[}%]\}", re.DOTALL)
+_CHOICES = re.compile(r"\{#\s*gallery:\s*(\w+)=([\w|]+)\s*#\}")
+
+
+def _value(text: str) -> object:
+    return {"true": True, "false": False}.get(text, text)
 
 
 # --- realistic data -----------------------------------------------------------------------
@@ -149,7 +157,13 @@ def _variants(root: Root, name: str) -> Iterator[tuple[str, dict[str, Any], list
             "back_at": format_when(BACK_AT, ZONE)}
     # the one answer that names a button of its own
     buttons = _buttons(dunning.human_keyboard()) if name == "faq/receipt.j2" else []
-    yield "usual", base, buttons
+    choices = _CHOICES.findall(source)  # {# gallery: key=a|b #}: one sample per value
+    if choices:
+        for key, values in choices:
+            for value in values.split("|"):
+                yield f"{key}={value}", {**base, key: _value(value)}, buttons
+    else:
+        yield "usual", base, buttons
     for key, label in (("first_name", "no name"), ("plan", "no plan"),
                        ("referral_url", "no invitation link")):
         if uses(key):

@@ -26,7 +26,6 @@ from payrescue.config import Settings
 from payrescue.conversations import current_conversation
 from payrescue.db.models import Member
 from payrescue.events import Bus
-from payrescue.i18n import _
 
 log = logging.getLogger(__name__)
 NEEDS_LINK = {"update_card", "new_link"}
@@ -94,8 +93,7 @@ async def anything_else(message: Message, member: Member | None) -> None:
 
 
 def _not_linked() -> str:
-    return _("This chat is not connected to a membership yet. Please open the personal link "
-             "we sent you by e-mail.")
+    return render("faq/not_linked.j2")
 
 
 async def _answer(intent: str, session: AsyncSession, member: Member, settings: Settings,

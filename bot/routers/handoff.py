@@ -23,7 +23,7 @@ from payrescue.config import Settings
 from payrescue.conversations import ASSIGNED, HUMAN_OWNED, current_conversation
 from payrescue.db.models import Conversation, Member
 from payrescue.events import Bus
-from payrescue.i18n import _, format_when
+from payrescue.i18n import format_when
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ async def hand_over(
     if not already_human:
         await chat.answer(waiting_text(settings, now), reply_markup=cancel_wait_keyboard())
     else:  # a second tap must not meet silence
-        await chat.answer(_("You're already with our team – someone will reply here soon. "
-                            "Just write your question in the meantime."))
+        await chat.answer(render("handoff/already_with_team.j2"))
     return conversation
 
 
@@ -68,7 +67,7 @@ def waiting_text(settings: Settings, now: datetime) -> str:
 async def human_command(message: Message, session: AsyncSession, member: Member | None,
                         settings: Settings, clock: Clock, bus: Bus) -> None:
     if member is None:
-        await message.answer(_("Please connect this chat with your personal link first."))
+        await message.answer(render("handoff/not_connected.j2"))
         return
     await hand_over(message, session, member, [handoff_rules.ASKED], settings, clock, bus)
 
@@ -101,11 +100,7 @@ async def _cancel(chat: Message, session: AsyncSession, member: Member | None, c
 
 def _not_waiting_text(conversation: Conversation) -> str:
     """/cancel (or the button) when there is no wait to end: say who answers instead."""
-    if conversation.status == ASSIGNED:
-        return _("You're chatting with our team right now, so just write here. When your "
-                 "question is settled, the team will hand you back to the bot.")
-    return _("You're already talking to the bot – just ask your question, or write /human "
-             "if you'd like a person.")
+    return render("handoff/not_waiting.j2", assigned=conversation.status == ASSIGNED)
 
 
 def build_router() -> Router:

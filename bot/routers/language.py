@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import commands
 from bot.keyboards import LanguageChoice, language_keyboard
+from bot.replies import render
 from payrescue.db.models import Member
 from payrescue.i18n import _, normalise, use_language
 from payrescue.members import set_language
@@ -29,7 +30,7 @@ def build_router() -> Router:
 
 
 async def ask_language(message: Message) -> None:
-    await message.answer(_("Which language would you like me to use?"),
+    await message.answer(render("language/ask.j2"),
                          reply_markup=language_keyboard())
 
 
@@ -55,7 +56,4 @@ async def choose_language(query: CallbackQuery, callback_data: LanguageChoice, b
 
 
 def _confirmation(*, linked: bool) -> str:
-    if linked:
-        return _("Done! From now on I will write to you in English.")
-    return _("I will answer you in English. To receive messages about your membership "
-             "here, please open the personal link we sent you by e-mail.")
+    return render("language/chosen.j2", linked=linked)
