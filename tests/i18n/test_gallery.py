@@ -46,6 +46,7 @@ def test_no_member_message_shows_tags_glued_links_empty_greetings_or_placeholder
     ("Vielen Dank, zusammen!", "greeting without a name"),
     ("Hello %(first_name)s,", "unfilled placeholder"),
     ("Next attempt: None", "unfilled placeholder"),
+    ("Your payment of  went through.", "empty value"),
 ])
 def test_the_checks_catch_what_once_reached_members(text: str, problem: str) -> None:
     found = gallery.problems(gallery.Sample("t.j2", "v", text))
