@@ -105,7 +105,7 @@ CATEGORIES: dict[str, Category] = {
                  lazy_gettext("The direct debit was refused or disputed"),
                  lazy_gettext("Direct debit refused")),
         Category(UNKNOWN, True, False, True, False,
-                 lazy_gettext("The payment didn't go through, and we weren't told why."),
+                 lazy_gettext("Unfortunately, we weren't given a reason."),
                  lazy_gettext("Reason unknown"),
                  lazy_gettext("Unknown reason")),
     )
