@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader
 
-from payrescue import handoff_rules
+from payrescue import handoff_rules, outbox
 from payrescue.billing import cases
 from payrescue.i18n import (
     _,
@@ -32,7 +32,17 @@ def create_environment() -> Environment:
     env.filters["waited"] = waited
     env.filters["reason"] = handoff_rules.badge
     env.filters["case_status"] = cases.status_label
+    env.filters["delivery_error"] = delivery_error
+    env.globals["blocked_reason"] = outbox.BLOCKED_REASON
     return env
+
+
+def delivery_error(error: str) -> str:
+    """Why a message did not reach the member, in the agent's language; Telegram's own
+    words (English) only as the detail."""
+    if error == outbox.BLOCKED_REASON:
+        return _("the member blocked the bot")
+    return _("Telegram refused it (%(detail)s)") % {"detail": error}
 
 
 def waited(seconds: float) -> str:
