@@ -14,8 +14,7 @@ from payrescue.cli import main
 from payrescue.i18n import template_environment, tidy, use_language
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-REGENERATE = ("run `payrescue messages preview --language {0} > docs/messages.{0}.md` "
-              "and review the diff")
+REGENERATE = "run `make messages` and review the diff of docs/messages.{0}.md"
 
 
 @pytest.mark.parametrize("language", ["de", "en"])
