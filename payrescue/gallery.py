@@ -11,7 +11,7 @@ wording change shows up in the diff.
 
 `problems()` is what the gallery test asserts is empty for every sample: visible HTML tags,
 a link or a bullet glued to the text before it, a greeting without a name, a placeholder
-that was never filled.
+that was never filled, a button named in the text that the message does not carry.
 """
 
 from __future__ import annotations
@@ -224,9 +224,15 @@ def visible_text(text: str) -> str:
     return html.unescape(_TELEGRAM_TAGS.sub("", text))
 
 
+# "tap “Update payment method”", "tippen Sie auf „Zahlung bestätigen“": a button by name
+_NAMED_BUTTON = re.compile(r"\b(?:[Tt]ap|auf)\s+[„“\"]([^“”\"]+)[“”\"]")
+
+
 def problems(sample: Sample) -> list[str]:
     shown = visible_text(sample.text)
     found = [what for what, pattern in _CHECKS if pattern.search(shown)]
+    found += [f"names a button it does not carry: {name}"
+              for name in _NAMED_BUTTON.findall(shown) if name not in sample.buttons]
     if not shown.strip():
         found.append("empty message")
     return found

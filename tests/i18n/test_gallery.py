@@ -52,6 +52,17 @@ def test_the_checks_catch_what_once_reached_members(text: str, problem: str) -> 
     assert any(what.startswith(problem) for what in found)
 
 
+def test_a_message_must_carry_every_button_it_names() -> None:
+    text = "Receipts are on our website. If one is missing, tap “Talk to a person”."
+    assert gallery.problems(gallery.Sample("faq/receipt.j2", "v", text)) == [
+        "names a button it does not carry: Talk to a person"]
+    assert gallery.problems(gallery.Sample("faq/receipt.j2", "v", text,
+                                           ["Talk to a person"])) == []
+    german = "Tippen Sie einfach unten auf „Zahlungsdaten aktualisieren“."
+    assert gallery.problems(gallery.Sample("t.j2", "v", german, ["Zahlung bestätigen"])) == [
+        "names a button it does not carry: Zahlungsdaten aktualisieren"]
+
+
 def test_a_line_after_a_translated_sentence_keeps_its_line_break() -> None:
     env = template_environment(DictLoader({"t.j2": (
         "{% if url %}\n{% trans %}Update it here:{% endtrans %}\n{{ url }}\n{% endif %}\n"
