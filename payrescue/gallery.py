@@ -192,7 +192,7 @@ def _source(root: Root, name: str) -> str:
 
 
 def samples(language: str) -> list[Sample]:
-    """Every member message, rendered in `language`."""
+    """Every member message, rendered in `language`, then the pages an update link opens."""
     found: list[Sample] = []
     with use_language(language):
         for root in template_roots():
@@ -200,6 +200,40 @@ def samples(language: str) -> list[Sample]:
                 for variant, context, buttons in _variants(root, name):
                     text = root.render(name, **context)
                     found.append(Sample(name, variant, str(text), buttons))
+    return found + _pages(language)
+
+
+_PAGE_PARTS = re.compile(r"<h1>(.*?)</h1>\s*<p>(.*?)</p>(?:\s*<a class=\"button\"[^>]*>(.*?)</a>)?",
+                         re.DOTALL)
+
+
+def _pages(language: str) -> list[Sample]:
+    """The web pages around an update link (expired, already paid, thanks, …): heading and
+    text as the sample, the page's button as its button."""
+    from payrescue.billing import pages
+    from payrescue.config import Settings
+
+    # built without reading the environment, so the gallery is the same on every machine
+    with_bot = Settings.model_construct(bot_username="club_bot")
+    without_bot = Settings.model_construct(bot_username=None)
+    shown = [
+        ("expired", pages.refused(language, with_bot, expired=True)),
+        ("expired, bot name unknown", pages.refused(language, without_bot, expired=True)),
+        ("invalid", pages.refused(language, with_bot, expired=False)),
+        ("already paid", pages.settled(language)),
+        ("details saved", pages.thanks(language)),
+        ("no page to update on", pages.no_destination(language, with_bot)),
+        ("payment page away", pages.unavailable(language, "https://club.example.org/u/x")),
+    ]
+    found = []
+    for variant, response in shown:
+        match = _PAGE_PARTS.search(response.text or "")
+        assert match is not None, variant  # noqa: S101 - the page template changed shape
+        title, text, button = (html.unescape(part or "") for part in match.groups())
+        shown_text = (f"<b>{html.escape(title, quote=False)}</b>\n"
+                      f"{html.escape(text, quote=False)}")
+        found.append(Sample("pages/update_link.html", variant, shown_text,
+                            [button] if button else []))
     return found
 
 

@@ -30,7 +30,8 @@ def test_no_member_message_shows_tags_glued_links_empty_greetings_or_placeholder
     found = gallery.samples(language)
     templates = {sample.template for sample in found}
     # the gallery finds the templates by itself: each face's are there
-    assert {"dunning/failed.j2", "faq/why_failed.j2", "handoff/waiting.j2"} <= templates
+    assert {"dunning/failed.j2", "faq/why_failed.j2", "handoff/waiting.j2", "start/linked.j2",
+            "pages/update_link.html"} <= templates
     broken = {(s.template, s.variant): gallery.problems(s) for s in found
               if gallery.problems(s)}
     assert broken == {}
