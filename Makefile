@@ -9,7 +9,7 @@ LOCKED := $(VENV)/installed-lock.txt
 STAMP := $(VENV)/.installed
 UV_EXPORT := $(BIN)/uv export --quiet --frozen --no-emit-project --no-default-groups
 
-.PHONY: demo run test bench catalogs lock upgrade
+.PHONY: demo run test bench catalogs messages lock upgrade
 
 # A fresh venv whenever the lock's content changes, so nothing it no longer lists stays behind;
 # pip checks every download against the lock's hashes and refuses anything unpinned. The stamp
@@ -43,6 +43,12 @@ bench: $(STAMP)
 catalogs: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k _ -k __ -k gettext -k ngettext:1,2 -k lazy_gettext --no-location --sort-output --no-wrap -o locales/messages.pot .
 	$(BIN)/pybabel update -i locales/messages.pot -d locales -D messages --no-fuzzy-matching --ignore-obsolete --no-wrap
+
+# After changing a member text or its translation: the gallery a reviewer reads (and a test
+# compares) in docs/messages.de.md and docs/messages.en.md.
+messages: $(STAMP)
+	$(BIN)/payrescue messages preview --language de > docs/messages.de.md
+	$(BIN)/payrescue messages preview --language en > docs/messages.en.md
 
 # After changing pyproject's dependencies: locks what is new, keeps every pin that still fits
 # the bounds, and exports the sets that get installed (each file's header says how it was made).

@@ -651,9 +651,9 @@ async def run_scheduler(app: web.Application) -> None:
         while True:
             try:
                 async with app[SESSIONMAKER]() as session:
-                    queued = await dunning.reconcile(session, settings, clock.now())
-                for row_id in queued:
-                    await bus.publish(Event("outbox.queued", {"outbox_id": row_id}))
+                    news = await dunning.reconcile(session, settings, clock.now())
+                for event in news:
+                    await bus.publish(event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -12,8 +12,10 @@ from typing import Any
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup
 
-from payrescue.i18n import _, template_environment
+from bot import commands
+from payrescue.i18n import _, member_text_environment, render_member_text, texts_dir
 
 TEMPLATES = Path(__file__).parent / "templates"
 CANCEL_WAIT = "handoff:cancel"
@@ -23,12 +25,15 @@ DELETE_ABORT = "rights:delete:no"
 
 
 @cache
-def _environment() -> Environment:
-    return template_environment(FileSystemLoader(TEMPLATES))
+def _environment(texts: Path | None) -> Environment:
+    env = member_text_environment(FileSystemLoader(TEMPLATES), texts)
+    env.globals["commands"] = commands.menu  # the help lists the member's own spellings
+    return env
 
 
-def render(template: str, **context: Any) -> str:
-    return _environment().get_template(template).render(**context).strip()
+def render(template: str, **context: Any) -> Markup:
+    """A member message: the owner's text for it (PAYRESCUE_TEXTS_DIR) or ours."""
+    return render_member_text(_environment(texts_dir()), template, **context)
 
 
 def cancel_wait_keyboard() -> InlineKeyboardMarkup:

@@ -36,6 +36,7 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.commands import describe_bot
 from bot.dispatcher import build_dispatcher
 from bot.keys import BOT, BOT_RUNNER, POLLING_TIMEOUT
 from bot.middlewares import ReplyFloodWait
@@ -285,6 +286,7 @@ class BotRunner:
             try:
                 me = await self.bot.me()
                 await self._prepare_updates()
+                await describe_bot(self.bot)
                 return me
             except TelegramUnauthorizedError:
                 return self._give_up("Telegram refused the bot token (401 Unauthorized): "

@@ -12,10 +12,13 @@ from typing import Any
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader
 
-from payrescue import handoff_rules
+from payrescue import handoff_rules, outbox
+from payrescue.billing import cases
 from payrescue.i18n import (
+    _,
     current_language,
     format_datetime,
+    ngettext,
     template_environment,
 )
 from payrescue.keys import SETTINGS
@@ -28,24 +31,36 @@ def create_environment() -> Environment:
     env = template_environment(FileSystemLoader(TEMPLATES_DIR))
     env.filters["waited"] = waited
     env.filters["reason"] = handoff_rules.badge
+    env.filters["case_status"] = cases.status_label
+    env.filters["delivery_error"] = delivery_error
+    env.globals["blocked_reason"] = outbox.BLOCKED_REASON
     return env
 
 
+def delivery_error(error: str) -> str:
+    """Why a message did not reach the member, in the agent's language; Telegram's own
+    words (English) only as the detail."""
+    if error == outbox.BLOCKED_REASON:
+        return _("the member blocked the bot")
+    return _("Telegram refused it (%(detail)s)") % {"detail": error}
+
+
 def waited(seconds: float) -> str:
-    """A compact duration such as 4 min or 2 h 05 (no translation needed)."""
+    """A compact duration in the agent's language: 4 min, 2 h 05 min / 2 Std. 05 Min., 3 days."""
     minutes = int(seconds // 60)
     if minutes < 60:
-        return f"{minutes} min"
+        return _("%(n)s min") % {"n": minutes}
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} h {minutes:02d}"
-    return f"{hours // 24} d"
+        return _("%(hours)s h %(minutes)s min") % {"hours": hours, "minutes": f"{minutes:02d}"}
+    days = hours // 24
+    return ngettext("%(num)d day", "%(num)d days", days) % {"num": days}
 
 
 def render_string(request: web.Request, name: str, context: dict[str, Any]) -> str:
     from handoff.auth import request_agent
     from handoff.csrf import csrf_token
-    from handoff.team import UNSEEN_REJECTED
+    from handoff.team import ACTIVE_ALERTS, UNSEEN_REJECTED
 
     settings = request.config_dict[SETTINGS]
     base = {
@@ -54,6 +69,7 @@ def render_string(request: web.Request, name: str, context: dict[str, Any]) -> s
         "language": current_language(),
         "path": request.path,
         "unseen_rejected": request.get(UNSEEN_REJECTED, 0),
+        "active_alerts": request.get(ACTIVE_ALERTS, []),
         "when": lambda moment: format_datetime(moment, settings.zone, format="short")
         if moment else "",
     }

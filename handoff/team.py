@@ -1,8 +1,9 @@
-"""Admin pages: the agents (end their sessions, disable, enable) and the provider events
-that were signed but could not be read (`payrescue.billing.rejected`).
+"""Admin pages: the agents (end their sessions, disable, enable), the provider events
+that were signed but could not be read (`payrescue.billing.rejected`) and the gateway alarm.
 
 While rejected events nobody has looked at exist, every console page shows admins a banner
-linking to their list; opening the list marks them seen.
+linking to their list; opening the list marks them seen. While an alarm holds reminders
+(`payrescue.billing.alerts`), a banner says so, with the button that releases them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from sqlalchemy import select
 from handoff.auth import admin_required, request_agent
 from handoff.render import render
 from payrescue import agents, sessions
-from payrescue.billing import rejected
-from payrescue.db.models import Agent
+from payrescue.billing import alerts, rejected
+from payrescue.db.models import Agent, Alert
 from payrescue.i18n import _
-from payrescue.keys import CLOCK, SESSIONMAKER
+from payrescue.keys import BUS, CLOCK, SESSIONMAKER
 
 UNSEEN_REJECTED = web.RequestKey("console_unseen_rejected", int)
+ACTIVE_ALERTS = web.RequestKey("console_active_alerts", list)
 
 
 @web.middleware
@@ -32,6 +34,8 @@ async def rejected_banner(request: web.Request, handler) -> web.StreamResponse: 
         if agent is not None and agent.role == "admin":
             async with request.config_dict[SESSIONMAKER]() as db:
                 request[UNSEEN_REJECTED] = await rejected.unseen_count(db)
+                request[ACTIVE_ALERTS] = list(await db.scalars(
+                    select(Alert).where(Alert.released_at.is_(None)).order_by(Alert.id)))
     return await handler(request)
 
 
@@ -94,6 +98,23 @@ async def rejected_page(request: web.Request) -> web.StreamResponse:
     return render(request, "rejected.html", {"rows": rows})
 
 
+@admin_required
+async def release_alert(request: web.Request) -> web.StreamResponse:
+    """The fault is fixed: the held reminders may go out again."""
+    admin = request_agent(request)
+    assert admin is not None  # noqa: S101 - admin_required ran
+    now = request.config_dict[CLOCK].now()
+    async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+        try:
+            released = await alerts.release_alert(
+                db, int(request.match_info["alert_id"]), f"agent {admin.id}", now)
+        except LookupError:
+            raise web.HTTPNotFound() from None
+    for event in released.events:
+        await request.config_dict[BUS].publish(event)
+    raise web.HTTPSeeOther("/console/")
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/console/team", team_page),
@@ -101,4 +122,5 @@ def routes() -> list[web.RouteDef]:
         web.post("/console/team/{agent_id}/disable", disable_agent),
         web.post("/console/team/{agent_id}/enable", enable_agent),
         web.get("/console/rejected-events", rejected_page),
+        web.post("/console/alerts/{alert_id}/release", release_alert),
     ]

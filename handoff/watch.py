@@ -20,7 +20,7 @@ from payrescue.config import Settings
 from payrescue.conversations import ASSIGNED, WAITING
 from payrescue.db.models import Conversation, Outbox
 from payrescue.events import Bus, Event
-from payrescue.i18n import _, use_language
+from payrescue.i18n import ngettext, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 from payrescue.leader import Leadership
 from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog, is_database_unavailable
@@ -61,8 +61,9 @@ async def announce_overdue(db: AsyncSession, admin_chat_id: int, target: timedel
             continue
         minutes = int((now - conversation.waiting_since).total_seconds() // 60)
         with use_language(language):
-            text = _("Conversation #%(id)s has been waiting for %(minutes)s minutes.") % {
-                "id": conversation.id, "minutes": minutes}
+            text = ngettext("Conversation #%(id)s has been waiting for %(num)d minute.",
+                            "Conversation #%(id)s has been waiting for %(num)d minutes.",
+                            minutes) % {"id": conversation.id, "num": minutes}
         row = Outbox(chat_id=admin_chat_id, kind="alert", priority=1, method="sendMessage",
                      payload={"text": text}, status="queued",
                      not_before=now, dedupe_key=key, created_at=now)

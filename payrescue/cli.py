@@ -120,6 +120,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_option(simulate, "send to a running `payrescue demo`, signed with its own key")
     simulate.set_defaults(handler=_simulate)
 
+    alerts = commands.add_parser(
+        "alerts", help="the gateway alarm: list it, release the reminders it holds"
+    ).add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    list_alerts = alerts.add_parser("list", help="alarms that hold reminders now")
+    _add_demo_option(list_alerts)
+    list_alerts.set_defaults(handler=_alerts_list)
+    release = alerts.add_parser(
+        "release", help="the fault is fixed: let the held reminders go out",
+        description="The running service sends them at its next reconcile tick.")
+    release.add_argument("alert_id", type=int)
+    _add_demo_option(release)
+    release.set_defaults(handler=_alerts_release)
+
+    messages = commands.add_parser(
+        "messages", help="every text members receive, for review"
+    ).add_subparsers(dest="messages_command", required=True, metavar="ACTION")
+    preview = messages.add_parser(
+        "preview", help="render every member message with realistic data (the gallery)",
+        description="Each dunning step for each decline category, the FAQ answers, the "
+        "handoff texts, with the variants for a missing name, plan or date.")
+    preview.add_argument("--language", choices=["de", "en"], default="en")
+    preview.add_argument("--format", choices=["md", "html"], default="md")
+    preview.set_defaults(handler=_messages_preview, needs_secret=False)
+    check = messages.add_parser(
+        "check", help="check a folder of your own member texts (PAYRESCUE_TEXTS_DIR)",
+        description="Files are LANGUAGE/TEMPLATE, e.g. de/dunning/failed.j2, replacing ours. "
+        "Checks syntax, placeholders, that both languages are there, and renders each "
+        "message through the gallery's checks.")
+    check.add_argument("folder", nargs="?", help="default: PAYRESCUE_TEXTS_DIR")
+    check.set_defaults(handler=_messages_check, needs_secret=False)
+
     report = commands.add_parser(
         "report", help="print the recovery figures for a period",
         description="The same figures as the console's dashboard, in the business's time zone.",
@@ -298,6 +329,75 @@ async def _set_disabled(settings: Settings, email: str, *, disable: bool) -> int
     print(f"{'disabled' if disable else 'enabled'} {agent.email}"
           + (" and ended all its sessions" if disable else ""))
     return 0
+
+
+async def _alerts_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from payrescue.db.models import Alert
+
+    rows = await _with_session(settings, lambda session: session.scalars(
+        select(Alert).where(Alert.released_at.is_(None)).order_by(Alert.id)))
+    rows = list(rows)
+    if not rows:
+        print("no alarm holds reminders")
+    for alert in rows:
+        held = len(alert.details.get("case_ids", []))
+        raised = f"{alert.raised_at:%Y-%m-%d %H:%M} UTC"
+        print(f"{alert.id}\t{alert.kind}\t{alert.provider}\traised {raised}\t{held} case(s) held")
+    return 0
+
+
+async def _alerts_release(settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue.billing.alerts import release_alert
+
+    async def work(session):  # noqa: ANN001, ANN202
+        return await release_alert(session, args.alert_id, "command line", Clock().now())
+
+    try:
+        released = await _with_session(settings, work)
+    except LookupError:
+        raise CommandError(f"no alert {args.alert_id}") from None
+    cases = sum(1 for e in released.events if e.topic == "case.changed")
+    print(f"released alert {args.alert_id}: {cases} case(s) get their reminders at the "
+          "service's next reconcile tick")
+    return 0
+
+
+async def _messages_preview(_settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue import gallery
+
+    found = gallery.samples(args.language)
+    render = gallery.as_html if args.format == "html" else gallery.as_markdown
+    sys.stdout.write(render(args.language, found))
+    return 0
+
+
+async def _messages_check(_settings: Settings, args: argparse.Namespace) -> int:
+    import os
+
+    folder = args.folder or os.environ.get("PAYRESCUE_TEXTS_DIR")
+    if not folder:
+        raise CommandError("name a folder of texts (or set PAYRESCUE_TEXTS_DIR)")
+    found = await asyncio.to_thread(_check_texts, Path(folder))
+    for line in found:
+        print(line)
+    if found:
+        raise CommandError(f"{len(found)} problem(s) in {folder}")
+    print(f"{folder}: all texts are fine")
+    return 0
+
+
+def _check_texts(folder: Path) -> list[str]:
+    import os
+
+    from payrescue import gallery
+
+    if not folder.is_dir():
+        raise CommandError(f"{folder} is not a folder")
+    # render the gallery through the folder being checked, whatever the environment says
+    os.environ["PAYRESCUE_TEXTS_DIR"] = str(folder.resolve())
+    return gallery.check_texts(folder)
 
 
 async def _members_add(settings: Settings, args: argparse.Namespace) -> int:

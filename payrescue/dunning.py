@@ -19,20 +19,25 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payrescue import outbox
+from payrescue import handoff_rules, outbox
 from payrescue.billing import declines
 from payrescue.config import Settings
+from payrescue.conversations import current_conversation
 from payrescue.db.models import Member, Outbox, PaymentEvent, RecoveryCase, Subscription
+from payrescue.events import Event
 from payrescue.hours import quiet_until
 from payrescue.i18n import (
     _,
     choose_language,
     format_date,
     format_money,
-    template_environment,
+    member_text_environment,
+    render_member_text,
+    texts_dir,
     use_language,
 )
 
@@ -81,12 +86,13 @@ def send_time(member: Member, settings: Settings, moment: datetime) -> datetime:
 
 
 @cache
-def _environment() -> Environment:
-    return template_environment(FileSystemLoader(TEMPLATES))
+def _environment(texts: Path | None) -> Environment:
+    return member_text_environment(FileSystemLoader(TEMPLATES), texts)
 
 
-def render(template: str, **context: Any) -> str:
-    return _environment().get_template(template).render(**context).strip()
+def render(template: str, **context: Any) -> Markup:
+    """A member message: the owner's text for it (PAYRESCUE_TEXTS_DIR) or ours."""
+    return render_member_text(_environment(texts_dir()), template, **context)
 
 
 def language_of(member: Member, settings: Settings) -> str:
@@ -97,22 +103,39 @@ def language_of(member: Member, settings: Settings) -> str:
 # --- the reconciler -----------------------------------------------------------------------
 
 
-async def reconcile(session: AsyncSession, settings: Settings, now: datetime) -> list[int]:
-    """Bring the outbox in line with every case; commits; returns the ids of queued rows."""
+async def reconcile(session: AsyncSession, settings: Settings, now: datetime) -> list[Event]:
+    """Bring the outbox in line with every case; commits; returns the events to publish
+    (`outbox.queued` per queued row, and the console's news of handoffs the plan opened)."""
     queued: list[int] = []
+    events: list[Event] = []
     for case in await _cases_to_check(session, now):
         member = await session.get(Member, case.member_id)
         if member is None:
             continue
         if case.status == OPEN and not case.held:
             row = await _due_step(session, settings, case, member, now)
+            if row and row[0] is not None and row[0].dunning_step == 0:
+                events += await _hand_to_person(session, case, member, now)
         else:
             await _cancel_reminders(session, case, "held" if case.held else case.status)
             row = await _closing_messages(session, settings, case, member, now)
         queued += [r.id for r in row if r is not None]
     queued += await _pre_dunning(session, settings, now)
     await session.commit()
-    return queued
+    return [*(Event("outbox.queued", {"outbox_id": row_id}) for row_id in queued), *events]
+
+
+async def _hand_to_person(session: AsyncSession, case: RecoveryCase, member: Member,
+                          now: datetime) -> list[Event]:
+    """A card the bank blocked, a refused mandate: the first message says a person will get
+    in touch, so the conversation goes to the team's queue with that message."""
+    reason = handoff_rules.case_handoff_reason(case)
+    if reason is None:
+        return []
+    conversation = await current_conversation(session, member.id, now)
+    await handoff_rules.request_handoff(session, conversation, [reason], now, case)
+    log.info("case needs a person: handed over", extra={"case_id": case.id})
+    return handoff_rules.handoff_events(conversation)
 
 
 async def _cases_to_check(session: AsyncSession, now: datetime) -> list[RecoveryCase]:
@@ -204,7 +227,7 @@ async def _closing_messages(
     with use_language(language_of(member, settings)):
         context = await case_context(session, settings, case, member, now)
         text = render(f"dunning/{template}.j2", **context)
-        markup = _human_button(case) if case.status == LOST else None
+        markup = human_keyboard(case) if case.status == LOST else None
     payload: dict[str, Any] = {"text": text, "parse_mode": "HTML"}
     if markup:
         payload["reply_markup"] = markup
@@ -291,10 +314,12 @@ async def _pre_dunning(session: AsyncSession, settings: Settings, now: datetime)
         if member is None or not _may_contact(member) or not await _subscribed(session, member):
             continue
         month = (event.occurred_at or event.received_at).strftime("%Y-%m")
+        url = await session.scalar(select(Subscription.update_url).where(
+            Subscription.member_id == member.id, Subscription.update_url.is_not(None)).limit(1))
         with use_language(language_of(member, settings)):
-            text = render("dunning/card_expiring.j2", first_name=member.first_name)
+            payload = card_expiring_payload(member.first_name, url)
         row = await outbox.queue_message(
-            session, member, "reminder", {"text": text, "parse_mode": "HTML"}, now,
+            session, member, "reminder", payload, now,
             priority=outbox.PRIORITY_REMINDER,
             not_before=send_time(member, settings, now),
             dedupe_key=f"card_expiring:{member.id}:{month}",
@@ -319,8 +344,8 @@ async def case_context(
     if case.next_attempt_at and case.next_attempt_at > now:
         next_attempt = format_date(case.next_attempt_at, zone)
     return {
-        "first_name": member.first_name or _("there"),
-        "plan": (subscription.plan_name if subscription else None) or _("your membership"),
+        "first_name": member.first_name or None,  # templates greet without a name then
+        "plan": (subscription.plan_name if subscription else None) or None,
         "amount": format_money(case.amount_minor, case.currency),
         "next_attempt": next_attempt,
         "category": category.name,
@@ -343,22 +368,52 @@ async def reminder_payload(
         context = await case_context(session, settings, case, member, now)
         text = render(f"dunning/{template}.j2", **context)
         url = await create_update_link(session, case, settings, now)
-        keyboard = [
-            [{"text": _("Update payment method"), "url": url}],
-            [{"text": _("Why did this fail?"), "callback_data": f"{WHY_PREFIX}{case.id}"}],
-            [{"text": _("Talk to a person"), "callback_data": f"{HUMAN_PREFIX}{case.id}"}],
-        ]
-    return {"text": text, "parse_mode": "HTML", "reply_markup": {"inline_keyboard": keyboard}}
+        keyboard = case_keyboard(case, url, why=True)
+    return {"text": text, "parse_mode": "HTML", "reply_markup": keyboard}
 
 
-def _human_button(case: RecoveryCase) -> dict[str, Any]:
+def update_label(case: RecoveryCase) -> str:
+    """The link button's words: what the page it opens lets the member do (the messages
+    name the button by these words, so they must match)."""
+    if declines.category(case.decline_category).name == declines.AUTHENTICATION_REQUIRED:
+        return _("Confirm the payment")
+    return _("Update payment method")
+
+
+def case_keyboard(case: RecoveryCase, url: str, *, why: bool) -> dict[str, Any]:
+    """The buttons every message about an open case carries, so each next step it names is
+    one tap away: the update link, (the explanation), a person."""
+    rows = [[{"text": update_label(case), "url": url}]]
+    if why:
+        rows.append([{"text": _("Why did this fail?"), "callback_data": f"{WHY_PREFIX}{case.id}"}])
+    rows.append([{"text": _("Talk to a person"), "callback_data": f"{HUMAN_PREFIX}{case.id}"}])
+    return {"inline_keyboard": rows}
+
+
+def human_keyboard(case: RecoveryCase | None = None) -> dict[str, Any]:
+    """Just "Talk to a person" (case id 0 when there is no case: it only asks for a person)."""
     return {"inline_keyboard": [[
-        {"text": _("Talk to a person"), "callback_data": f"{HUMAN_PREFIX}{case.id}"}
+        {"text": _("Talk to a person"), "callback_data": f"{HUMAN_PREFIX}{case.id if case else 0}"}
     ]]}
 
 
+def card_expiring_payload(first_name: str | None, url: str | None) -> dict[str, Any]:
+    """"Your card expires soon", with a button to add the new one (or to reach a person when
+    the billing system gave us no page for it). Not tied to a case: the human button's
+    case id 0 only asks for a person."""
+    text = render("dunning/card_expiring.j2", first_name=first_name or None, url=url)
+    rows = [[{"text": _("Add my new card"), "url": url}]] if url else []
+    rows.append([{"text": _("Talk to a person"), "callback_data": f"{HUMAN_PREFIX}0"}])
+    return {"text": text, "parse_mode": "HTML", "reply_markup": {"inline_keyboard": rows}}
+
+
 async def explain(session: AsyncSession, settings: Settings, case: RecoveryCase,
-                  member: Member, now: datetime) -> str:
-    """"Why did this fail?" for one case, in the current language."""
+                  member: Member, now: datetime) -> tuple[Markup, dict[str, Any]]:
+    """"Why did this fail?" for one case, in the current language, with the buttons its
+    next step names (the member may ask this long after the reminder's buttons scrolled
+    away)."""
+    from payrescue.billing.links import create_update_link
+
     context = await case_context(session, settings, case, member, now)
-    return render("dunning/_facts.j2", **context)
+    url = await create_update_link(session, case, settings, now)
+    return render("dunning/_facts.j2", **context), case_keyboard(case, url, why=False)

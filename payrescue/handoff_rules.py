@@ -29,6 +29,8 @@ MEDIA = "media_sent"
 MANY_ATTEMPTS = "many_attempts"
 LARGE_AMOUNT = "large_amount"
 CATEGORY = "needs_human"  # fraud, a refused mandate: never discussed by the bot
+CARD_BLOCKED = "card_blocked"  # the bank blocked the card (fraud, lost, stolen): opened by the plan
+DECLINE_NEEDS_PERSON = "decline_needs_person"  # another such category: opened by the plan
 NOT_UNDERSTOOD_LIMIT = 2
 MANY_ATTEMPTS_LIMIT = 3
 
@@ -46,6 +48,10 @@ REASONS: dict[str, Reason] = {r.name: r for r in (
     Reason("fraud", 90, lazy_gettext("fraud"), lazy_gettext("Suspected fraud")),
     Reason("dispute", 80, lazy_gettext("dispute"), lazy_gettext("Dispute or chargeback")),
     Reason("distress", 70, lazy_gettext("upset"), lazy_gettext("Member in a difficult situation")),
+    Reason(CARD_BLOCKED, 85, lazy_gettext("card blocked"),
+           lazy_gettext("Card blocked by the bank (opened automatically)")),
+    Reason(DECLINE_NEEDS_PERSON, 60, lazy_gettext("decline needs a person"),
+           lazy_gettext("Decline reason needs a person (opened automatically)")),
     Reason(CATEGORY, 60, lazy_gettext("needs a human"),
            lazy_gettext("Decline reason needs a person")),
     Reason("refund", 50, lazy_gettext("refund"), lazy_gettext("Asked for a refund")),
@@ -89,6 +95,15 @@ def case_reasons(case: RecoveryCase | None, settings: Settings) -> list[str]:
     if declines.category(case.decline_category).needs_human:
         reasons.append(CATEGORY)
     return reasons
+
+
+def case_handoff_reason(case: RecoveryCase) -> str | None:
+    """Why a new case goes to a person before the member writes anything, if it does: its
+    first message promises that someone from the team will get in touch."""
+    category = declines.category(case.decline_category)
+    if not category.needs_human:
+        return None
+    return CARD_BLOCKED if category.name == declines.FRAUD else DECLINE_NEEDS_PERSON
 
 
 async def open_case(session: AsyncSession, member_id: int) -> RecoveryCase | None:

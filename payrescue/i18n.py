@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,12 +25,21 @@ import babel.numbers
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
-from jinja2 import BaseLoader, Environment
+from jinja2 import BaseLoader, ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
+from jinja2.ext import Extension
+from markupsafe import Markup
 
 LANGUAGES = ("de", "en")
 FALLBACK = "en"
 DOMAIN = "messages"
 _current: ContextVar[str] = ContextVar("payrescue_language", default=FALLBACK)
+
+
+def texts_dir() -> Path | None:
+    """The owner's own member texts (PAYRESCUE_TEXTS_DIR): `<language>/<template>` files that
+    replace the package's, e.g. `de/dunning/failed.j2`."""
+    configured = os.environ.get("PAYRESCUE_TEXTS_DIR")
+    return Path(configured) if configured else None
 
 
 def locales_dir() -> Path:
@@ -102,12 +112,20 @@ def babel_locale(language: str | None = None) -> str:
     return _BABEL_LOCALES.get(normalise(language) or current_language(), "en_GB")
 
 
+# English readers of a dollar amount expect "$15.00", not British English's "US$15.00"
+_ENGLISH_FOR_CURRENCY = {"USD": "en_US", "CAD": "en_CA", "AUD": "en_AU", "NZD": "en_NZ",
+                         "JPY": "en_US"}
+
+
 def format_money(amount_minor: int, currency: str, language: str | None = None) -> str:
-    """29,00 € for German readers, €29.00 for English ones."""
-    digits = babel.numbers.get_currency_precision(currency.upper())
+    """29,00 € for German readers, €29.00 / $15.00 for English ones."""
+    code = currency.upper()
+    digits = babel.numbers.get_currency_precision(code)
     amount = Decimal(amount_minor).scaleb(-digits)
     locale = babel_locale(language)
-    return babel.numbers.format_currency(amount, currency.upper(), locale=locale)
+    if locale.startswith("en_"):
+        locale = _ENGLISH_FOR_CURRENCY.get(code, locale)
+    return babel.numbers.format_currency(amount, code, locale=locale)
 
 
 def format_datetime(moment: datetime, zone: ZoneInfo, language: str | None = None,
@@ -122,19 +140,99 @@ def format_date(moment: datetime, zone: ZoneInfo, language: str | None = None,
     return babel.dates.format_date(moment.astimezone(zone).date(), format=format, locale=locale)
 
 
-def template_environment(loader: BaseLoader) -> Environment:
+class KeepLineAfterTrans(Extension):
+    """`trim_blocks` keeps `{% if %}` lines from leaving blank lines, but it also ate the line
+    break after `{% endtrans %}`, gluing the next line (a link, a bullet) to the sentence.
+    A `+` on the tag is Jinja's own switch for "keep my line break"; we add it to every
+    endtrans here, so no template can forget it."""
+
+    _ENDTRANS = re.compile(r"\{%(-?)\s*endtrans\s*%\}")
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        return self._ENDTRANS.sub(r"{%\1 endtrans +%}", source)
+
+
+_BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
+_TRAILING = re.compile(r"[ \t]+\n")
+
+
+def tidy(text: str) -> Markup:
+    """A rendered chat message as it should arrive: paragraphs parted by one blank line, no
+    trailing spaces, nothing around it. The result is Markup: an autoescaping template's
+    output is already safe HTML and must never be escaped a second time when it is placed
+    into another message."""
+    text = _TRAILING.sub("\n", str(text))
+    # only ever given the output of our autoescaping templates
+    return Markup(_BLANK_RUNS.sub("\n\n", text).strip())  # noqa: S704
+
+
+def greeting(first_name: str | None) -> str:
+    """"Hello Anna," — or a greeting that needs no name, never "Hello ,"."""
+    if first_name and first_name.strip():
+        return _("Hello {name},").format(name=first_name.strip())
+    return _("Hello,")
+
+
+def format_when(moment: datetime, zone: ZoneInfo, language: str | None = None) -> str:
+    """"on Monday at 9:00 (Berlin time)": a day and an hour, saying whose clock it is, since
+    the member may live elsewhere."""
+    locale = babel_locale(language)
+    local = moment.astimezone(zone)
+    city = zone.key.rsplit("/", 1)[-1].replace("_", " ")
+    return _("on {day} at {time} ({city} time)").format(
+        day=babel.dates.format_date(local.date(), format="EEEE", locale=locale),
+        time=babel.dates.format_time(local, format="H:mm", locale=locale), city=city)
+
+
+OWN_TEXTS = "@texts"  # the prefix under which the owner's templates are found
+
+
+class MemberTextEnvironment(Environment):
+    """Member texts: the owner's template for the current language, where there is one,
+    replaces the package's — for a whole message and for each partial it includes."""
+
+    texts: Path | None = None
+
+    def join_path(self, template: str, parent: str) -> str:
+        return own_text_name(template, self.texts)
+
+
+def own_text_name(template: str, texts: Path | None) -> str:
+    if texts is None or template.startswith(OWN_TEXTS):
+        return template
+    own = f"{current_language()}/{template}"
+    return f"{OWN_TEXTS}/{own}" if (texts / own).is_file() else template
+
+
+def member_text_environment(loader: BaseLoader, texts: Path | None) -> Environment:
+    """`template_environment` for member messages, with the owner's folder in front."""
+    if texts is not None:
+        loader = ChoiceLoader([PrefixLoader({OWN_TEXTS: FileSystemLoader(texts)}), loader])
+    env = template_environment(loader, environment=MemberTextEnvironment)
+    env.texts = texts  # type: ignore[attr-defined]
+    return env
+
+
+def render_member_text(env: Environment, template: str, **context: object) -> Markup:
+    texts = getattr(env, "texts", None)
+    return tidy(env.get_template(own_text_name(template, texts)).render(**context))
+
+
+def template_environment(loader: BaseLoader,
+                         environment: type[Environment] = Environment) -> Environment:
     """A Jinja2 environment whose {% trans %} and _() follow the current language.
 
     Always escaping: console pages are HTML, and bot messages go out with Telegram's HTML
     parse mode, where a member's name must not become markup either.
     """
-    env = Environment(
+    env = environment(
         loader=loader,
         autoescape=True,
-        extensions=["jinja2.ext.i18n"],
+        extensions=["jinja2.ext.i18n", KeepLineAfterTrans],
         trim_blocks=True,
         lstrip_blocks=True,
     )
     env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.globals["money"] = format_money
+    env.globals["greeting"] = greeting
     return env

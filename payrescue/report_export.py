@@ -22,6 +22,7 @@ import babel.numbers
 
 from payrescue import handoff_rules
 from payrescue.billing import declines
+from payrescue.billing.cases import attribution_label, status_label
 from payrescue.i18n import _, babel_locale, format_money, lazy_gettext, ngettext
 from payrescue.reports import CaseRow, Figures
 
@@ -311,9 +312,11 @@ def cases_csv(cases: Iterable[CaseRow], zone: ZoneInfo, decimal_comma: bool = Fa
         return "" if value is None else _spreadsheet_number(_major(value, currency),
                                                              decimal_comma)
 
-    rows = ([str(c.case_id), str(c.member_id), c.provider, c.status, c.decline_category,
-             amount(c.amount_minor, c.currency), c.currency, when(c.opened_at),
-             when(c.recovered_at), amount(c.recovered_amount_minor, c.currency),
-             c.attribution or "", when(c.lost_at)] for c in cases)
+    # values in the reader's language, like the header: a German sheet reads "gerettet"
+    rows = ([str(c.case_id), str(c.member_id), c.provider, status_label(c.status),
+             declines.label(c.decline_category), amount(c.amount_minor, c.currency),
+             c.currency, when(c.opened_at), when(c.recovered_at),
+             amount(c.recovered_amount_minor, c.currency), attribution_label(
+                 c.attribution), when(c.lost_at)] for c in cases)
     return _write_csv(header, rows, decimal_comma)
 

@@ -41,8 +41,6 @@ MAX_DOWNLOAD_SIZE = 20 * 1024 * 1024  # getFile refuses bigger files, as Telegra
 MAX_POLL_TIMEOUT = 50
 # Methods a bot calls once at start-up to describe itself; accepted and forgotten.
 _ACCEPTED_NOOPS = (
-    "setMyDescription",
-    "setMyShortDescription",
     "setMyName",
     "setChatMenuButton",
     "setMyDefaultAdministratorRights",
@@ -85,6 +83,10 @@ class BotApi:
             "setMyCommands": self.set_my_commands,
             "getMyCommands": self.get_my_commands,
             "deleteMyCommands": self.delete_my_commands,
+            "setMyDescription": self._describer("description", 512),
+            "setMyShortDescription": self._describer("short_description", 120),
+            "getMyDescription": self._description_reader("description"),
+            "getMyShortDescription": self._description_reader("short_description"),
         }
         for name in _ACCEPTED_NOOPS:
             methods[name] = self._accept
@@ -467,15 +469,40 @@ class BotApi:
             isinstance(c, dict) and c.get("command") and c.get("description") for c in commands
         ):
             raise bad_request("can't parse commands JSON object")
-        bot.commands = commands
+        language = params.text("language_code") or ""
+        bot.localized_commands[language] = commands
+        if not language:
+            bot.commands = commands
         return True
 
     async def get_my_commands(self, bot: BotAccount, params: Params) -> Any:
-        return copy.deepcopy(bot.commands)
+        language = params.text("language_code") or ""
+        return copy.deepcopy(bot.localized_commands.get(language, bot.commands))
 
     async def delete_my_commands(self, bot: BotAccount, params: Params) -> Any:
-        bot.commands = []
+        language = params.text("language_code") or ""
+        bot.localized_commands.pop(language, None)
+        if not language:
+            bot.commands = []
         return True
+
+    def _describer(self, field: str, limit: int) -> Handler:
+        """setMyDescription / setMyShortDescription, kept per language_code."""
+        async def describe(bot: BotAccount, params: Params) -> Any:
+            text = params.text(field) or ""
+            if len(text) > limit:
+                raise bad_request(f"{field} is too long")
+            store = bot.descriptions if field == "description" else bot.short_descriptions
+            store[params.text("language_code") or ""] = text
+            return True
+        return describe
+
+    def _description_reader(self, field: str) -> Handler:
+        async def read(bot: BotAccount, params: Params) -> Any:
+            store = bot.descriptions if field == "description" else bot.short_descriptions
+            language = params.text("language_code") or ""
+            return {field: store.get(language, store.get("", ""))}
+        return read
 
 
 def _webhook_conflict() -> ApiError:

@@ -111,6 +111,10 @@ class BotAccount:
     next_update_id: int = 1
     poll_generation: int = 0  # bumps on each getUpdates, to end older concurrent polls
     commands: list[dict[str, Any]] = field(default_factory=list)
+    # per language_code ("" = for everyone else), as Telegram keeps them
+    localized_commands: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    short_descriptions: dict[str, str] = field(default_factory=dict)
 
     def to_api(self) -> dict[str, Any]:
         return {

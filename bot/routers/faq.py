@@ -12,19 +12,20 @@ from typing import Any
 
 from aiogram import F, Router
 from aiogram.filters import Command
-from aiogram.types import Message
+from aiogram.types import InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import commands
 from bot.replies import render
 from bot.routers.handoff import hand_over
 from bot.routers.relay import store_member_message
 from payrescue import dunning, faq, handoff_rules
+from payrescue.billing import declines
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.conversations import current_conversation
 from payrescue.db.models import Member
 from payrescue.events import Bus
-from payrescue.i18n import _
 
 log = logging.getLogger(__name__)
 NEEDS_LINK = {"update_card", "new_link"}
@@ -39,7 +40,8 @@ async def status_command(message: Message, session: AsyncSession, member: Member
     if member is None:
         await message.answer(_not_linked())
         return
-    await message.answer(await _answer("status", session, member, settings, clock))
+    text, markup = await _answer("status", session, member, settings, clock)
+    await message.answer(text, reply_markup=markup)
 
 
 async def media_to_human(message: Message, session: AsyncSession, member: Member | None,
@@ -71,9 +73,9 @@ async def free_text(message: Message, session: AsyncSession, member: Member | No
         if intent is not None:
             conversation.not_understood = 0
             log.info("chat %s: intent %s", message.chat.id, intent)
-            answer = await _answer(intent, session, member, settings, clock)
+            answer, markup = await _answer(intent, session, member, settings, clock)
             await session.commit()  # state first: a reply must never announce unsaved state
-            await message.answer(answer)
+            await message.answer(answer, reply_markup=markup)
             return
         conversation.not_understood += 1
         if conversation.not_understood < handoff_rules.NOT_UNDERSTOOD_LIMIT:
@@ -91,31 +93,39 @@ async def anything_else(message: Message, member: Member | None) -> None:
 
 
 def _not_linked() -> str:
-    return _("This chat is not connected to a membership yet. Please open the personal link "
-             "we sent you by e-mail.")
+    return render("faq/not_linked.j2")
 
 
 async def _answer(intent: str, session: AsyncSession, member: Member, settings: Settings,
-                  clock: Clock) -> str:
+                  clock: Clock) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The answer and the buttons its next step names (the update link, a person)."""
     now = clock.now()
     case = await handoff_rules.open_case(session, member.id)
     context: dict[str, Any] = {"has_case": case is not None}
+    keyboard: dict[str, Any] | None = None
     if case is not None:
         context.update(await dunning.case_context(session, settings, case, member, now))
+        category = declines.category(case.decline_category)
+        context["provider_retries"] = category.provider_retries
         if intent == "why_failed":
-            context["explanation"] = await dunning.explain(session, settings, case, member, now)
+            context["explanation"], keyboard = await dunning.explain(
+                session, settings, case, member, now)
         if intent in NEEDS_LINK:
             from payrescue.billing.links import create_update_link
 
             context["url"] = await create_update_link(session, case, settings, now)
-    return render(f"faq/{intent}.j2", **context)
+            context["label"] = dunning.update_label(case)
+    if intent == "receipt":
+        keyboard = dunning.human_keyboard(case)
+    markup = InlineKeyboardMarkup.model_validate(keyboard) if keyboard else None
+    return render(f"faq/{intent}.j2", **context), markup
 
 
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="faq")
-    router.message.register(help_command, Command("help"))
-    router.message.register(status_command, Command("status"))
+    router.message.register(help_command, Command(*commands.HELP.all_names()))
+    router.message.register(status_command, Command(*commands.STATUS.all_names()))
     router.message.register(media_to_human, F.photo | F.document)
     router.message.register(free_text, F.text & ~F.text.startswith("/"))
     router.message.register(anything_else)

@@ -15,14 +15,15 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import commands
 from bot.replies import CANCEL_WAIT, cancel_wait_keyboard, render
 from payrescue import handoff_rules
 from payrescue.clock import Clock
 from payrescue.config import Settings
-from payrescue.conversations import HUMAN_OWNED, current_conversation
+from payrescue.conversations import ASSIGNED, HUMAN_OWNED, current_conversation
 from payrescue.db.models import Conversation, Member
 from payrescue.events import Bus
-from payrescue.i18n import _, format_datetime
+from payrescue.i18n import format_when
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,15 @@ async def hand_over(
         await bus.publish(event)
     if not already_human:
         await chat.answer(waiting_text(settings, now), reply_markup=cancel_wait_keyboard())
+    else:  # a second tap must not meet silence
+        await chat.answer(render("handoff/already_with_team.j2"))
     return conversation
 
 
 def waiting_text(settings: Settings, now: datetime) -> str:
     hours = settings.hours
     open_now = hours.is_open(now)
-    back_at = None if open_now else format_datetime(hours.next_open(now), settings.zone,
-                                                    format="EEEE, HH:mm")
+    back_at = None if open_now else format_when(hours.next_open(now), settings.zone)
     return render("handoff/waiting.j2", open_now=open_now,
                   minutes=settings.handoff_expected_wait_minutes, back_at=back_at)
 
@@ -65,7 +67,7 @@ def waiting_text(settings: Settings, now: datetime) -> str:
 async def human_command(message: Message, session: AsyncSession, member: Member | None,
                         settings: Settings, clock: Clock, bus: Bus) -> None:
     if member is None:
-        await message.answer(_("Please connect this chat with your personal link first."))
+        await message.answer(render("handoff/not_connected.j2"))
         return
     await hand_over(message, session, member, [handoff_rules.ASKED], settings, clock, bus)
 
@@ -88,7 +90,7 @@ async def _cancel(chat: Message, session: AsyncSession, member: Member | None, c
         return
     conversation = await current_conversation(session, member.id, clock.now())
     if not await handoff_rules.cancel_wait(session, conversation, clock.now()):
-        await chat.answer(_("There is nothing to cancel: no one is waiting for you right now."))
+        await chat.answer(_not_waiting_text(conversation))
         return
     await session.commit()
     for event in handoff_rules.handoff_events(conversation):
@@ -96,10 +98,15 @@ async def _cancel(chat: Message, session: AsyncSession, member: Member | None, c
     await chat.answer(render("handoff/cancelled.j2"))
 
 
+def _not_waiting_text(conversation: Conversation) -> str:
+    """/cancel (or the button) when there is no wait to end: say who answers instead."""
+    return render("handoff/not_waiting.j2", assigned=conversation.status == ASSIGNED)
+
+
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="handoff")
-    router.message.register(human_command, Command("human", "agent", "mensch"))
+    router.message.register(human_command, Command(*commands.HUMAN.all_names()))
     router.message.register(cancel_command, Command("cancel"))
     router.callback_query.register(cancel_button, F.data == CANCEL_WAIT)
     return router

@@ -10,7 +10,9 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import commands
 from bot.keyboards import LanguageChoice, language_keyboard
+from bot.replies import render
 from payrescue.db.models import Member
 from payrescue.i18n import _, normalise, use_language
 from payrescue.members import set_language
@@ -22,13 +24,13 @@ def build_router() -> Router:
     router = Router(name="language")
     router.message.filter(F.chat.type == ChatType.PRIVATE)
     router.callback_query.filter(F.message.chat.type == ChatType.PRIVATE)
-    router.message.register(ask_language, Command("language"))
+    router.message.register(ask_language, Command(*commands.LANGUAGE.all_names()))
     router.callback_query.register(choose_language, LanguageChoice.filter())
     return router
 
 
 async def ask_language(message: Message) -> None:
-    await message.answer(_("Which language would you like me to use?"),
+    await message.answer(render("language/ask.j2"),
                          reply_markup=language_keyboard())
 
 
@@ -54,7 +56,4 @@ async def choose_language(query: CallbackQuery, callback_data: LanguageChoice, b
 
 
 def _confirmation(*, linked: bool) -> str:
-    if linked:
-        return _("Done! From now on I will write to you in English.")
-    return _("I will answer you in English. To receive messages about your membership "
-             "here, please open the personal link we sent you by e-mail.")
+    return render("language/chosen.j2", linked=linked)

@@ -6,16 +6,16 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.replies import render
 from bot.routers.handoff import hand_over
 from payrescue import dunning, handoff_rules
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db.models import Member, RecoveryCase
 from payrescue.events import Bus
-from payrescue.i18n import _
 
 
 async def _own_case(session: AsyncSession, data: str, prefix: str,
@@ -38,10 +38,11 @@ async def why_failed(query: CallbackQuery, session: AsyncSession, member: Member
     if not isinstance(query.message, Message):
         return
     if case is None or member is None:
-        await query.message.answer(_("This payment is no longer open. All is well."))
+        await query.message.answer(render("faq/settled.j2"))
         return
-    await query.message.answer(await dunning.explain(session, settings, case, member,
-                                                     clock.now()))
+    text, keyboard = await dunning.explain(session, settings, case, member, clock.now())
+    await session.commit()  # the update link in the keyboard is saved before it is shown
+    await query.message.answer(text, reply_markup=InlineKeyboardMarkup.model_validate(keyboard))
 
 
 async def talk_to_person(query: CallbackQuery, session: AsyncSession, member: Member | None,

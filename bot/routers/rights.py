@@ -14,11 +14,11 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.replies import DELETE_ABORT, DELETE_CONFIRM, delete_keyboard
+from bot import commands
+from bot.replies import DELETE_ABORT, DELETE_CONFIRM, delete_keyboard, render
 from payrescue import privacy
 from payrescue.clock import Clock
 from payrescue.db.models import Member
-from payrescue.i18n import _
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +31,25 @@ async def start_again(message: Message, session: AsyncSession, member: Member) -
     member.opted_out = False
     await session.commit()
     log.info("member %s opted in again", member.id)
-    await message.answer(_("Welcome back! You will receive payment reminders here again. "
-                           "Write /stop at any time to end them."))
+    await message.answer(render("rights/reminders_on.j2"))
 
 
 async def stop(message: Message, session: AsyncSession, member: Member | None) -> None:
     if member is None:
-        await message.answer(_("This chat is not connected to a membership, so we send "
-                               "you nothing."))
+        await message.answer(render("rights/nothing_to_stop.j2"))
         return
     member.opted_out = True
     await session.commit()
     log.info("member %s opted out", member.id)
-    await message.answer(_("Done: you will receive no more payment reminders here. You can "
-                           "still write to us at any time, and /start turns reminders back "
-                           "on."))
+    await message.answer(render("rights/reminders_off.j2"))
 
 
 async def delete(message: Message, member: Member | None) -> None:
     if member is None:
-        await message.answer(_("We hold no data connected to this chat."))
+        await message.answer(render("rights/no_data.j2"))
         return
     await message.answer(
-        _("Do you really want us to delete your personal data and this chat history? "
-          "This cannot be undone, and we can no longer help you here afterwards."),
+        render("rights/delete_ask.j2"),
         reply_markup=delete_keyboard(),
     )
 
@@ -68,23 +63,22 @@ async def delete_confirmed(query: CallbackQuery, session: AsyncSession,
     await session.commit()
     log.info("member %s erased on request", member.id)
     await query.message.edit_reply_markup(reply_markup=None)
-    await query.message.answer(_("Your personal data and messages have been deleted. "
-                                 "Goodbye, and all the best!"))
+    await query.message.answer(render("rights/deleted.j2"))
 
 
 async def delete_aborted(query: CallbackQuery) -> None:
     await query.answer()
     if isinstance(query.message, Message):
         await query.message.edit_reply_markup(reply_markup=None)
-        await query.message.answer(_("Nothing was deleted."))
+        await query.message.answer(render("rights/nothing_deleted.j2"))
 
 
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="rights")
     router.message.register(start_again, CommandStart(deep_link=False), _opted_out)
-    router.message.register(stop, Command("stop"))
-    router.message.register(delete, Command("delete"))
+    router.message.register(stop, Command(*commands.STOP.all_names()))
+    router.message.register(delete, Command(*commands.DELETE.all_names()))
     router.callback_query.register(delete_confirmed, F.data == DELETE_CONFIRM)
     router.callback_query.register(delete_aborted, F.data == DELETE_ABORT)
     return router

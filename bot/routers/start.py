@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
-from html import escape
 
 from aiogram import F, Router
 from aiogram.enums import ChatType
 from aiogram.filters import CommandObject, CommandStart
-from aiogram.types import Message
+from aiogram.types import InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.replies import render
+from payrescue import dunning, handoff_rules
+from payrescue.billing.links import create_update_link
+from payrescue.billing.pages import NEW_LINK_PAYLOAD
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db.models import Member
-from payrescue.i18n import _, choose_language, use_language
-from payrescue.members import LinkFailure, LinkResult, link_chat
+from payrescue.i18n import choose_language, use_language
+from payrescue.members import LinkFailure, link_chat
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,9 @@ def build_router() -> Router:
     router = Router(name="start")
     # payment matters are personal: a deep link opened in a group must not link the group
     router.message.filter(F.chat.type == ChatType.PRIVATE)
+    # the expired-link page's button: "newlink" is no member's token but a wish
+    router.message.register(send_new_link, CommandStart(
+        deep_link=True, magic=F.args == NEW_LINK_PAYLOAD))
     router.message.register(start_with_token, CommandStart(deep_link=True), F.from_user)
     router.message.register(start_without_token, CommandStart())
     return router
@@ -53,53 +59,38 @@ async def start_with_token(message: Message, command: CommandObject, session: As
     language = choose_language(result.member.language, user.language_code,
                                settings.default_language)
     with use_language(language):
-        await message.answer(_greeting(result))
+        await message.answer(render("start/linked.j2", first_name=result.member.first_name,
+                                    moved=result.moved))
+
+
+async def send_new_link(message: Message, session: AsyncSession, member: Member | None,
+                        settings: Settings, clock: Clock) -> None:
+    """A fresh update link for the member's open case, one tap from the expired page."""
+    if member is None:
+        await message.answer(_not_connected())
+        return
+    now = clock.now()
+    case = await handoff_rules.open_case(session, member.id)
+    if case is None:
+        await message.answer(render("faq/new_link.j2"))
+        return
+    url = await create_update_link(session, case, settings, now)
+    await session.commit()  # the link exists before the member can tap it
+    keyboard = dunning.case_keyboard(case, url, why=True)
+    await message.answer(render("faq/new_link.j2", url=url),
+                         reply_markup=InlineKeyboardMarkup.model_validate(keyboard))
+
+
+def _not_connected() -> str:
+    return render("start/not_connected.j2")
 
 
 async def start_without_token(message: Message, member: Member | None) -> None:
     if member is None:
-        await message.answer(_(
-            "Welcome! To receive messages about your membership here, please open the "
-            "personal link we sent you by e-mail. If you cannot find it, just ask us for "
-            "a new one."
-        ))
+        await message.answer(_not_connected())
         return
-    await message.answer("\n\n".join([
-        _hello(member),
-        _("This chat is already connected to your membership."),
-        _("Use /language to switch between German and English."),
-    ]))
-
-
-def _greeting(result: LinkResult) -> str:
-    assert result.member is not None
-    parts = [
-        _hello(result.member),
-        _("Your Telegram is now connected to your membership. If a payment ever needs your "
-          "attention, we will let you know right here."),
-    ]
-    if result.moved:
-        parts.append(_("You had connected another chat before; from now on we will write to "
-                       "you here instead."))
-    parts.append(_("Use /language to switch between German and English."))
-    return "\n\n".join(parts)
-
-
-def _hello(member: Member) -> str:
-    if not member.first_name:
-        return _("Hello!")
-    # a member's name is the only text here we did not write: it must never become markup
-    return _("Hello {name}!").format(name=escape(member.first_name))
+    await message.answer(render("start/already_connected.j2", first_name=member.first_name))
 
 
 def _failure_text(failure: LinkFailure | None) -> str:
-    if failure is LinkFailure.EXPIRED:
-        return _("This link has expired. Please ask us for a new one; it only takes a moment.")
-    if failure is LinkFailure.USED:
-        return _("This link has already been used. If that was not you, or you want to "
-                 "connect a different chat, please ask us for a new link.")
-    if failure is LinkFailure.UNKNOWN_MEMBER:
-        return _("We could not find the membership for this link. Please contact us and we "
-                 "will sort it out.")
-    return _("This link does not work. Please open it again exactly as you received it, "
-             "or ask us for a new one.")
+    return render("start/link_failed.j2", failure=failure.value if failure else "invalid")

@@ -6,7 +6,7 @@ failure the provider blames on our account's configuration, raise an `Alert`: a 
 message to the admin chat (an outbox row, priority 0), a banner in the console (through
 `alert.raised`), and `held=True` on the affected cases so no reminder goes out. The hold ends
 when an admin releases the alert (`release_alert`) or when the provider's own retries have
-recovered every held case.
+paid one of the held cases (the gateway works again).
 """
 
 from __future__ import annotations
@@ -123,8 +123,10 @@ def admin_text(alert: Alert, settings: Settings) -> str:
                      "your account ({code}).").format(provider=alert.provider,
                                                       code=alert.details.get("code", ""))
         tail = _("Reminders to the affected members are on hold, so nobody is blamed for our "
-                 "fault. Release them in the console once the fault is fixed; they are "
-                 "released by themselves when the provider's retries succeed.")
+                 "fault. Once it is fixed, send them with the button on any console page (or "
+                 "`payrescue alerts release {id}`); they also go out by themselves as soon as "
+                 "one of the provider's own retries succeeds.").format(
+            id=alert.id)
     return f"⚠️ <b>{head}</b>\n\n{tail}"
 
 
@@ -177,14 +179,15 @@ async def _held_by_another(session: AsyncSession, case: RecoveryCase, alert: Ale
 
 
 async def release_when_recovered(session: AsyncSession, now: datetime) -> list[Event]:
-    """Release every active alert whose held cases have all been paid by provider retries."""
+    """Release every active alert once a provider retry paid one of its held cases: the
+    gateway works again, so the members whose payment is still open get their reminders."""
     events: list[Event] = []
     for alert in list(await session.scalars(select(Alert).where(Alert.released_at.is_(None)))):
         held_ids = alert.details.get("case_ids", [])
         if not held_ids:
             continue
-        still_open = await session.scalar(select(RecoveryCase.id).where(
-            RecoveryCase.id.in_(held_ids), RecoveryCase.status == cases.OPEN).limit(1))
-        if still_open is None:
+        paid_again = await session.scalar(select(RecoveryCase.id).where(
+            RecoveryCase.id.in_(held_ids), RecoveryCase.status == cases.RECOVERED).limit(1))
+        if paid_again is not None:
             events += (await release_alert(session, alert.id, RELEASED_BY_RETRIES, now)).events
     return events

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue.billing import declines
 from payrescue.db.models import Conversation, Handoff, Message, Outbox, RecoveryCase
+from payrescue.i18n import _, lazy_gettext
 
 OPEN, RECOVERED, LOST = "open", "recovered", "lost"
 STATUSES = (OPEN, RECOVERED, LOST)
@@ -33,6 +34,22 @@ UPDATED = "updated"  # a detail changed (decline code arrived, next attempt move
 
 # who won the member back
 NO_CONTACT, BOT, AGENT = "no_contact", "bot", "agent"
+# what an agent or owner reads for the stored words (exports, the console)
+_STATUS_LABELS = {"open": lazy_gettext("open"), "recovered": lazy_gettext("recovered"),
+                  "lost": lazy_gettext("lost")}
+_ATTRIBUTION_LABELS = {NO_CONTACT: lazy_gettext("without contact"), BOT: lazy_gettext("Bot"),
+                       AGENT: lazy_gettext("Team")}
+
+
+def status_label(status: str) -> str:
+    return _(_STATUS_LABELS[status]) if status in _STATUS_LABELS else status
+
+
+def attribution_label(attribution: str | None) -> str:
+    if not attribution:
+        return ""
+    label = _ATTRIBUTION_LABELS.get(attribution)
+    return _(label) if label else attribution
 
 
 @dataclass

@@ -62,46 +62,50 @@ CATEGORIES: dict[str, Category] = {
     c.name: c
     for c in (
         Category(EXPIRED_CARD, False, True, True, False,
-                 lazy_gettext("The card on file has expired."),
+                 lazy_gettext("The card we have on file has expired."),
                  lazy_gettext("The card has expired"),
                  lazy_gettext("Expired card")),
         Category(INSUFFICIENT_FUNDS, True, False, True, False,
-                 lazy_gettext("The bank reported insufficient funds or a reached limit."),
+                 lazy_gettext("Your bank didn't approve the amount this time – often it's "
+                              "just a limit or the timing."),
                  lazy_gettext("Not enough money on the account"),
                  lazy_gettext("Insufficient funds")),
         Category(WRONG_DETAILS, False, True, True, False,
-                 lazy_gettext("Some payment details were not accepted, such as the card "
-                              "number, security code or account number."),
+                 lazy_gettext("Some of the payment details weren't accepted – for example "
+                              "the card number, the security code or the IBAN."),
                  lazy_gettext("Card details are wrong"),
                  lazy_gettext("Wrong payment details")),
         Category(AUTHENTICATION_REQUIRED, False, True, True, False,
-                 lazy_gettext("Your bank asks you to confirm the payment yourself."),
+                 lazy_gettext("Your bank wants you to confirm this payment yourself "
+                              "(3-D Secure)."),
                  lazy_gettext("The bank wants the member to confirm (3-D Secure)"),
                  lazy_gettext("Confirmation by the bank needed")),
         Category(ISSUER_DECLINED, True, True, True, False,
-                 lazy_gettext("Your bank declined the payment without giving a reason."),
+                 lazy_gettext("Your bank declined the payment without telling us why."),
                  lazy_gettext("The bank refused without giving a reason"),
                  lazy_gettext("Declined by the bank")),
         Category(PROCESSING_ERROR, True, False, True, False,
-                 lazy_gettext("A technical problem on our side stopped the payment; "
-                              "you do not need to do anything."),
+                 lazy_gettext("A technical hiccup stopped the payment – it wasn't "
+                              "anything you did."),
                  lazy_gettext("A technical fault at the bank or provider"),
                  lazy_gettext("Processing error")),
         Category(FRAUD, False, False, False, True,
-                 lazy_gettext("The payment could not be completed."),
+                 lazy_gettext("Your bank couldn't complete this payment with the card "
+                              "on file."),
                  lazy_gettext("The bank suspects fraud, or the card was reported lost or stolen"),
                  lazy_gettext("Suspected fraud")),
         Category(BANK_ACCOUNT_CLOSED, False, True, True, False,
-                 lazy_gettext("The bank account on file is closed or blocked."),
+                 lazy_gettext("Your bank tells us the account we have on file is closed "
+                              "or blocked."),
                  lazy_gettext("The bank account is closed or blocked"),
                  lazy_gettext("Bank account closed")),
         Category(MANDATE_REFUSED, False, True, True, True,
-                 lazy_gettext("The direct debit was refused by the account holder or "
-                              "the bank."),
+                 lazy_gettext("The direct debit was returned – either by the account "
+                              "holder or by the bank."),
                  lazy_gettext("The direct debit was refused or disputed"),
                  lazy_gettext("Direct debit refused")),
         Category(UNKNOWN, True, False, True, False,
-                 lazy_gettext("The payment did not go through."),
+                 lazy_gettext("Unfortunately, we weren't given a reason."),
                  lazy_gettext("Reason unknown"),
                  lazy_gettext("Unknown reason")),
     )

@@ -65,7 +65,7 @@ async def test_unlinked_chat_gets_the_chosen_language_and_how_to_link(
 
     edited = await _press(service, user, question, "English")
 
-    assert edited["plain_text"].startswith("I will answer you in English.")
+    assert edited["plain_text"].startswith("I'll answer you in English.")
     assert "personal link" in edited["plain_text"]
     async with service.sessionmaker() as session:
         assert await session.get(Member, 1) is None  # nothing was created or stored

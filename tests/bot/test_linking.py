@@ -104,7 +104,7 @@ async def test_tampered_token_is_refused_and_changes_nothing(service: RunningSer
 
     answer = await _send(service, user, f"/start {tampered}")
 
-    assert answer.startswith("This link does not work.")
+    assert answer.startswith("This link doesn't work.")
     assert await _link_count(service) == 0
     # the genuine token still works afterwards: the failed attempt did not spend it
     assert ENGLISH_LINKED in (await service.link(member, user))[-1]["plain_text"]
@@ -169,7 +169,7 @@ async def test_relinking_from_a_new_chat_moves_the_link(service: RunningService)
 
     greeting = (await service.link(member, new_phone))[-1]["plain_text"]
 
-    assert "from now on we will write to you here instead" in greeting
+    assert "from now on we'll write to you here instead" in greeting
     link = await _link_of(service, member)
     assert link is not None and link.chat_id == new_phone["id"]
     assert await _link_count(service) == 1
@@ -186,7 +186,7 @@ async def test_unknown_member_gets_a_clear_answer(service: RunningService) -> No
 
     answer = await _send(service, user, f"/start {token}")
 
-    assert answer.startswith("We could not find the membership for this link.")
+    assert answer.startswith("We couldn't find the membership for this link.")
     async with service.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(UsedToken)) == 0
 
@@ -198,7 +198,7 @@ async def test_garbage_payloads_are_refused_politely(service: RunningService,
 
     answer = await _send(service, user, f"/start {payload}")
 
-    assert answer.startswith("This link does not work.")
+    assert answer.startswith("This link doesn't work.")
 
 
 async def test_a_deep_link_opened_in_a_group_links_nothing(service: RunningService) -> None:

@@ -29,8 +29,8 @@ async def test_failed_payment_message_then_reminders_then_final(service) -> None
     assert "29,00\xa0€" in first["plain_text"]  # Babel: a no-break space
     assert "8. Januar 2026" in first["plain_text"]  # the next attempt, in German
     labels = [b["text"] for b in buttons(first)]
-    assert labels == ["Zahlungsmethode aktualisieren", "Warum ist das fehlgeschlagen?",
-                      "Mit einem Menschen sprechen"]
+    assert labels == ["Zahlungsdaten aktualisieren", "Warum hat es nicht geklappt?",
+                      "Mit unserem Team sprechen"]
     assert buttons(first)[0]["url"].startswith(service.settings.public_url("/u/"))
 
     for day, count in ((3, 3), (7, 4), (12, 5)):
@@ -126,5 +126,36 @@ async def test_expiring_card_gets_one_warning(service) -> None:
         await service.app[BUS].publish(Event("member.card_expiring", {"member_id": member.id}))
         await wait_for_rows(service, 1, kind="reminder", status="sent")
     messages = await service.emulator.wait_for_messages(chat, 2)
-    assert "läuft bald ab" in texts(messages)[-1]
+    warning = messages[-1]
+    assert warning["plain_text"].startswith("Hallo Anna,\n\ndie Karte, mit der Sie")
     assert len(await outbox_rows(service, kind="reminder")) == 1
+    # no page from the billing system: the button it names reaches a person
+    [human] = buttons(warning)
+    assert human["text"] == "Mit unserem Team sprechen"
+    assert "„Mit unserem Team sprechen“" in warning["plain_text"]
+    await service.emulator.press_button(chat, warning["message_id"], human["callback_data"])
+    messages = await service.emulator.wait_for_messages(chat, 3)
+    assert "Ich gebe Sie an" in texts(messages)[-1]
+
+
+async def test_expiring_card_warning_links_to_the_billing_systems_page(service) -> None:
+    from payrescue.db.models import PaymentEvent, Subscription
+    from payrescue.events import Event
+    from payrescue.keys import BUS
+
+    member, chat = await linked_member(service, language="en")
+    now = service.clock.now()
+    async with service.sessionmaker() as session:
+        session.add(Subscription(member_id=member.id, provider="memberpress", external_id="s1",
+                                 update_url="https://club.example.org/account/card",
+                                 created_at=now))
+        session.add(PaymentEvent(provider="memberpress", event_id="evt_exp", kind="card_expiring",
+                                 event_type="card-expiring", member_id=member.id, payload={},
+                                 received_at=now, occurred_at=now))
+        await session.commit()
+    await service.app[BUS].publish(Event("member.card_expiring", {"member_id": member.id}))
+    warning = (await service.emulator.wait_for_messages(chat, 2))[-1]
+    assert "tap “Add my new card”" in warning["plain_text"]
+    assert [(b["text"], b.get("url")) for b in buttons(warning)] == [
+        ("Add my new card", "https://club.example.org/account/card"),
+        ("Talk to a person", None)]

@@ -84,7 +84,7 @@ async def test_resolve_asks_for_a_rating_then_comment_and_referral(svc) -> None:
     await console_does(svc, assignment.resolve, conversation.id, agent)
     messages = await svc.emulator.wait_for_messages(chat, before + 1)
     rating = messages[-1]
-    assert "bewerten" in rating["plain_text"]
+    assert "Bewertung von 1 (schlecht) bis 5 (sehr gut)" in rating["plain_text"]
     stars = buttons(rating)
     assert [b["text"] for b in stars] == ["1", "2", "3", "4", "5"]
     await svc.emulator.press_button(chat, rating["message_id"], stars[4]["callback_data"])

@@ -50,6 +50,7 @@ async def test_delete_can_be_aborted(svc) -> None:
 async def test_help_lists_what_the_bot_can_do(svc) -> None:
     _, chat = await linked_member(svc, language="de")
     text = texts(await say(svc, chat, "/help"))[-1]
-    for command in ("/status", "/human", "/stop", "/delete", "/language"):
+    # a German member reads the German spellings the menu offers
+    for command in ("/hilfe", "/status", "/mensch", "/stop", "/loeschen", "/sprache"):
         assert command in text
     assert "Rechnung" in text

@@ -215,7 +215,7 @@ async def test_an_agent_works_a_handoff_in_the_browser(service, browser, shots):
     await _more_handoffs(svc)
     await page.locator("#queue-rows tr[data-conversation]").nth(2).wait_for(timeout=WAIT_MS)
     assert "Mia Muster" in await row.inner_text()
-    assert "möchte einen Menschen" in await row.inner_text()
+    assert "möchte mit dem Team sprechen" in await row.inner_text()
     await page.screenshot(path=str(shots / "console-queue.png"))
 
     # claim

@@ -93,6 +93,46 @@ def test_agents_disable_and_enable(
     assert "no account with the e-mail address" in capsys.readouterr().err
 
 
+def test_alerts_list_and_release_let_held_reminders_go(
+    env: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from payrescue.db import create_engine, create_sessionmaker
+    from payrescue.db.models import Alert, Member, RecoveryCase
+
+    assert main(["db", "upgrade"]) == 0
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+
+    async def seed() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{env}/payrescue.sqlite3")
+        async with create_sessionmaker(engine)() as db, db.begin():
+            member = Member(email="held@example.org", name="Held", created_at=now)
+            db.add(member)
+            await db.flush()
+            case = RecoveryCase(member_id=member.id, provider="stripe", invoice_ref="in_1",
+                                amount_minor=2900, currency="EUR", held=True, opened_at=now,
+                                last_failure_at=now, updated_at=now)
+            db.add(case)
+            await db.flush()
+            db.add(Alert(kind="gateway_fault", provider="stripe", raised_at=now,
+                         details={"count": 5, "case_ids": [case.id]}))
+        await engine.dispose()
+
+    asyncio.run(seed())
+    capsys.readouterr()
+    assert main(["alerts", "list"]) == 0
+    assert re.search(r"^1\tgateway_fault\tstripe\t.*1 case\(s\) held$", capsys.readouterr().out,
+                     re.MULTILINE)
+    assert main(["alerts", "release", "1"]) == 0
+    assert "released alert 1: 1 case(s)" in capsys.readouterr().out
+    assert main(["alerts", "list"]) == 0
+    assert "no alarm holds reminders" in capsys.readouterr().out
+    assert main(["alerts", "release", "7"]) == 1
+    assert "no alert 7" in capsys.readouterr().err
+
+
 def test_an_empty_bot_token_means_no_bot_and_a_malformed_one_is_named(
     env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -14,7 +14,7 @@ from tests.demo_process import free_port_pair, payrescue, start_demo
 
 SECRET = "s" * 40
 ANNA = "anna.schmidt@demo.payrescue.test"
-NOT_LINKED = "This chat is not connected to a membership yet"
+NOT_LINKED = "This chat isn't connected to a membership yet"
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ async def test_delivery_state_shows_sent_and_failed_with_reason(make_client, wor
         second.status, second.error = "failed", "Forbidden: bot was blocked by the user"
     page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
     assert "delivered" in page
-    assert "failed: Forbidden: bot was blocked by the user" in page
+    assert "failed: Telegram refused it (Forbidden: bot was blocked by the user)" in page
 
 
 async def test_empty_or_too_long_replies_are_refused_and_nothing_is_queued(make_client, world):

@@ -92,3 +92,52 @@ async def test_unreadable_events_show_a_banner_to_admins_until_seen(make_client,
     assert "evt_1" in listing and "invoice.currency: expected a three-letter code" in listing
     assert "/console/rejected-events" not in await (await admin.get("/console/queue")).text()
     assert (await agent.get("/console/rejected-events")).status == 403
+
+
+async def _held_alarm(world) -> tuple[int, int]:  # noqa: ANN001
+    """A gateway alarm holding one member's reminders, as billing raises it."""
+    from payrescue.db.models import Alert, Member, RecoveryCase
+
+    now = world.clock.now()
+    async with world.sessionmaker() as db, db.begin():
+        member = Member(email="held@example.org", name="Held Member", created_at=now)
+        db.add(member)
+        await db.flush()
+        case = RecoveryCase(member_id=member.id, provider="stripe", invoice_ref="in_held",
+                            amount_minor=2900, currency="EUR", held=True, opened_at=now,
+                            last_failure_at=now, updated_at=now,
+                            decline_category="processing_error")
+        db.add(case)
+        await db.flush()
+        alert = Alert(kind="gateway_fault", provider="stripe", raised_at=now,
+                      details={"count": 5, "window_minutes": 10, "case_ids": [case.id]})
+        db.add(alert)
+    return alert.id, case.id
+
+
+async def test_an_admin_releases_the_held_reminders_from_the_banner(make_client, world):
+    from payrescue.db.models import Alert, RecoveryCase
+
+    alert_id, case_id = await _held_alarm(world)
+    await world.agent()
+    await world.agent("root@example.org", name="Root", role="admin")
+    anna, admin = await make_client(), await make_client()
+    anna_token = await log_in(anna)
+    token = await log_in(admin, "root@example.org")
+    page = await (await admin.get("/console/queue")).text()
+    assert "reminder to 1 member is on hold" in page
+    assert f'action="/console/alerts/{alert_id}/release"' in page
+    assert "on hold" not in await (await anna.get("/console/queue")).text()
+    refused = await anna.post(f"/console/alerts/{alert_id}/release",
+                              data={"csrf_token": anna_token}, allow_redirects=False)
+    assert refused.status in (303, 403)
+    response = await admin.post(f"/console/alerts/{alert_id}/release",
+                                data={"csrf_token": token}, allow_redirects=False)
+    assert response.status == 303
+    async with world.sessionmaker() as db:
+        assert not (await db.get(RecoveryCase, case_id)).held
+        alert = await db.get(Alert, alert_id)
+        assert alert.released_at is not None and alert.released_by.startswith("agent ")
+    assert "on hold" not in await (await admin.get("/console/queue")).text()
+    assert (await admin.post("/console/alerts/999999/release", data={"csrf_token": token},
+                             allow_redirects=False)).status == 404

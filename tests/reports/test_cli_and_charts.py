@@ -42,8 +42,8 @@ async def test_table_in_german(seeded_env, capsysbinary) -> None:  # noqa: ANN00
     text = out.decode()
     assert "23.03.2026 bis 05.04.2026 (Europe/Berlin)" in text
     assert re.search(r"Fehlgeschlagene Zahlungen \(eröffnete Fälle\)\s+6\n", text)
-    assert re.search(r"Wiederhergestellter Betrag\s+158,00\xa0€\n", text)
-    assert re.search(r"Wiederherstellungsquote der eröffneten Fälle\s+50,0\xa0%\n", text)
+    assert re.search(r"Geretteter Betrag\s+158,00\xa0€\n", text)
+    assert re.search(r"Rettungsquote der eröffneten Fälle\s+50,0\xa0%\n", text)
     assert re.search(r"Typische Zeit bis zur Zahlung \(Median\)\s+31,2 Std\.\n", text)
     assert re.search(r"Gespräche von Petra\s+2\n", text)
 
@@ -90,8 +90,8 @@ def test_charts_format_numbers_for_the_reader() -> None:
     with use_language("de"):
         rate = str(charts.recovery_rate_chart(series))
         amounts = str(charts.recovered_vs_lost_chart(weeks, "EUR"))
-    assert "23. März: 66,7\xa0% von 3 Fällen wiederhergestellt" in rate
-    assert "1.234,56\xa0€ wiederhergestellt" in amounts
+    assert "23. März: 66,7\xa0% von 3 Fällen gerettet" in rate
+    assert "1.234,56\xa0€ gerettet" in amounts
     with use_language("en"):
         rate = str(charts.recovery_rate_chart(series))
     assert "23 Mar: 66.7\xa0% of 3 cases recovered" in rate

@@ -56,7 +56,7 @@ async def test_admin_reads_every_figure_in_german(console: TestClient) -> None:
     assert response.status == 200
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
     page = await response.text()
-    assert "Wiederherstellungs" in page or "Dashboard" in page
+    assert "Rettungsquote" in page or "Dashboard" in page
     for figure in ("165,00\xa0€", "158,00\xa0€", "50,0\xa0%", "107,00\xa0€", "40,0\xa0%",
                    "66,7\xa0%", "18 Min.", "1,5 Std.", "3,67", "Petra", "Jonas"):
         assert figure in page, figure
@@ -105,9 +105,9 @@ async def test_figures_csv_for_german_spreadsheets(console: TestClient) -> None:
     assert rows[0] == ["Bereich", "Kennzahl", "Einheit", "Wert"]
     values = {(r[1], r[2]): r[3] for r in rows[1:]}
     assert values[("Gefährdeter Betrag", "EUR")] == "165,00"
-    assert values[("Wiederhergestellter Betrag", "EUR")] == "158,00"
-    assert values[("Wiederherstellungsquote der eröffneten Fälle", "%")] == "50,0"
-    assert values[("Unfreiwillige Kündigungsrate", "%")] == "40,0"
+    assert values[("Geretteter Betrag", "EUR")] == "158,00"
+    assert values[("Rettungsquote der eröffneten Fälle", "%")] == "50,0"
+    assert values[("Quote der unfreiwilligen Abwanderung", "%")] == "40,0"
 
 
 async def test_cases_csv_with_filters(console: TestClient) -> None:
@@ -117,8 +117,9 @@ async def test_cases_csv_with_filters(console: TestClient) -> None:
     rows = list(csv.reader(io.StringIO((await response.read()).decode("utf-8-sig"))))
     assert rows[0][:3] == ["Fall", "Mitglied", "Anbieter"]
     assert [(r[0], r[5], r[9], r[10]) for r in rows[1:]] == [
-        ("3", "29.00", "31.00", "agent"), ("2", "49.00", "", "no_contact"),
-        ("1", "29.00", "", "bot")]
+        ("3", "29.00", "31.00", "Team"), ("2", "49.00", "", "ohne Kontakt"),
+        ("1", "29.00", "", "Bot")]
+    assert {r[3] for r in rows[1:]} == {"gerettet"}  # values in German too, not "recovered"
     assert rows[1][7] == "2026-03-28T21:00:00+01:00"  # local time, with its offset
     assert "example.org" not in (await response.read()).decode()
     for bad in ("status=paid", "currency=euro", "attribution=magic", "category=Robert'); --"):
