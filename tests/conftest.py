@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -31,6 +32,12 @@ POSTGRES_ADMIN_URL = os.environ.get(
 BACKENDS = os.environ.get("PAYRESCUE_TEST_BACKENDS", "sqlite,postgresql").split(",")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEST_SECRET = "test-secret-key-for-the-suite-only-0123456789"
+
+# CI draws the same examples every run, so a submission's CI result is reproducible; a
+# developer's runs draw new ones (and remember failures) to keep finding what is not covered
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if IN_CI:
+    hypothesis.settings.load_profile("ci")
 
 
 def _run(coro):  # noqa: ANN001, ANN202 - session set-up runs outside the tests' loops

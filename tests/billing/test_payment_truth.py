@@ -282,22 +282,27 @@ async def _send_everything(sessionmaker: async_sessionmaker[AsyncSession], confi
                     row.status = "cancelled"
 
 
+def _in_order(rows: Any) -> list[tuple[Any, ...]]:
+    """Rows sorted whatever their values: None sorts before any value of a column."""
+    return sorted(rows, key=lambda row: tuple((value is not None, str(value)) for value in row))
+
+
 async def _state(sessionmaker: async_sessionmaker[AsyncSession], config: Settings,
                  now: datetime) -> dict[str, Any]:
     async with sessionmaker() as session:
         emails = {m.id: m.email for m in await session.scalars(select(Member))}
         invoices = {c.id: c.invoice_ref for c in await session.scalars(select(RecoveryCase))}
-        case_rows = sorted(
+        case_rows = _in_order(
             (emails[c.member_id], c.provider, c.status, c.amount_minor, c.currency,
              c.attempt_count, c.decline_code, c.decline_category, c.action_required,
              c.opened_at, c.last_failure_at, c.recovered_at, c.recovered_amount_minor,
              c.lost_at, c.attribution, c.next_attempt_at)
             for c in await session.scalars(select(RecoveryCase)))
-        subscriptions = sorted(
+        subscriptions = _in_order(
             (emails[x.member_id], x.provider, x.external_id, x.status, x.ended_at,
              x.amount_minor, x.currency, x.plan_name, x.interval, x.interval_count)
             for x in await session.scalars(select(Subscription)))
-        sent = sorted(
+        sent = _in_order(
             (emails.get(row.member_id), row.kind, row.method, row.payload.get("text"),
              invoices.get(row.case_id))
             for row in await session.scalars(select(Outbox).where(Outbox.status == "sent")))
