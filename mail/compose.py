@@ -70,6 +70,20 @@ def message_id(settings: Settings, row_id: int) -> str:
     return f"<pr.{row_id}.{mac}@{sender_domain(settings)}>"
 
 
+_OURS = re.compile(r"<pr\.(\d{1,18})\.([0-9a-f]{16})@[^>]+>")
+
+
+def our_row_ids(settings: Settings, references: str) -> list[int]:
+    """The outbox rows named in an In-Reply-To / References header whose Message-ID we
+    really made (the mac checks out); forged or foreign ids are left out."""
+    rows = []
+    for row_id, _mac in _OURS.findall(references or ""):
+        if hmac.compare_digest(message_id(settings, int(row_id)).encode(),
+                               f"<pr.{row_id}.{_mac}@{sender_domain(settings)}>".encode()):
+            rows.append(int(row_id))
+    return rows
+
+
 def unsubscribe_url(settings: Settings, member: Member, now: datetime) -> str:
     token = tokens.issue(settings.secret, UNSUBSCRIBE_PURPOSE, member.id,
                          timedelta(days=UNSUBSCRIBE_DAYS), now)

@@ -25,13 +25,14 @@ from email.message import EmailMessage
 import aiosmtplib
 from aiohttp import web
 from aiolimiter import AsyncLimiter
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mail.compose import BadAddress, compose, message_id
 from payrescue import outbox
 from payrescue.clock import Clock
 from payrescue.config import Settings
-from payrescue.db.models import Member, Outbox
+from payrescue.db.models import Member, Message, Outbox
 from payrescue.events import Bus, Event
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 from payrescue.outage import DATABASE, OutageLog
@@ -240,9 +241,11 @@ class MailSender:
             await outbox.mark_email_sent(session, row.id, self.clock.now(),
                                          message_id(self.settings, row.id))
             await session.commit()
+            # an agent's answer: its transcript line shows "delivered"
+            line = await session.scalar(select(Message.id).where(Message.outbox_id == row.id))
         self._held.discard(row.id)
         self.sent += 1
-        await self._published(row, outbox.SENT)
+        await self._published(row, outbox.SENT, line)
 
     async def _finish(self, session: AsyncSession, row: Outbox, status: str, error: str) -> None:
         log.error("e-mail row failed", extra={"outbox_id": row.id, "error": error})
@@ -280,8 +283,11 @@ class MailSender:
         self._held.discard(row.id)
         await self._published(row, outbox.QUEUED)
 
-    async def _published(self, row: Outbox, status: str) -> None:
-        await self.bus.publish(Event("outbox.updated", {"outbox_id": row.id, "status": status}))
+    async def _published(self, row: Outbox, status: str, line_id: int | None = None) -> None:
+        data: dict[str, object] = {"outbox_id": row.id, "status": status}
+        if line_id is not None:
+            data["message_id"] = line_id
+        await self.bus.publish(Event("outbox.updated", data))
 
 
 async def run_until_cancelled(sender: MailSender) -> None:

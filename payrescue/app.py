@@ -64,9 +64,11 @@ def _setup_parts(app: web.Application, *, with_bot: bool) -> None:
 
     setup_billing(app)
     from mail.http import setup_mail_http
+    from mail.inbound import setup_mail_inbound
     from mail.sender import setup_mail_sender
 
     setup_mail_http(app)
+    setup_mail_inbound(app)
     if with_bot:  # the processes that deliver Telegram messages deliver e-mail too
         setup_mail_sender(app)
 

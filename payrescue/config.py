@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     smtp_from: str | None = None  # e.g. "Beispiel Club <club@example.org>"
     smtp_reply_to: str | None = None  # where members' replies go (the inbound address)
     email_policy: Literal["fallback", "also_first", "off"] = "fallback"
+    # members' replies in: PayRescue's own SMTP receiver (for smtp_reply_to only) …
+    smtp_inbound_host: str = "127.0.0.1"
+    smtp_inbound_port: int | None = Field(default=None, ge=1, le=65535)  # unset: no receiver
+    smtp_inbound_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # … and/or POST /mail/inbound (raw message, X-PayRescue-Signature: HMAC-SHA256 hex)
+    mail_inbound_secret: SecretStr | None = None  # unset: no inbound endpoint
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token: SecretStr | None = None  # bearer token for GET /metrics; unset: no /metrics
 

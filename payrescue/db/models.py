@@ -343,6 +343,8 @@ class Message(Base):
     file_name: Mapped[str | None] = mapped_column(String(300))
     mime_type: Mapped[str | None] = mapped_column(String(100))
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # a member's e-mail: its Message-ID, so the agent's answer is threaded under it
+    email_message_id: Mapped[str | None] = mapped_column(String(250))
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
 

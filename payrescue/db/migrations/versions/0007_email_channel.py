@@ -21,6 +21,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('email_problem', sa.String(length=20), nullable=True))
         batch_op.add_column(sa.Column('invited_at', payrescue.db.types.UTCDateTime(timezone=True), nullable=True))
 
+    with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('email_message_id', sa.String(length=250), nullable=True))
+
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.add_column(sa.Column('channel', sa.String(length=10), server_default='telegram', nullable=False))
         batch_op.add_column(sa.Column('email_message_id', sa.String(length=250), nullable=True))
@@ -32,6 +35,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_outbox_email_message_id'))
         batch_op.drop_column('email_message_id')
         batch_op.drop_column('channel')
+
+    with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.drop_column('email_message_id')
 
     with op.batch_alter_table('members', schema=None) as batch_op:
         batch_op.drop_column('invited_at')
