@@ -369,6 +369,24 @@ async def email_payload(
             "update_url": url, "case_id": case.id}
 
 
+async def send_fresh_link(session: AsyncSession, settings: Settings, case: RecoveryCase,
+                          member: Member, now: datetime) -> tuple[Outbox | None, str | None]:
+    """A member whose link expired asks for a new one (the expired page's button): the
+    current reminder with a fresh link, on the member's channel, at most once a day.
+    Returns the queued row (None: already sent today) and the channel (None: unreachable)."""
+    channel = reach.channel_for(member, settings)
+    if channel is None or member.opted_out or case.status != OPEN:
+        return None, None
+    if channel == outbox.EMAIL:
+        payload = await email_payload(session, settings, case, member, "reminder", now)
+    else:
+        payload = await reminder_payload(session, settings, case, member, "reminder", now)
+    row = await outbox.queue_message(
+        session, member, "bot", payload, now, priority=outbox.PRIORITY_BOT, case_id=case.id,
+        dedupe_key=f"fresh-link:{case.id}:{now:%Y-%m-%d}", channel=channel)
+    return row, channel
+
+
 def _human_button(case: RecoveryCase) -> dict[str, Any]:
     return {"inline_keyboard": [[
         {"text": _("Talk to a person"), "callback_data": f"{HUMAN_PREFIX}{case.id}"}

@@ -11,6 +11,8 @@ from aiogram.filters import CommandObject, CommandStart
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.routers.faq import answer_intent
+from payrescue.billing.pages import NEW_LINK_PAYLOAD
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db.models import Member
@@ -24,6 +26,9 @@ def build_router() -> Router:
     router = Router(name="start")
     # payment matters are personal: a deep link opened in a group must not link the group
     router.message.filter(F.chat.type == ChatType.PRIVATE)
+    # first: "newlink" is what the expired-link page's Telegram button sends, not a token
+    router.message.register(start_new_link,
+                            CommandStart(deep_link=True, magic=F.args == NEW_LINK_PAYLOAD))
     router.message.register(start_with_token, CommandStart(deep_link=True), F.from_user)
     router.message.register(start_without_token, CommandStart())
     return router
@@ -54,6 +59,19 @@ async def start_with_token(message: Message, command: CommandObject, session: As
                                settings.default_language)
     with use_language(language):
         await message.answer(_greeting(result))
+
+
+async def start_new_link(message: Message, session: AsyncSession, member: Member | None,
+                         settings: Settings, clock: Clock) -> None:
+    """The expired page promised a fresh link: a linked member gets one at once."""
+    if member is None:
+        await message.answer(_(
+            "Please open the personal link from our e-mail first: it connects this chat to "
+            "your membership, and then we can send you a new payment link here."))
+        return
+    text = await answer_intent("new_link", session, member, settings, clock)
+    await session.commit()  # the link is stored before it is shown
+    await message.answer(text)
 
 
 async def start_without_token(message: Message, member: Member | None) -> None:
