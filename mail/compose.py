@@ -90,6 +90,17 @@ def unsubscribe_url(settings: Settings, member: Member, now: datetime) -> str:
     return settings.public_url(f"/mail/unsubscribe/{token}")
 
 
+CONNECT_PURPOSE = "connect"
+
+
+def connect_url(settings: Settings, member: Member, now: datetime) -> str:
+    """The member's `/connect/<token>` page: the deep link's button and QR code in a
+    browser (handy when the e-mail is read on a computer)."""
+    token = tokens.issue(settings.secret, CONNECT_PURPOSE, member.id,
+                         timedelta(days=settings.link_token_days), now)
+    return settings.public_url(f"/connect/{token}")
+
+
 def telegram_deep_link(settings: Settings, member: Member, now: datetime) -> str | None:
     """The member's personal way into the chat, when the bot's name is known."""
     if not settings.bot_username or member.telegram is not None:
@@ -122,11 +133,15 @@ def compose(row: Outbox, member: Member, settings: Settings, now: datetime) -> E
     payload: dict[str, Any] = row.payload
     deep_link = telegram_deep_link(settings, member, now)
     unsubscribe = unsubscribe_url(settings, member, now)
+    button_url = payload.get("update_url")
+    if payload.get("button") == "connect" and deep_link:
+        button_url = connect_url(settings, member, now)
     context = {
         "subject": payload["subject"],
+        "button": payload.get("button") or "update",
         "body_html": html_paragraphs(payload["body"]),
         "body_text": plain_text(payload["body"]),
-        "update_url": payload.get("update_url"),
+        "update_url": button_url,
         "deep_link": deep_link,
         "qr_cid": QR_CID,
         "unsubscribe_url": unsubscribe,

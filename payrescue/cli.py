@@ -95,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
         "stripe_customer_id, memberpress_member_id, external_id. Re-importing updates; "
         "unusable rows go to FILE.rejected.csv with the reason.",
     )
+    invite = member_actions.add_parser(
+        "invite", help="invite members without Telegram into the chat, by e-mail",
+        description="Queues one invitation e-mail per member without Telegram (never twice "
+        "within 30 days); the running service sends them at PAYRESCUE_SMTP_RATE_PER_SECOND. "
+        "Stopped half-way? Run it again: who was invited is recorded.")
+    invite.add_argument("emails", nargs="*", metavar="EMAIL")
+    invite.add_argument("--all-unlinked", action="store_true",
+                        help="every member without Telegram (instead of naming them)")
+    invite.add_argument("--dry-run", action="store_true", help="only say how many")
+    _add_demo_option(invite)
+    invite.set_defaults(handler=_members_invite)
     import_members.add_argument("file", metavar="FILE.csv")
     _add_demo_option(import_members)
     import_members.set_defaults(handler=_members_import)
@@ -356,6 +367,45 @@ async def _report(settings: Settings, args: argparse.Namespace) -> int:
             sys.stdout.buffer.flush()
         else:
             print(report_export.render_table(figures, language), end="")
+    return 0
+
+
+INVITE_BATCH = 100
+
+
+async def _members_invite(settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue.billing.importer import progress_bar
+    from payrescue.db.models import Member
+    from payrescue.invitations import invitable_ids, invite
+
+    if not args.all_unlinked and not args.emails:
+        raise CommandError("name members by e-mail, or use --all-unlinked")
+    if not settings.email_enabled:
+        raise CommandError("e-mail is off: set PAYRESCUE_SMTP_HOST and PAYRESCUE_SMTP_FROM")
+    await _ensure_database(settings)
+    engine = create_engine(settings.effective_database_url)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session:
+            ids = await invitable_ids(session, Clock().now(),
+                                      None if args.all_unlinked else args.emails)
+        if args.dry_run:
+            print(f"{len(ids)} members would be invited")
+            return 0
+        show = progress_bar(sys.stderr, "inviting")
+        queued = 0
+        for start in range(0, len(ids), INVITE_BATCH):
+            async with sessionmaker() as session:  # one commit per batch: resumable
+                for member_id in ids[start:start + INVITE_BATCH]:
+                    member = await session.get(Member, member_id)
+                    if member is not None and await invite(session, settings, member,
+                                                           Clock().now()):
+                        queued += 1
+                await session.commit()
+            show(min(start + INVITE_BATCH, len(ids)), len(ids))
+    finally:
+        await engine.dispose()
+    print(f"{queued} invitations queued; the running service sends them")
     return 0
 
 
