@@ -66,8 +66,13 @@ def reply_text(message: EmailMessage) -> str:
         raw = re.sub(r"(?is)<(script|style).*?</\1>", "", raw)
         text = html.unescape(_TAG.sub("", re.sub(r"(?i)<br\s*/?>|</p>", "\n", raw)))
     lines = []
-    for line in text.splitlines():
+    all_lines = text.splitlines()
+    for position, line in enumerate(all_lines):
         if _QUOTE_START.match(line.strip()) or line.startswith(">"):
+            break
+        # "<anyone, any language> wrote:" right before the quoted lines
+        following = next((n for n in all_lines[position + 1:] if n.strip()), "")
+        if line.rstrip().endswith(":") and following.startswith(">"):
             break
         lines.append(line.rstrip())
     return "\n".join(lines).strip()[:MAX_TEXT_CHARS]
