@@ -357,7 +357,8 @@ async def _report(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     language = args.language or settings.default_language
     figures = await _with_session(settings, lambda session: compute(
-        session, period, settings.hours, settings.default_language))
+        session, period, settings.hours, settings.default_language,
+        email_enabled=settings.email_enabled))
     with use_language(language):
         if args.format == "json":
             print(json.dumps(report_export.figures_json(figures), indent=2))

@@ -303,3 +303,36 @@ async def test_a_crash_while_emails_drain_loses_none(mail_service: RunningServic
     received = [a for _, rcpts in mailbox.envelopes for a in rcpts]
     assert set(received) == set(addresses)  # none lost …
     assert len(received) <= 13  # … and only the one in flight sent twice
+
+
+async def test_reach_figures_count_channels_bounces_and_the_unreached(
+    mail_service: RunningService, mailbox: Mailbox
+) -> None:
+    from datetime import datetime
+
+    from payrescue.report_export import figure_rows
+    from payrescue.reports import Period, compute
+
+    svc = mail_service
+    mailbox.refuse["kai.kaputt@example.org"] = ["550 5.1.1 No such user"] * 5
+    mia = await unlinked_member(svc)
+    kai = await unlinked_member(svc, "Kai Kaputt")
+    anna, _chat = await linked_member(svc, "Anna Schmidt", language="de")
+    for member in (mia, kai, anna):
+        await open_case(svc, member)
+    await wait_for_rows(svc, 2, kind="reminder", status="sent")
+    await wait_for_rows(svc, 1, kind="reminder", status="failed")
+    period = Period.last_days(7, svc.clock.now(), svc.settings.zone)
+    async with svc.sessionmaker() as session:
+        on = await compute(session, period, svc.settings.hours, "de", email_enabled=True)
+        off = await compute(session, period, svc.settings.hours, "de", email_enabled=False)
+    reach = on.reach
+    assert (reach.members, reach.linked, reach.unreached) == (3, 1, 1)  # Kai: dead address
+    assert reach.reached_by_channel == {"email": 1, "telegram": 1}
+    assert (reach.emails_sent, reach.emails_bounced) == (1, 1)
+    assert reach.by_first_channel == {"email": (2, 0), "telegram": (1, 0)}
+    assert off.reach.unreached == 2  # without e-mail, Mia is out of reach too
+    rows = {row.name: row.value for row in figure_rows(on)}
+    assert rows["Members linked to Telegram"] == 1
+    assert rows["Recovery rate, first contact by E-mail"] == 0
+    assert isinstance(svc.clock.now(), datetime)
