@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8  # claims of one row before it is given up as failed
 RETRY_FIRST_SECONDS, RETRY_LONGEST_SECONDS = 60, 3600  # pauses after a temporary failure
-CLAIM_BATCH = 20
+CLAIM_BATCH = 50
+RECORD_BATCH = 10  # delivered rows recorded per transaction (re-sent if killed before)
 IDLE_POLL_SECONDS = 2.0
 REJECTED, INVALID = "rejected", "invalid"
 
@@ -126,6 +127,7 @@ class MailSender:
         self.settings = settings
         self.worker = ""
         self._held: set[int] = set()
+        self._sent: list[Outbox] = []  # delivered, not recorded yet
         self._ended_runs: list[str] = []
         self._limiter = AsyncLimiter(1, 1 / settings.smtp_rate_per_second)
         self._wake = asyncio.Event()
@@ -151,11 +153,19 @@ class MailSender:
                     if not await self._claim_and_send():
                         await self._idle()
             finally:
+                # a stop (not a kill) records what went out, so it is not sent again
+                await asyncio.shield(self._record_on_stop())
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 self._ended_runs.append(self.worker)
                 await self.transport.close()
+
+    async def _record_on_stop(self) -> None:
+        try:
+            await self._record_sent()
+        except Exception as exc:  # the database is away: those rows will be sent again
+            log.warning("sent e-mails not recorded", extra={"error": type(exc).__name__})
 
     async def _watch(self, events: asyncio.Queue[Event]) -> None:
         while True:
@@ -188,9 +198,14 @@ class MailSender:
         async with self.sessionmaker() as session:
             rows = await outbox.claim(session, self.worker, self.clock.now(), CLAIM_BATCH,
                                       channel=outbox.EMAIL)
+            # one read for the batch's members (their address, name and Telegram link)
+            ids = {row.member_id for row in rows if row.member_id is not None}
+            members = {m.id: m for m in await session.scalars(
+                select(Member).where(Member.id.in_(ids)))} if ids else {}
         self._held.update(row.id for row in rows)
         for row in rows:
-            await self._deliver(row)
+            await self._deliver(row, members.get(row.member_id or 0))
+        await self._record_sent()
         return bool(rows)
 
     async def _idle(self) -> None:
@@ -208,21 +223,22 @@ class MailSender:
                 task.cancel()
         await self._release_leases()
 
-    async def _deliver(self, row: Outbox) -> None:
-        async with self.sessionmaker() as session:
-            member = await session.get(Member, row.member_id) if row.member_id else None
-            if member is None or member.erased_at is not None or not member.email:
+    async def _deliver(self, row: Outbox, member: Member | None) -> None:
+        if member is None or member.erased_at is not None or not member.email:
+            async with self.sessionmaker() as session:
                 await self._finish(session, row, outbox.FAILED, "no e-mail address")
-                return
-            try:
-                message = compose(row, member, self.settings, self.clock.now())
-            except BadAddress:
+            return
+        try:
+            message = compose(row, member, self.settings, self.clock.now())
+        except BadAddress:
+            async with self.sessionmaker() as session:
                 await self._address_problem(session, row, INVALID)
-                return
-            except (KeyError, TypeError) as exc:
+            return
+        except (KeyError, TypeError) as exc:
+            async with self.sessionmaker() as session:
                 await self._finish(session, row, outbox.FAILED,
                                    f"cannot build the e-mail: {exc.__class__.__name__}")
-                return
+            return
         await self._limiter.acquire()
         try:
             await self.transport.send(message)
@@ -237,15 +253,31 @@ class MailSender:
         except TemporaryFailure as exc:
             await self._retry_later(row, str(exc))
             return
-        async with self.sessionmaker() as session:
-            await outbox.mark_email_sent(session, row.id, self.clock.now(),
-                                         message_id(self.settings, row.id))
-            await session.commit()
-            # an agent's answer: its transcript line shows "delivered"
-            line = await session.scalar(select(Message.id).where(Message.outbox_id == row.id))
-        self._held.discard(row.id)
+        self._sent.append(row)
         self.sent += 1
-        await self._published(row, outbox.SENT, line)
+        if len(self._sent) >= RECORD_BATCH:
+            await self._record_sent()
+
+    async def _record_sent(self) -> None:
+        """Mark delivered rows "sent", a few in one transaction (a commit per e-mail would
+        cost more than the e-mail). A kill before this leaves them in "sending": they are
+        sent again, with the same Message-ID — never lost."""
+        batch, self._sent = self._sent, []
+        if not batch:
+            return
+        now = self.clock.now()
+        async with self.sessionmaker() as session:
+            for row in batch:
+                await outbox.mark_email_sent(session, row.id, now,
+                                             message_id(self.settings, row.id))
+            await session.commit()
+            # agents' answers: their transcript lines show "delivered"
+            lines = dict((await session.execute(
+                select(Message.outbox_id, Message.id)
+                .where(Message.outbox_id.in_([row.id for row in batch])))).tuples().all())
+        for row in batch:
+            self._held.discard(row.id)
+            await self._published(row, outbox.SENT, lines.get(row.id))
 
     async def _finish(self, session: AsyncSession, row: Outbox, status: str, error: str) -> None:
         log.error("e-mail row failed", extra={"outbox_id": row.id, "error": error})
