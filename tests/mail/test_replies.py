@@ -208,3 +208,29 @@ async def test_console_shows_a_refused_address_and_refuses_an_answer_by_email(
                                 headers={"Accept": "application/json"}) as response:
             assert response.status == 409
     assert mailbox.messages == []
+
+
+async def test_answer_goes_by_telegram_once_the_member_linked(svc: RunningService,
+                                                              mailbox: Mailbox) -> None:
+    member = await svc.add_member(name="Mia Muster", language="de")
+    await open_case(svc, member)
+    [notice] = await mailbox.wait_for("mia.muster@example.org")
+    await send_reply(svc, reply(notice, "Ich schreibe lieber im Chat."))
+    user = svc.create_user("Mia", language_code="de")
+    await svc.link(member, user)
+    async with svc.sessionmaker() as session:
+        conversation = await session.scalar(select(Conversation.id).where(
+            Conversation.member_id == member.id))
+    browser, token = await console(svc)
+    async with browser:
+        base = f"/console/conversations/{conversation}"
+        async with browser.post(base + "/claim", data={"csrf_token": token}):
+            pass
+        async with browser.post(base + "/reply", data={"csrf_token": token,
+                                                      "text": "Gern, hier im Chat!"}) as response:
+            assert response.status == 200
+    messages = await svc.emulator.wait_for_messages(user["id"], 2)
+    assert messages[-1]["plain_text"] == "Gern, hier im Chat!"
+    [row] = await wait_for_rows(svc, 1, kind="agent_reply", status="sent")
+    assert row.channel == "telegram"
+    assert len(mailbox.messages) == 1
