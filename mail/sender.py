@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -68,7 +69,12 @@ class SmtpTransport:
 
     def _new_client(self) -> aiosmtplib.SMTP:
         s = self.settings
+        context = None
+        if s.smtp_ca_file is not None:  # the system's CAs, and this one too
+            context = ssl.create_default_context()
+            context.load_verify_locations(cafile=str(s.smtp_ca_file))
         return aiosmtplib.SMTP(
+            tls_context=context,
             hostname=s.smtp_host, port=s.smtp_port,
             use_tls=s.smtp_security == "tls",
             start_tls=s.smtp_security == "starttls",

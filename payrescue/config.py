@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_timeout_seconds: float = Field(default=30, gt=0)
+    smtp_ca_file: Path | None = None  # a CA (PEM) to trust besides the system's: a private relay
     smtp_rate_per_second: float = Field(default=5, gt=0)  # most providers throttle beyond
     smtp_from: str | None = None  # e.g. "Beispiel Club <club@example.org>"
     smtp_reply_to: str | None = None  # where members' replies go (the inbound address)

@@ -22,12 +22,14 @@ class Mailbox:
     holds the answers RCPT TO gives that address, one per try (e.g. "550 5.1.1 no such user");
     once they are used up, the address is accepted."""
 
-    def __init__(self) -> None:
+    def __init__(self, **server_options: Any) -> None:
+        """`server_options`: for aiosmtpd's Controller and SMTP (TLS, authentication)."""
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.refuse: dict[str, list[str]] = {}
         self.port = free_port()
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port,
+                                      **server_options)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
                           rcpt_options: Any) -> str:
