@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_option(invite)
     invite.set_defaults(handler=_members_invite)
     import_members.add_argument("file", metavar="FILE.csv")
+    import_members.add_argument(
+        "--invite", action="store_true",
+        help="then invite the imported members without Telegram by e-mail (see invite)")
     _add_demo_option(import_members)
     import_members.set_defaults(handler=_members_import)
 
@@ -431,7 +434,18 @@ async def _members_import(settings: Settings, args: argparse.Namespace) -> int:
           f"{summary.unchanged} unchanged, {len(summary.rejected)} rejected")
     if summary.rejected_file:
         print(f"rejected rows and their reasons: {summary.rejected_file}")
+    if args.invite and (emails := _emails_in(Path(args.file))):
+        await _members_invite(settings, argparse.Namespace(
+            emails=emails, all_unlinked=False, dry_run=False))
     return 1 if summary.rejected else 0
+
+
+def _emails_in(path: Path) -> list[str]:
+    """The e-mail column of an import file (rejected rows match no member: harmless)."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return [row["email"] for row in csv.DictReader(handle) if row.get("email")]
 
 
 async def _simulate(settings: Settings, args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ def test_cli_invites_unlinked_members_once(tmp_path, capsys, sqlite_template) ->
     source.write_text("email,name,language\nanna@example.org,Anna,de\nbob@example.org,Bob,en\n"
                       "cleo@example.org,Cleo,de\n", encoding="utf-8")
     assert main(["--config", str(config), "members", "import", str(source)]) == 0
+    capsys.readouterr()
 
     async def link_cleo() -> None:
         engine = create_engine(url)
@@ -98,3 +99,22 @@ async def test_invitation_leads_to_the_connect_page(mail_service: RunningService
             assert "bereits mit Ihrer Mitgliedschaft verbunden" in await page.text()
         async with browser.get(connect.group(1)[:-3] + "abc") as page:
             assert page.status == 404
+
+
+def test_cli_import_can_invite_the_imported_members(tmp_path, capsys,  # noqa: ANN001
+                                                   sqlite_template) -> None:
+    database = tmp_path / "cli.sqlite3"
+    shutil.copy(sqlite_template, database)
+    url = f"sqlite+aiosqlite:///{database}"
+    config = tmp_path / "payrescue.toml"
+    config.write_text(f'database_url = "{url}"\nsecret_key = "{TEST_SECRET}"\n'
+                      f'data_dir = "{tmp_path}"\nsmtp_host = "127.0.0.1"\n'
+                      'smtp_from = "club@example.org"\n')
+    source = tmp_path / "members.csv"
+    source.write_text("email,name\nanna@example.org,Anna\nbroken,Nobody\n", encoding="utf-8")
+    assert main(["--config", str(config), "members", "import", str(source), "--invite"]) == 1
+    out = capsys.readouterr().out
+    assert "1 rejected" in out and "1 invitations queued" in out
+    members, rows = _members_and_rows(url)
+    assert [m.email for m in members] == ["anna@example.org"]
+    assert [(r.kind, r.member_id) for r in rows] == [("invite", members[0].id)]
