@@ -234,3 +234,37 @@ async def test_answer_goes_by_telegram_once_the_member_linked(svc: RunningServic
     [row] = await wait_for_rows(svc, 1, kind="agent_reply", status="sent")
     assert row.channel == "telegram"
     assert len(mailbox.messages) == 1
+
+
+async def test_oversized_and_malformed_inbound_mail_is_stored_nowhere(
+    engine: AsyncEngine, clock: FakeClock, tmp_path, mailbox: Mailbox,  # noqa: ANN001
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    async with running_service(engine=engine, clock=clock, data_dir=tmp_path,
+                               smtp_inbound_port=port, smtp_inbound_max_bytes=2048,
+                               mail_inbound_secret=INBOUND_SECRET,
+                               **smtp_settings(mailbox)) as svc:
+        member = await svc.add_member(name="Mia Muster", language="de")
+        big = EmailMessage()
+        big["From"], big["To"], big["Subject"] = "mia.muster@example.org", REPLY_TO, "Gehalt"
+        big.set_content("Mein Gehalt " * 500)
+        with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+            await aiosmtplib.send(big, hostname="127.0.0.1", port=port, start_tls=False)
+        assert refused.value.code == 552
+        garbage = b"\\x00\\xff not a mail at all"
+        async with aiohttp.ClientSession(svc.base_url) as client:
+            async with client.post("/mail/inbound", data=bytes(big), headers={
+                    "X-PayRescue-Signature": signature(INBOUND_SECRET.encode(),
+                                                       bytes(big))}) as response:
+                assert response.status == 413
+            async with client.post("/mail/inbound", data=garbage, headers={
+                    "X-PayRescue-Signature": signature(INBOUND_SECRET.encode(),
+                                                       garbage)}) as response:
+                assert response.status == 400
+        assert await member_lines(svc, member) == []
+    ours = [f"{r.getMessage()} {r.__dict__}" for r in caplog.records if r.name != "mail.log"]
+    assert not [line for line in ours if "mia.muster" in line or "Gehalt" in line]
