@@ -278,9 +278,10 @@ class MailSender:
                                              message_id(self.settings, row.id))
             await session.commit()
             # agents' answers: their transcript lines show "delivered"
-            lines = dict((await session.execute(
+            result = await session.execute(
                 select(Message.outbox_id, Message.id)
-                .where(Message.outbox_id.in_([row.id for row in batch])))).tuples().all())
+                .where(Message.outbox_id.in_([row.id for row in batch])))
+            lines = {outbox_id: line_id for outbox_id, line_id in result}
         for row in batch:
             self._held.discard(row.id)
             await self._published(row, outbox.SENT, lines.get(row.id))

@@ -110,6 +110,7 @@ async def reconcile(session: AsyncSession, settings: Settings, now: datetime) ->
             continue
         if case.status == OPEN and not case.held:
             row = await _due_step(session, settings, case, member, now)
+            row += await _after_block(session, settings, case, member, now)
         else:
             await _cancel_reminders(session, case, "held" if case.held else case.status)
             row = await _closing_messages(session, settings, case, member, now)
@@ -183,6 +184,32 @@ async def _due_step(
                      extra={"case_id": case.id, "step": step.index, "channel": ch})
         rows.append(row)
     return rows
+
+
+async def _after_block(
+    session: AsyncSession, settings: Settings, case: RecoveryCase, member: Member, now: datetime
+) -> list[Outbox | None]:
+    """The member blocked the bot when the latest step went out (Telegram's 403): that step
+    again by e-mail, once, if e-mail reaches them."""
+    if member.opted_out or reach.channel_for(member, settings) != outbox.EMAIL:
+        return []
+    blocked = await session.scalar(
+        select(Outbox).where(Outbox.case_id == case.id, Outbox.kind == "reminder",
+                             Outbox.channel == outbox.TELEGRAM,
+                             Outbox.error == outbox.BLOCKED_REASON,
+                             Outbox.dunning_step.is_not(None))
+        .order_by(Outbox.dunning_step.desc()).limit(1))
+    if blocked is None or blocked.dunning_step != case.dunning_stage - 1:
+        return []  # a later step went out (or is due) anyway
+    key = f"dunning:{case.id}:{blocked.dunning_step}:after-block"
+    if await session.scalar(select(Outbox.id).where(Outbox.dedupe_key == key)) is not None:
+        return []  # checked first: the payload would make a new update link every time
+    step = plan(case, settings)[blocked.dunning_step]
+    return [await outbox.queue_message(
+        session, member, "reminder",
+        await email_payload(session, settings, case, member, step.template, now), now,
+        priority=outbox.PRIORITY_REMINDER, not_before=send_time(member, settings, now),
+        case_id=case.id, dedupe_key=key, dunning_step=step.index, channel=outbox.EMAIL)]
 
 
 async def _cancel_reminders(session: AsyncSession, case: RecoveryCase, reason: str) -> None:

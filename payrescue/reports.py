@@ -296,9 +296,10 @@ async def _reach(session: AsyncSession, start: datetime, end: datetime,
     reach.emails_bounced = await session.scalar(select(func.count()).where(
         emails, Outbox.status == "failed", Outbox.error.like("address %"),
         _within(Outbox.created_at, start, end))) or 0
-    # the channel of each case's first notice (dunning step 0, the one not copied)
+    # the channel of each case's first notice (dunning step 0: not a copy, not a re-send)
     first = (select(Outbox.case_id, func.min(Outbox.channel).label("channel"))
-             .where(Outbox.dunning_step == 0, Outbox.dedupe_key.not_like("%:email"))
+             .where(Outbox.dunning_step == 0, Outbox.dedupe_key.not_like("%:email"),
+                    Outbox.dedupe_key.not_like("%:after-block"))
              .group_by(Outbox.case_id).subquery())
     reach.email_links_opened = await session.scalar(
         select(func.count()).select_from(UpdateLink)

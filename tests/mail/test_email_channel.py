@@ -336,3 +336,23 @@ async def test_reach_figures_count_channels_bounces_and_the_unreached(
     assert rows["Members linked to Telegram"] == 1
     assert rows["Recovery rate, first contact by E-mail"] == 0
     assert isinstance(svc.clock.now(), datetime)
+
+
+async def test_a_member_who_blocked_the_bot_gets_that_step_by_email(
+    mail_service: RunningService, mailbox: Mailbox
+) -> None:
+    svc = mail_service
+    member, chat = await linked_member(svc, "Anna Schmidt", language="de")
+    svc.emulator.block(chat)
+    case = await open_case(svc, member)
+    [message] = await mailbox.wait_for("anna.schmidt@example.org")
+    assert message["Subject"] == "Ihre Zahlung ist nicht durchgegangen"
+    await wait_for_rows(svc, 1, kind="reminder", channel="email", status="sent")
+    rows = await wait_for_rows(svc, 2, kind="reminder")
+    assert sorted((r.channel, r.status) for r in rows) == [("email", "sent"),
+                                                           ("telegram", "failed")]
+    await advance(svc, case, seconds=3 * DAY + 60)  # the next step: e-mail straight away
+    await mailbox.wait_for("anna.schmidt@example.org", 2)
+    rows = await wait_for_rows(svc, 2, kind="reminder", channel="email", status="sent")
+    assert [r.dunning_step for r in rows] == [0, 1]
+    assert len(await wait_for_rows(svc, 3, kind="reminder")) == 3  # no Telegram try again
