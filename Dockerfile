@@ -19,6 +19,7 @@ COPY pyproject.toml README.md ./
 COPY payrescue ./payrescue
 COPY bot ./bot
 COPY handoff ./handoff
+COPY mail ./mail
 # built by the locked setuptools just installed, not an isolated (unpinned) one
 RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
     && pip --python /venv/bin/python install --no-deps /wheels/payrescue-*.whl

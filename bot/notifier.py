@@ -86,7 +86,8 @@ GLOBAL_HEADROOM = 0.99
 BURST_SECONDS = 0.2  # re-check even without a wake-up (a missed event costs latency only)
 MAX_CHAT_LIMITERS = 10_000
 PEERS = "notifier:"  # lease names of the running notifiers (see _share_the_rate)
-RECONCILE_ON = {"case.changed", "member.card_expiring"}  # besides the periodic tick
+# besides the periodic tick; a member who blocked the bot may get the step by e-mail
+RECONCILE_ON = {"case.changed", "member.card_expiring", "member.unreachable"}
 RETRY_FIRST_SECONDS, RETRY_LONGEST_SECONDS = 1.0, 30.0  # pauses after a failed run
 
 

@@ -7,6 +7,7 @@ delivery state. Notes are `Message(sender="note")` and never leave the console.
 
 from __future__ import annotations
 
+import html
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -16,10 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handoff.auth import login_required, request_agent
 from handoff.context import member_context
 from handoff.render import render
-from payrescue import assignment
+from payrescue import assignment, email_replies, reach
+from payrescue import outbox as outbox_rules
 from payrescue.assignment import AssignmentError
+from payrescue.config import Settings
 from payrescue.conversations import ASSIGNED
 from payrescue.db.models import Agent, Conversation, Member, Message, Outbox
+from payrescue.dunning import language_of
 from payrescue.edge import bounded_id
 from payrescue.events import Event
 from payrescue.i18n import _, use_language
@@ -48,26 +52,49 @@ async def transcript(
     return [(message, outbox) for message, outbox in rows.all()]
 
 
+async def _queue_email_reply(db: AsyncSession, settings: Settings, conversation: Conversation,
+                             member: Member, text: str, now: datetime) -> Outbox:
+    """The answer to a member who is not on Telegram, threaded under their last e-mail."""
+    in_reply_to, references = await email_replies.thread_of(db, member)
+    language = language_of(member, settings)
+    with use_language(language):
+        subject = _("Our answer to your message")
+    row = await outbox_rules.queue_message(
+        db, member, "agent_reply",
+        {"subject": subject, "body": html.escape(text), "language": language,
+         "in_reply_to": in_reply_to, "references": references},
+        now, priority=outbox_rules.PRIORITY_AGENT, case_id=conversation.case_id,
+        channel=outbox_rules.EMAIL)
+    assert row is not None  # no dedupe key: always queued
+    return row
+
+
 async def queue_agent_message(
-    db: AsyncSession, conversation: Conversation, agent: Agent, text: str, now: datetime
+    db: AsyncSession, conversation: Conversation, agent: Agent, text: str, now: datetime,
+    settings: Settings,
 ) -> Message:
-    """Store the reply as a transcript line and queue it for Telegram as plain text."""
+    """Store the reply as a transcript line and queue it as plain text: by Telegram, or by
+    e-mail for a member not (or no longer) on Telegram (`payrescue.reach`)."""
     text = text.strip()
     if not text:
         raise ReplyError(_("The message is empty."))
     if len(text) > MAX_REPLY_CHARS:
         raise ReplyError(_("Telegram takes at most 4096 characters per message."))
     member = await db.get(Member, conversation.member_id)
-    if member is None or member.telegram is None:
-        raise ReplyError(_("This member has no Telegram chat linked."))
-    chat_id = member.telegram.chat_id
-    outbox = Outbox(
-        member_id=member.id, chat_id=chat_id, kind="agent_reply", priority=0,
-        method="sendMessage", payload={"text": text}, status="queued",  # chat_id: the column
-        not_before=now, created_at=now, case_id=conversation.case_id,
-    )
-    db.add(outbox)
-    await db.flush()
+    channel = reach.channel_for(member, settings) if member is not None else None
+    if member is None or channel is None:
+        raise ReplyError(_("This member has no Telegram chat linked and no usable e-mail "
+                           "address."))
+    if channel == reach.EMAIL:
+        outbox = await _queue_email_reply(db, settings, conversation, member, text, now)
+    else:
+        outbox = Outbox(
+            member_id=member.id, chat_id=member.telegram.chat_id, kind="agent_reply",
+            priority=0, method="sendMessage", payload={"text": text}, status="queued",
+            not_before=now, created_at=now, case_id=conversation.case_id,
+        )
+        db.add(outbox)
+        await db.flush()
     message = Message(
         conversation_id=conversation.id, sender="agent", agent_id=agent.id, kind="text",
         text=text, outbox_id=outbox.id, created_at=now,
@@ -207,7 +234,8 @@ async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
             if note:
                 message = await _add_note(db, conversation, agent, text, now)
             else:
-                message = await queue_agent_message(db, conversation, agent, text, now)
+                message = await queue_agent_message(db, conversation, agent, text, now,
+                                                     request.config_dict[SETTINGS])
     except (AssignmentError, ReplyError) as exc:
         error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)
         return await _respond(request, conversation_id, error, 409)
@@ -335,7 +363,7 @@ async def update_link_view(request: web.Request) -> web.StreamResponse:
             with use_language(ctx.member.language or settings.default_language):
                 text = _("Here is your personal link to update your payment method: "
                          "%(url)s") % {"url": url}
-            message = await queue_agent_message(db, conversation, agent, text, now)
+            message = await queue_agent_message(db, conversation, agent, text, now, settings)
     except (AssignmentError, ReplyError) as exc:
         error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)
         return await _respond(request, conversation_id, error, 409)

@@ -72,13 +72,15 @@ async def _figures(request: web.Request) -> tuple[Figures, str | None]:
         problem = str(exc)
         period = Period.last_days(DEFAULT_DAYS, now, settings.zone)
     async with request.config_dict[SESSIONMAKER]() as session:
-        figures = await compute(session, period, settings.hours, settings.default_language)
+        figures = await compute(session, period, settings.hours, settings.default_language,
+                                email_enabled=settings.email_enabled)
     return figures, problem
 
 
 @login_required
 async def dashboard_page(request: web.Request) -> web.StreamResponse:
     figures, problem = await _figures(request)
+    settings = request.config_dict[SETTINGS]
     agent = request_agent(request)
     is_admin = agent is not None and agent.role == "admin"
     again = _period_query(figures.period, request.query)
@@ -96,6 +98,8 @@ async def dashboard_page(request: web.Request) -> web.StreamResponse:
         "category": declines.label,
         "language_name": lambda key: report_export.label(report_export.LANGUAGE_LABELS, key),
         "reason": handoff_rules.label,
+        "channel_label": lambda key: report_export.label(report_export.CHANNEL_LABELS, key),
+        "email_enabled": settings.email_enabled,
         "attribution_label": lambda key: report_export.label(
             report_export.ATTRIBUTION_LABELS, key),
         "rate_chart": charts.recovery_rate_chart(figures.rate_series),

@@ -6,6 +6,8 @@ file path (`getFile`) and relays the bytes.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 from aiohttp import web
 
@@ -30,6 +32,8 @@ async def media_view(request: web.Request) -> web.StreamResponse:
     if message is None or not message.file_id:
         raise web.HTTPNotFound()
     settings = request.config_dict[SETTINGS]
+    if message.file_id.startswith(MAIL_FILE):
+        return _mail_file(settings.data_dir, message)
     if settings.bot_token is None:
         raise web.HTTPServiceUnavailable(text="No bot token configured.")
     base = str(settings.telegram_api_base).rstrip("/")
@@ -46,6 +50,22 @@ async def media_view(request: web.Request) -> web.StreamResponse:
             raise web.HTTPBadGateway(
                 text=f"Telegram did not deliver the file ({type(exc).__name__})."
             ) from None
+
+
+MAIL_FILE = "mail:"  # an e-mail attachment, kept in the data directory (mail.inbound)
+
+
+def _mail_file(data_dir: Path, message: Message) -> web.StreamResponse:
+    key = (message.file_id or "").removeprefix(MAIL_FILE)
+    path = data_dir / "mail-files" / key
+    if not key.isalnum() or not path.is_file():
+        raise web.HTTPNotFound()
+    mime, inline = _presentation(message)
+    return web.FileResponse(path, headers={
+        **HEADERS, "Content-Type": mime,
+        "Content-Disposition": "inline" if inline else "attachment",
+        "Cache-Control": "private, no-store",
+    })
 
 
 async def _file_path(client: aiohttp.ClientSession, url: str, file_id: str) -> str:

@@ -1,6 +1,6 @@
 """The composition root: assembles one aiohttp application for a process.
 
-This is the one module that knows every part (`bot`, `handoff`, billing webhooks); the parts
+This is the one module that knows every part (`bot`, `mail`, `handoff`, billing webhooks); the parts
 know only `payrescue` and meet through the database and the event bus.
 """
 
@@ -63,6 +63,14 @@ def _setup_parts(app: web.Application, *, with_bot: bool) -> None:
     from payrescue.billing.http import setup_billing
 
     setup_billing(app)
+    from mail.http import setup_mail_http
+    from mail.inbound import setup_mail_inbound
+    from mail.sender import setup_mail_sender
+
+    setup_mail_http(app)
+    setup_mail_inbound(app)
+    if with_bot:  # the processes that deliver Telegram messages deliver e-mail too
+        setup_mail_sender(app)
 
 
 async def _bus_lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -98,7 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
         "stripe_customer_id, memberpress_member_id, external_id. Re-importing updates; "
         "unusable rows go to FILE.rejected.csv with the reason.",
     )
+    invite = member_actions.add_parser(
+        "invite", help="invite members without Telegram into the chat, by e-mail",
+        description="Queues one invitation e-mail per member without Telegram (never twice "
+        "within 30 days); the running service sends them at PAYRESCUE_SMTP_RATE_PER_SECOND. "
+        "Stopped half-way? Run it again: who was invited is recorded.")
+    invite.add_argument("emails", nargs="*", metavar="EMAIL")
+    invite.add_argument("--all-unlinked", action="store_true",
+                        help="every member without Telegram (instead of naming them)")
+    invite.add_argument("--dry-run", action="store_true", help="only say how many")
+    _add_demo_option(invite)
+    invite.set_defaults(handler=_members_invite)
     import_members.add_argument("file", metavar="FILE.csv")
+    import_members.add_argument(
+        "--invite", action="store_true",
+        help="then invite the imported members without Telegram by e-mail (see invite)")
     _add_demo_option(import_members)
     import_members.set_defaults(handler=_members_import)
 
@@ -465,7 +479,8 @@ async def _report(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from exc
     language = args.language or settings.default_language
     figures = await _with_session(settings, lambda session: compute(
-        session, period, settings.hours, settings.default_language))
+        session, period, settings.hours, settings.default_language,
+        email_enabled=settings.email_enabled))
     with use_language(language):
         if args.format == "json":
             print(json.dumps(report_export.figures_json(figures), indent=2))
@@ -494,6 +509,45 @@ async def _cases(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+INVITE_BATCH = 100
+
+
+async def _members_invite(settings: Settings, args: argparse.Namespace) -> int:
+    from payrescue.billing.importer import progress_bar
+    from payrescue.db.models import Member
+    from payrescue.invitations import invitable_ids, invite
+
+    if not args.all_unlinked and not args.emails:
+        raise CommandError("name members by e-mail, or use --all-unlinked")
+    if not settings.email_enabled:
+        raise CommandError("e-mail is off: set PAYRESCUE_SMTP_HOST and PAYRESCUE_SMTP_FROM")
+    await _ensure_database(settings)
+    engine = create_engine(settings.effective_database_url)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session:
+            ids = await invitable_ids(session, Clock().now(),
+                                      None if args.all_unlinked else args.emails)
+        if args.dry_run:
+            print(f"{len(ids)} members would be invited")
+            return 0
+        show = progress_bar(sys.stderr, "inviting")
+        queued = 0
+        for start in range(0, len(ids), INVITE_BATCH):
+            async with sessionmaker() as session:  # one commit per batch: resumable
+                for member_id in ids[start:start + INVITE_BATCH]:
+                    member = await session.get(Member, member_id)
+                    if member is not None and await invite(session, settings, member,
+                                                           Clock().now()):
+                        queued += 1
+                await session.commit()
+            show(min(start + INVITE_BATCH, len(ids)), len(ids))
+    finally:
+        await engine.dispose()
+    print(f"{queued} invitations queued; the running service sends them")
+    return 0
+
+
 async def _members_import(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -515,7 +569,18 @@ async def _members_import(settings: Settings, args: argparse.Namespace) -> int:
           f"{summary.unchanged} unchanged, {len(summary.rejected)} rejected")
     if summary.rejected_file:
         print(f"rejected rows and their reasons: {summary.rejected_file}")
+    if args.invite and (emails := _emails_in(Path(args.file))):
+        await _members_invite(settings, argparse.Namespace(
+            emails=emails, all_unlinked=False, dry_run=False))
     return 1 if summary.rejected else 0
+
+
+def _emails_in(path: Path) -> list[str]:
+    """The e-mail column of an import file (rejected rows match no member: harmless)."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return [row["email"] for row in csv.DictReader(handle) if row.get("email")]
 
 
 async def _simulate(settings: Settings, args: argparse.Namespace) -> int:

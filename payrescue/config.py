@@ -114,6 +114,24 @@ class Settings(BaseSettings):
     telegram_chat_burst: int = Field(default=3, ge=1)
     outbox_lease_seconds: int = Field(default=60, ge=5)  # a "sending" row older is re-sent
     outbox_retry_seconds: float = Field(default=0.5, gt=0)  # first backoff after a network fault
+    # e-mail, the second channel (mail/): off until smtp_host and smtp_from are set
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"  # tls: implicit, port 465
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=30, gt=0)
+    smtp_ca_file: Path | None = None  # a CA (PEM) to trust besides the system's: a private relay
+    smtp_rate_per_second: float = Field(default=5, gt=0)  # most providers throttle beyond
+    smtp_from: str | None = None  # e.g. "Beispiel Club <club@example.org>"
+    smtp_reply_to: str | None = None  # where members' replies go (the inbound address)
+    email_policy: Literal["fallback", "also_first", "off"] = "fallback"
+    # members' replies in: PayRescue's own SMTP receiver (for smtp_reply_to only) …
+    smtp_inbound_host: str = "127.0.0.1"
+    smtp_inbound_port: int | None = Field(default=None, ge=1, le=65535)  # unset: no receiver
+    smtp_inbound_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # … and/or POST /mail/inbound (raw message, X-PayRescue-Signature: HMAC-SHA256 hex)
+    mail_inbound_secret: SecretStr | None = None  # unset: no inbound endpoint
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token: SecretStr | None = None  # bearer token for GET /metrics; unset: no /metrics
 
@@ -232,6 +250,10 @@ class Settings(BaseSettings):
             key_file.parent.mkdir(parents=True, exist_ok=True)
             key_file.write_bytes(os.urandom(32).hex().encode())
         return key_file.read_bytes()
+
+    @property
+    def email_enabled(self) -> bool:
+        return bool(self.smtp_host and self.smtp_from) and self.email_policy != "off"
 
     def public_url(self, path: str) -> str:
         return str(self.public_base_url).rstrip("/") + path

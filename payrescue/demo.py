@@ -30,6 +30,13 @@ from payrescue.config import Settings
 from payrescue.db import create_engine, create_sessionmaker
 from payrescue.db.migrate import upgrade
 from payrescue.db.models import CannedAnswer, TelegramLink
+from payrescue.demo_mailbox import (
+    MAILBOX_DIR,
+    free_port,
+    mail_settings,
+    serve_mailbox,
+    setup_demo_mailbox,
+)
 from payrescue.demo_page import setup_demo_page
 from payrescue.logs import setup_logging
 from payrescue.members import add_member, find_by_email, link_token
@@ -47,12 +54,15 @@ class DemoMember:
     name: str
     language: str
     time_zone: str
+    telegram: bool = True  # False: reached by e-mail only (the demo mailbox shows it)
 
 
 DEMO_MEMBERS = (
     DemoMember("anna.schmidt@demo.payrescue.test", "Anna Schmidt", "de", "Europe/Berlin"),
     DemoMember("ben.carter@demo.payrescue.test", "Ben Carter", "en", "Europe/London"),
     DemoMember("clara.huber@demo.payrescue.test", "Clara Huber", "de", "Europe/Vienna"),
+    DemoMember("mia.muster@demo.payrescue.test", "Mia Muster", "de", "Europe/Berlin",
+               telegram=False),
 )
 
 
@@ -137,7 +147,9 @@ async def seed(session: AsyncSession, settings: Settings, clock: Clock) -> tuple
         if member is None:
             member = await add_member(session, email=demo.email, name=demo.name, now=now,
                                       language=demo.language, time_zone=demo.time_zone)
-        links[demo.name] = link_token(settings.secret, member, now, settings.link_token_days)
+        if demo.telegram:
+            links[demo.name] = link_token(settings.secret, member, now,
+                                          settings.link_token_days)
     await _seed_canned_answers(session, clock)
     password = secrets.token_urlsafe(12)
     admin = await find_agent(session, ADMIN_EMAIL)
@@ -173,7 +185,7 @@ def demo_chat_users(emulator: TelegramEmulator) -> dict[str, int]:
     with the emulator's state), so their deep link opens their chat."""
     existing = {(u["first_name"], u.get("last_name")): u["id"] for u in emulator.users()}
     users = {}
-    for demo in DEMO_MEMBERS:
+    for demo in (d for d in DEMO_MEMBERS if d.telegram):
         first, _, last = demo.name.partition(" ")
         user_id = existing.get((first, last or None))
         if user_id is None:
@@ -216,6 +228,11 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
         return 1
     saver = asyncio.create_task(keep_saved(emulator, state_file))
     settings = demo_settings(settings, port=port, emulator_url=emulator_url, data_dir=directory)
+    # e-mail to a local mailbox (/demo/mailbox), replies in through PayRescue's receiver
+    smtp_port = free_port(port, emulator_port)
+    mailbox = await serve_mailbox(directory / MAILBOX_DIR, smtp_port)
+    settings = settings.model_copy(update=mail_settings(
+        smtp_port, free_port(port, emulator_port, smtp_port)))
     clock = Clock()
     engine = create_engine(settings.effective_database_url)
     await upgrade(engine)
@@ -225,6 +242,7 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
 
     app = init_app(settings, clock=clock, engine=engine)
     setup_demo_page(app)
+    setup_demo_mailbox(app, secrets.token_urlsafe(24))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -236,6 +254,7 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
         await runner.cleanup()
         await _stop_emulator(emulator, emulator_runner, saver, state_file)
         await engine.dispose()
+        mailbox.close()
         return 1
     try:
         await wait_for_stop_signal(ready=lambda: _print_welcome(
@@ -245,6 +264,8 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
         await runner.cleanup()
         await _stop_emulator(emulator, emulator_runner, saver, state_file)
         await engine.dispose()
+        mailbox.close()
+        await mailbox.wait_closed()
     return 0
 
 
@@ -274,6 +295,8 @@ def _print_welcome(settings: Settings, emulator_url: str, password: str,
         f"    password          {password}",
         f"  Member chat page:   {emulator_url}/chat   (plays a member in Telegram)",
         f"  Billing events:     {settings.public_url('/demo')}   (fail or recover a payment)",
+        f"  Mailbox:            {settings.public_url('/demo/mailbox')}   (e-mails to members "
+        "without Telegram, such as Mia Muster; reply as the member)",
         "",
         "  Link a demo member (opens the chat page as if their t.me deep link was tapped):",
     ]

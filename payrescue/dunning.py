@@ -6,6 +6,10 @@ the cases and queues the latest step that is due and not yet queued (after an ou
 member gets one current message, not a pile of stale ones), delays it past the member's quiet
 hours, and, for closed or held cases, cancels what is still queued. Every message carries a
 `dedupe_key`, so running the reconciler twice (or in two processes) queues nothing twice.
+
+Each message goes by the channel `payrescue.reach` chooses when it is queued (Telegram, else
+e-mail); the rules above (plan, quiet hours, opt-out, stop on recovery, the gateway-fault
+hold) are the same for both, and the dedupe key names the step, not the channel.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from markupsafe import Markup
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payrescue import handoff_rules, outbox
+from payrescue import handoff_rules, outbox, reach
 from payrescue.billing import declines
 from payrescue.config import Settings
 from payrescue.conversations import current_conversation
@@ -116,6 +120,7 @@ async def reconcile(session: AsyncSession, settings: Settings, now: datetime) ->
             row = await _due_step(session, settings, case, member, now)
             if row and row[0] is not None and row[0].dunning_step == 0:
                 events += await _hand_to_person(session, case, member, now)
+            row += await _after_block(session, settings, case, member, now)
         else:
             await _cancel_reminders(session, case, "held" if case.held else case.status)
             row = await _closing_messages(session, settings, case, member, now)
@@ -152,40 +157,82 @@ async def _cases_to_check(session: AsyncSession, now: datetime) -> list[Recovery
     return list(result)
 
 
-def _may_contact(member: Member) -> bool:
-    return (
-        member.telegram is not None
-        and member.erased_at is None
-        and not member.opted_out
-        and not member.unreachable
-    )
+def _may_contact(member: Member, settings: Settings) -> bool:
+    return not member.opted_out and reach.channel_for(member, settings) is not None
+
+
+def email_subject(template: str) -> str:
+    """The subject line of a dunning e-mail, in the current language."""
+    subjects = {
+        "failed": lambda: _("Your payment did not go through"),
+        "reminder": lambda: _("Reminder: your payment is still open"),
+        "final": lambda: _("Last reminder: your membership is about to end"),
+        "recovered": lambda: _("Thank you: your payment arrived"),
+        "lost": lambda: _("Your membership has ended"),
+        "card_expiring": lambda: _("Your card expires soon"),
+    }
+    return subjects[template]()
 
 
 async def _due_step(
     session: AsyncSession, settings: Settings, case: RecoveryCase, member: Member, now: datetime
 ) -> list[Outbox | None]:
     due = [step for step in plan(case, settings) if step.due <= now]
-    if not due or not _may_contact(member) or await _ended(session, case):
+    if not due or not _may_contact(member, settings) or await _ended(session, case):
         return []
     step = due[-1]
     if case.dunning_stage > step.index:
         return []
     case.dunning_stage = step.index + 1
-    row = await outbox.queue_message(
-        session,
-        member,
-        "reminder",
-        await reminder_payload(session, settings, case, member, step.template, now),
-        now,
-        priority=outbox.PRIORITY_REMINDER,
-        not_before=send_time(member, settings, now),
-        case_id=case.id,
-        dedupe_key=f"dunning:{case.id}:{step.index}",
-        dunning_step=step.index,
-    )
-    if row is not None:
-        log.info("reminder queued", extra={"case_id": case.id, "step": step.index})
-    return [row]
+    channel = reach.channel_for(member, settings)
+    rows: list[Outbox | None] = []
+    for key, ch in [(f"dunning:{case.id}:{step.index}", channel),
+                    *((f"dunning:{case.id}:{step.index}:{extra}", extra)
+                      for extra in reach.extra_channels(member, settings, step.index))]:
+        if ch == outbox.EMAIL:
+            payload = await email_payload(session, settings, case, member, step.template, now)
+        else:
+            payload = await reminder_payload(session, settings, case, member, step.template, now)
+        row = await outbox.queue_message(
+            session, member, "reminder", payload, now,
+            priority=outbox.PRIORITY_REMINDER,
+            not_before=send_time(member, settings, now),
+            case_id=case.id,
+            dedupe_key=key,
+            dunning_step=step.index,
+            channel=ch or outbox.TELEGRAM,
+        )
+        if row is not None:
+            log.info("reminder queued",
+                     extra={"case_id": case.id, "step": step.index, "channel": ch})
+        rows.append(row)
+    return rows
+
+
+async def _after_block(
+    session: AsyncSession, settings: Settings, case: RecoveryCase, member: Member, now: datetime
+) -> list[Outbox | None]:
+    """The member blocked the bot when the latest step went out (Telegram's 403): that step
+    again by e-mail, once, if e-mail reaches them."""
+    if member.opted_out or reach.channel_for(member, settings) != outbox.EMAIL:
+        return []
+    blocked = await session.scalar(
+        select(Outbox).where(Outbox.case_id == case.id, Outbox.kind == "reminder",
+                             Outbox.channel == outbox.TELEGRAM,
+                             Outbox.error == outbox.BLOCKED_REASON,
+                             Outbox.dunning_step.is_not(None))
+        .order_by(Outbox.dunning_step.desc()).limit(1))
+    if blocked is None or blocked.dunning_step != case.dunning_stage - 1:
+        return []  # a later step went out (or is due) anyway
+    key = f"dunning:{case.id}:{blocked.dunning_step}:after-block"
+    if await session.scalar(select(Outbox.id).where(Outbox.dedupe_key == key)) is not None:
+        return []  # checked first: the payload would make a new update link every time
+    step = plan(case, settings)[blocked.dunning_step]
+    return [await outbox.queue_message(
+        session, member, "reminder",
+        await email_payload(session, settings, case, member, step.template, now), now,
+        priority=outbox.PRIORITY_REMINDER, not_before=send_time(member, settings, now),
+        case_id=case.id, dedupe_key=key, dunning_step=step.index, channel=outbox.EMAIL)]
 
 
 async def _ended(session: AsyncSession, case: RecoveryCase) -> bool:
@@ -218,12 +265,25 @@ async def _closing_messages(
     session: AsyncSession, settings: Settings, case: RecoveryCase, member: Member, now: datetime
 ) -> list[Outbox | None]:
     """Recovered: thank-you and stale buttons edited away; lost: a kind last word."""
-    if case.status not in (RECOVERED, LOST) or member.telegram is None or member.erased_at:
+    if case.status not in (RECOVERED, LOST) or member.erased_at:
         return []
-    rows = await _remove_old_buttons(session, case, member, now)
-    if not await _was_told(session, case) or member.opted_out or member.unreachable:
+    rows = await _remove_old_buttons(session, case, member, now) if member.telegram else []
+    channel = reach.channel_for(member, settings)
+    if not await _was_told(session, case) or member.opted_out or channel is None:
         return rows
     template = "recovered" if case.status == RECOVERED else "lost"
+    if channel == outbox.EMAIL:
+        payload = await email_payload(session, settings, case, member, template, now,
+                                      with_link=False)
+        rows.append(await outbox.queue_message(
+            session, member, "bot", payload, now,
+            priority=outbox.PRIORITY_BOT,
+            not_before=send_time(member, settings, now) if case.status == LOST else now,
+            case_id=case.id,
+            dedupe_key=f"dunning:{case.id}:{template}",
+            channel=outbox.EMAIL,
+        ))
+        return rows
     with use_language(language_of(member, settings)):
         context = await case_context(session, settings, case, member, now)
         text = render(f"dunning/{template}.j2", **context)
@@ -311,18 +371,26 @@ async def _pre_dunning(session: AsyncSession, settings: Settings, now: datetime)
     queued: list[int] = []
     for event in events:
         member = await session.get(Member, event.member_id)
-        if member is None or not _may_contact(member) or not await _subscribed(session, member):
+        if member is None or not _may_contact(member, settings) \
+                or not await _subscribed(session, member):
             continue
         month = (event.occurred_at or event.received_at).strftime("%Y-%m")
         url = await session.scalar(select(Subscription.update_url).where(
             Subscription.member_id == member.id, Subscription.update_url.is_not(None)).limit(1))
-        with use_language(language_of(member, settings)):
+        channel = reach.channel_for(member, settings) or outbox.TELEGRAM
+        language = language_of(member, settings)
+        with use_language(language):
             payload = card_expiring_payload(member.first_name, url)
+            if channel == outbox.EMAIL:
+                payload = {"template": "card_expiring", "language": language,
+                           "subject": email_subject("card_expiring"),
+                           "body": payload["text"], "update_url": url}
         row = await outbox.queue_message(
             session, member, "reminder", payload, now,
             priority=outbox.PRIORITY_REMINDER,
             not_before=send_time(member, settings, now),
             dedupe_key=f"card_expiring:{member.id}:{month}",
+            channel=channel,
         )
         if row is not None:
             queued.append(row.id)
@@ -388,6 +456,48 @@ def case_keyboard(case: RecoveryCase, url: str, *, why: bool) -> dict[str, Any]:
         rows.append([{"text": _("Why did this fail?"), "callback_data": f"{WHY_PREFIX}{case.id}"}])
     rows.append([{"text": _("Talk to a person"), "callback_data": f"{HUMAN_PREFIX}{case.id}"}])
     return {"inline_keyboard": rows}
+
+
+async def email_payload(
+    session: AsyncSession,
+    settings: Settings,
+    case: RecoveryCase,
+    member: Member,
+    template: str,
+    now: datetime,
+    *,
+    with_link: bool = True,
+) -> dict[str, Any]:
+    """What `mail.compose` turns into the e-mail for this step: the same text as on
+    Telegram (rendered here, in the member's language), its subject and the update link."""
+    from payrescue.billing.links import create_update_link
+
+    language = language_of(member, settings)
+    with use_language(language):
+        context = await case_context(session, settings, case, member, now)
+        body = render(f"dunning/{template}.j2", **context)
+        subject = email_subject(template)
+        url = await create_update_link(session, case, settings, now) if with_link else None
+    return {"template": template, "language": language, "subject": subject, "body": body,
+            "update_url": url, "case_id": case.id}
+
+
+async def send_fresh_link(session: AsyncSession, settings: Settings, case: RecoveryCase,
+                          member: Member, now: datetime) -> tuple[Outbox | None, str | None]:
+    """A member whose link expired asks for a new one (the expired page's button): the
+    current reminder with a fresh link, on the member's channel, at most once a day.
+    Returns the queued row (None: already sent today) and the channel (None: unreachable)."""
+    channel = reach.channel_for(member, settings)
+    if channel is None or member.opted_out or case.status != OPEN:
+        return None, None
+    if channel == outbox.EMAIL:
+        payload = await email_payload(session, settings, case, member, "reminder", now)
+    else:
+        payload = await reminder_payload(session, settings, case, member, "reminder", now)
+    row = await outbox.queue_message(
+        session, member, "bot", payload, now, priority=outbox.PRIORITY_BOT, case_id=case.id,
+        dedupe_key=f"fresh-link:{case.id}:{now:%Y-%m-%d}", channel=channel)
+    return row, channel
 
 
 def human_keyboard(case: RecoveryCase | None = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from payrescue.i18n import _, lazy_gettext
 ASKED = "asked_for_human"
 NOT_UNDERSTOOD = "not_understood"
 MEDIA = "media_sent"
+BY_EMAIL = "wrote_by_email"  # a reply to one of our e-mails: only a person answers those
 MANY_ATTEMPTS = "many_attempts"
 LARGE_AMOUNT = "large_amount"
 CATEGORY = "needs_human"  # fraud, a refused mandate: never discussed by the bot
@@ -59,6 +60,7 @@ REASONS: dict[str, Reason] = {r.name: r for r in (
     Reason(LARGE_AMOUNT, 40, lazy_gettext("large amount"), lazy_gettext("Large amount")),
     Reason(MANY_ATTEMPTS, 30, lazy_gettext("many attempts"),
            lazy_gettext("Many failed attempts")),
+    Reason(BY_EMAIL, 25, lazy_gettext("wrote by e-mail"), lazy_gettext("Wrote by e-mail")),
     Reason(ASKED, 20, lazy_gettext("asked for a person"), lazy_gettext("Asked for a person")),
     Reason(MEDIA, 15, lazy_gettext("sent a file"), lazy_gettext("Sent a photo or file")),
     Reason(NOT_UNDERSTOOD, 10, lazy_gettext("bot did not understand"),

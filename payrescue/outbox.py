@@ -14,6 +14,11 @@ priority, then in the order they were queued (an agent's reply may overtake remi
 wait, never a message already under way). A lease that runs out returns the chat's rows to
 the queue together, so they are claimed again in the same order.
 
+Each row names its channel (`telegram` or `email`, see `payrescue.reach`) and each channel
+has its own worker loop (`bot.notifier`, `mail.sender`) claiming only its channel's rows
+with the functions below; the order and in-flight rules hold per channel and "chat" (for
+e-mail the chat is the member), so the rules live here once for every channel.
+
 A member who blocked the bot (Telegram's 403) is marked unreachable: their queued rows are
 cancelled at once, and nothing more is claimed or queued for them until they write again.
 
@@ -52,8 +57,14 @@ CLAIM_LOCK_KEY = 0x5041_5952_4553_4355  # "PAYRESCU"
 BLOCKED_REASON = "blocked by the member"
 
 
+TELEGRAM, EMAIL = "telegram", "email"
+CHANNELS = (TELEGRAM, EMAIL)
+EMAIL_PROBLEM_REASON = "e-mail address undeliverable"
+
+
 class NotReachable(Exception):
-    """The member has no linked Telegram chat (or erased their data): nothing can be queued."""
+    """The member cannot be reached on this channel (no linked Telegram chat, no e-mail
+    address, or erased data): nothing can be queued."""
 
 
 async def queue_message(
@@ -69,26 +80,39 @@ async def queue_message(
     dedupe_key: str | None = None,
     method: str = "sendMessage",
     dunning_step: int | None = None,
+    channel: str = TELEGRAM,
 ) -> Outbox | None:
     """Add one row; with a `dedupe_key` already used, add nothing and return None.
 
-    `payload` holds the Bot API parameters except `chat_id` (e.g. text, parse_mode,
-    reply_markup). The caller commits and then publishes `outbox.queued`.
+    For Telegram `payload` holds the Bot API parameters except `chat_id` (e.g. text,
+    parse_mode, reply_markup); for e-mail what `mail.compose` needs to build the message.
+    The caller commits and then publishes `outbox.queued`.
     """
-    if member.telegram is None or member.erased_at is not None:
-        raise NotReachable(f"member {member.id} has no Telegram chat")
+    if member.erased_at is not None:
+        raise NotReachable(f"member {member.id} erased their data")
+    if channel == EMAIL:
+        if not member.email:
+            raise NotReachable(f"member {member.id} has no e-mail address")
+        chat_id, stopped, reason = member.id, member.email_problem is not None, \
+            EMAIL_PROBLEM_REASON
+    else:
+        if member.telegram is None:
+            raise NotReachable(f"member {member.id} has no Telegram chat")
+        chat_id, stopped, reason = member.telegram.chat_id, member.unreachable, BLOCKED_REASON
     if dedupe_key is not None and await _dedupe_key_used(session, dedupe_key):
         return None
     row = Outbox(
         member_id=member.id,
-        chat_id=member.telegram.chat_id,
+        channel=channel,
+        chat_id=chat_id,
         kind=kind,
         priority=priority,
         method=method,
         payload=payload,
-        # blocked the bot: kept as not delivered (the console shows why), never tried
-        status=CANCELLED if member.unreachable else QUEUED,
-        error=BLOCKED_REASON if member.unreachable else None,
+        # blocked the bot (or a dead address): kept as not delivered (the console shows
+        # why), never tried
+        status=CANCELLED if stopped else QUEUED,
+        error=reason if stopped else None,
         attempts=0,
         not_before=not_before or now,
         case_id=case_id,
@@ -115,19 +139,21 @@ async def _dedupe_key_used(session: AsyncSession, key: str) -> bool:
     return await session.scalar(select(Outbox.id).where(Outbox.dedupe_key == key)) is not None
 
 
-def _in_flight_chats(now: datetime) -> Any:
+def _in_flight_chats(now: datetime, channel: str) -> Any:
     """Chats with a row under way: being sent by any worker, or waiting for its retry."""
-    return select(Outbox.chat_id).where(or_(
+    return select(Outbox.chat_id).where(Outbox.channel == channel, or_(
         Outbox.status == SENDING,
         and_(Outbox.status == QUEUED, Outbox.attempts > 0, Outbox.not_before > now),
     ))
 
 
-def _unreachable_members() -> Any:
+def _unreachable_members(channel: str) -> Any:
+    if channel == EMAIL:
+        return select(Member.id).where(Member.email_problem.is_not(None))
     return select(Member.id).where(Member.unreachable.is_(True))
 
 
-def _claimable(now: datetime, per_chat: int) -> Any:
+def _claimable(now: datetime, per_chat: int, channel: str) -> Any:
     """Ids of due queued rows, at most `per_chat` per chat, most urgent first, of chats with
     nothing in flight and members who have not blocked the bot.
 
@@ -144,9 +170,10 @@ def _claimable(now: datetime, per_chat: int) -> Any:
             .over(partition_by=Outbox.chat_id, order_by=(Outbox.priority, Outbox.id))
             .label("rank"),
         )
-        .where(Outbox.status == QUEUED, Outbox.not_before <= now,
-               Outbox.chat_id.not_in(_in_flight_chats(now)),
-               or_(Outbox.member_id.is_(None), Outbox.member_id.not_in(_unreachable_members())))
+        .where(Outbox.status == QUEUED, Outbox.not_before <= now, Outbox.channel == channel,
+               Outbox.chat_id.not_in(_in_flight_chats(now, channel)),
+               or_(Outbox.member_id.is_(None),
+                   Outbox.member_id.not_in(_unreachable_members(channel))))
     ).subquery()
     return (
         select(ranked.c.id)
@@ -162,14 +189,16 @@ async def claim(
     limit: int,
     *,
     per_chat: int = 1,
+    channel: str = TELEGRAM,
 ) -> list[Outbox]:
-    """Mark up to `limit` due rows as "sending" for `worker`, commit, and return them."""
+    """Mark up to `limit` due rows of `channel` as "sending" for `worker`, commit, and
+    return them."""
     if session.bind.dialect.name == "postgresql":
         # until this transaction ends no other worker claims, and it sees every claim
         # committed before it: "no row of this chat in flight" holds across processes
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                               {"key": CLAIM_LOCK_KEY})
-    candidates = _claimable(now, per_chat).limit(limit)
+    candidates = _claimable(now, per_chat, channel).limit(limit)
     statement = (
         update(Outbox)
         .where(Outbox.id.in_(candidates.scalar_subquery()), Outbox.status == QUEUED)
@@ -246,6 +275,35 @@ async def mark_sent_many(
     ])
 
 
+async def mark_email_sent(session: AsyncSession, row_id: int, now: datetime,
+                          message_id: str) -> None:
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.id == row_id)
+        .values(status=SENT, sent_at=now, email_message_id=message_id, error=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def cancel_for_rejected_address(session: AsyncSession, member_id: int, problem: str,
+                                      worker: str) -> int:
+    """The mail server refused the member's address for good (or it is no address): mark
+    it and cancel the e-mails that wait for the member, as for a blocked bot."""
+    await session.execute(
+        update(Member).where(Member.id == member_id).values(email_problem=problem)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.member_id == member_id, Outbox.channel == EMAIL,
+               or_(Outbox.status == QUEUED,
+                   and_(Outbox.status == SENDING, Outbox.claimed_by == worker)))
+        .values(status=CANCELLED, error=EMAIL_PROBLEM_REASON)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
 async def mark_failed(session: AsyncSession, row_id: int, error: str) -> None:
     await session.execute(
         update(Outbox)
@@ -287,7 +345,7 @@ async def cancel_for_blocked_member(session: AsyncSession, member_id: int, worke
     )
     result = await session.execute(
         update(Outbox)
-        .where(Outbox.member_id == member_id,
+        .where(Outbox.member_id == member_id, Outbox.channel == TELEGRAM,
                or_(Outbox.status == QUEUED,
                    and_(Outbox.status == SENDING, Outbox.claimed_by == worker)))
         .values(status=CANCELLED, error=BLOCKED_REASON)
@@ -317,9 +375,10 @@ async def cancel_claimed(session: AsyncSession, row_id: int, reason: str) -> Non
     )
 
 
-async def next_due(session: AsyncSession) -> datetime | None:
-    """When the earliest queued row becomes due (None: nothing queued)."""
-    return await session.scalar(select(func.min(Outbox.not_before)).where(Outbox.status == QUEUED))
+async def next_due(session: AsyncSession, channel: str = TELEGRAM) -> datetime | None:
+    """When the channel's earliest queued row becomes due (None: nothing queued)."""
+    return await session.scalar(select(func.min(Outbox.not_before))
+                                .where(Outbox.status == QUEUED, Outbox.channel == channel))
 
 
 async def counts(session: AsyncSession) -> dict[str, int]:

@@ -80,6 +80,7 @@ def figure_rows(figures: Figures) -> list[Row]:
                      group.recovered),
                  Row(section, _("%(name)s: recovery rate") % {"name": name}, PERCENT,
                      group.rate)]
+    _reach(figures, rows)
     return rows
 
 
@@ -112,6 +113,30 @@ def _failed_payments(figures: Figures, rows: list[Row]) -> None:
                     figures.recovery_seconds_median))
     rows.append(Row(section, _("Time to recovery, 90th percentile"), DURATION,
                     figures.recovery_seconds_p90))
+
+
+CHANNEL_LABELS = {"telegram": lazy_gettext("Telegram"), "email": lazy_gettext("E-mail"),
+                  "none": lazy_gettext("no contact")}
+
+
+def _reach(figures: Figures, rows: list[Row]) -> None:
+    reach = figures.reach
+    section = _("Reach")
+    rows += [Row(section, _("Members"), COUNT, reach.members),
+             Row(section, _("Members linked to Telegram"), COUNT, reach.linked),
+             Row(section, _("Share linked to Telegram"), PERCENT, reach.linked_share),
+             Row(section, _("Members no channel reaches"), COUNT, reach.unreached)]
+    for channel, count in sorted(reach.reached_by_channel.items()):
+        rows.append(Row(section, _("Members reached by %(channel)s") % {
+            "channel": label(CHANNEL_LABELS, channel)}, COUNT, count))
+    rows += [Row(section, _("E-mails sent"), COUNT, reach.emails_sent),
+             Row(section, _("Update links opened from e-mails"), COUNT,
+                 reach.email_links_opened),
+             Row(section, _("E-mails bounced"), COUNT, reach.emails_bounced)]
+    for channel, (opened, won) in sorted(reach.by_first_channel.items()):
+        rows.append(Row(section, _("Recovery rate, first contact by %(channel)s") % {
+            "channel": label(CHANNEL_LABELS, channel)}, PERCENT,
+            won / opened if opened else None))
 
 
 def _links_and_conversations(figures: Figures, rows: list[Row]) -> None:
@@ -241,6 +266,18 @@ def figures_json(figures: Figures) -> dict[str, Any]:
             {"language": g.key, "opened": g.opened, "recovered": g.recovered, "rate": g.rate}
             for g in figures.by_language
         ],
+        "reach": {
+            "members": figures.reach.members, "linked_to_telegram": figures.reach.linked,
+            "linked_share": figures.reach.linked_share, "unreached": figures.reach.unreached,
+            "reached_by_channel": figures.reach.reached_by_channel,
+            "emails_sent": figures.reach.emails_sent,
+            "emails_bounced": figures.reach.emails_bounced,
+            "email_links_opened": figures.reach.email_links_opened,
+            "by_first_channel": {
+                channel: {"opened": opened, "recovered": won,
+                          "rate": won / opened if opened else None}
+                for channel, (opened, won) in figures.reach.by_first_channel.items()},
+        },
         "series": {
             "recovery_rate": [{"first_day": b.first.isoformat(), "opened": b.opened,
                                "recovered": b.recovered, "rate": b.rate}

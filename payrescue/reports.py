@@ -49,6 +49,7 @@ from payrescue.db.models import (
     Conversation,
     Handoff,
     Member,
+    Outbox,
     RecoveryCase,
     Subscription,
     TelegramLink,
@@ -177,6 +178,25 @@ class WeekAmounts:
 
 
 @dataclass
+class Reach:
+    """How members are reached: Telegram first, e-mail as the fallback (payrescue.reach)."""
+
+    members: int = 0  # not erased
+    linked: int = 0  # linked to Telegram and not blocking the bot
+    unreached: int = 0  # no channel left: neither Telegram nor a usable e-mail
+    reached_by_channel: dict[str, int] = field(default_factory=dict)  # in the period
+    emails_sent: int = 0
+    emails_bounced: int = 0  # refused for good, or not an address
+    email_links_opened: int = 0  # update links of cases first contacted by e-mail
+    # first channel of a case opened in the period → (opened, recovered)
+    by_first_channel: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def linked_share(self) -> float | None:
+        return self.linked / self.members if self.members else None
+
+
+@dataclass
 class Figures:
     period: Period
     currencies: list[str]  # by amount at risk, largest first
@@ -209,6 +229,7 @@ class Figures:
     rate_series: list[RateBucket] = field(default_factory=list)
     weekly_amounts: list[WeekAmounts] = field(default_factory=list)
     chart_currency: str | None = None  # the currency `weekly_amounts` is in
+    reach: Reach = field(default_factory=Reach)
 
     @property
     def recovery_rate(self) -> float | None:
@@ -230,9 +251,11 @@ class Figures:
 
 
 async def compute(
-    session: AsyncSession, period: Period, hours: BusinessHours, default_language: str
+    session: AsyncSession, period: Period, hours: BusinessHours, default_language: str,
+    *, email_enabled: bool = False,
 ) -> Figures:
-    """Every figure for `period`; `hours` makes response times count business time only."""
+    """Every figure for `period`; `hours` makes response times count business time only;
+    `email_enabled` says whether members without Telegram can be reached at all."""
     start, end = period.start, period.end
     figures = Figures(period=period, currencies=[])
     weeks = _day_starts(period, weekly=True)
@@ -248,7 +271,53 @@ async def compute(
     await _active_at_start(session, figures, start)
     await _by_language(session, figures, start, end, default_language)
     _weekly_amounts(figures, weeks, recovered_weekly, lost_weekly)
+    figures.reach = await _reach(session, start, end, email_enabled)
     return figures
+
+
+async def _reach(session: AsyncSession, start: datetime, end: datetime,
+                 email_enabled: bool) -> Reach:
+    reach = Reach()
+    alive = Member.erased_at.is_(None)
+    linked = Member.id.in_(select(TelegramLink.member_id)) & Member.unreachable.is_(False)
+    reach.members = await session.scalar(select(func.count()).where(alive)) or 0
+    reach.linked = await session.scalar(select(func.count()).where(alive, linked)) or 0
+    mailable = Member.email.is_not(None) & Member.email_problem.is_(None)
+    unreached = ~linked if not email_enabled else ~linked & ~mailable
+    reach.unreached = await session.scalar(select(func.count()).where(alive, unreached)) or 0
+    rows = await session.execute(
+        select(Outbox.channel, func.count(func.distinct(Outbox.member_id)))
+        .where(Outbox.status == "sent", _within(Outbox.sent_at, start, end))
+        .group_by(Outbox.channel))
+    reach.reached_by_channel = {channel: int(count) for channel, count in rows}
+    emails = Outbox.channel == "email"
+    reach.emails_sent = await session.scalar(select(func.count()).where(
+        emails, Outbox.status == "sent", _within(Outbox.sent_at, start, end))) or 0
+    reach.emails_bounced = await session.scalar(select(func.count()).where(
+        emails, Outbox.status == "failed", Outbox.error.like("address %"),
+        _within(Outbox.created_at, start, end))) or 0
+    # the channel of each case's first notice (dunning step 0: not a copy, not a re-send)
+    first = (select(Outbox.case_id, func.min(Outbox.channel).label("channel"))
+             .where(Outbox.dunning_step == 0, Outbox.dedupe_key.not_like("%:email"),
+                    Outbox.dedupe_key.not_like("%:after-block"))
+             .group_by(Outbox.case_id).subquery())
+    reach.email_links_opened = await session.scalar(
+        select(func.count()).select_from(UpdateLink)
+        .join(first, first.c.case_id == UpdateLink.case_id)
+        .where(first.c.channel == "email", UpdateLink.first_opened_at.is_not(None),
+               _within(UpdateLink.created_at, start, end))) or 0
+    recovered = case((RecoveryCase.status == "recovered", _ONE), else_=_ZERO)
+    # a literal, not a parameter: PostgreSQL must see the same expression in GROUP BY
+    channel = func.coalesce(first.c.channel, literal_column("'none'"))
+    rows = await session.execute(
+        select(channel, func.count(), func.sum(recovered))
+        .select_from(RecoveryCase)
+        .outerjoin(first, first.c.case_id == RecoveryCase.id)
+        .where(_within(RecoveryCase.opened_at, start, end))
+        .group_by(channel))
+    reach.by_first_channel = {channel: (int(opened), int(won or 0))
+                              for channel, opened, won in rows}
+    return reach
 
 
 def _within(column: Any, start: datetime, end: datetime) -> ColumnElement[bool]:

@@ -121,6 +121,9 @@ async def _answer(intent: str, session: AsyncSession, member: Member, settings: 
     return render(f"faq/{intent}.j2", **context), markup
 
 
+answer_intent = _answer  # /start newlink answers as the "new link" question does
+
+
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="faq")

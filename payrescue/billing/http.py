@@ -13,14 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from payrescue import dunning, reach
 from payrescue.billing import generic, links, memberpress, pages, rejected, stripe_events
 from payrescue.billing import signals as s
 from payrescue.billing.batches import Ingestor
 from payrescue.billing.ingest import already_stored
 from payrescue.billing.stripe_api import StripeApi, StripeUnavailable
+from payrescue.config import Settings
+from payrescue.events import Event
 from payrescue.i18n import normalise
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog
@@ -43,6 +48,7 @@ def setup_billing(app: web.Application) -> None:
         web.post("/api/v1/events", generic_event),
         web.get("/u/thanks", update_link_done),
         web.get("/u/{token:[^/]+}", update_link),
+        web.post("/u/{token:[^/]+}/renew", renew_link),
     ])
     # providers retry every refused event: one line when refusals start, one when they end
     app[OUTAGE] = OutageLog(
@@ -213,14 +219,17 @@ async def update_link(request: web.Request) -> web.StreamResponse:
             opened = await links.open_link(session, request.match_info["token"], settings, now,
                                            fallback)
             where = await links.destination(session, opened)
+            renewable = opened.refusal is links.Refusal.EXPIRED and await _renewable(
+                session, request.match_info["token"], settings, now)
     except DATABASE_ERRORS as exc:
         log.warning("update link not opened: database unavailable",
                     extra={"error": type(exc).__name__})
         return pages.unavailable(fallback, str(request.url))
     if opened.refusal is not None:
         log.info("update link refused", extra={"reason": opened.refusal.value})
+        renew = f"/u/{request.match_info['token']}/renew" if renewable else None
         return pages.refused(opened.language, settings,
-                             expired=opened.refusal is links.Refusal.EXPIRED)
+                             expired=opened.refusal is links.Refusal.EXPIRED, renew_url=renew)
     log.info("update link opened", extra={"case_id": opened.case.id})
     if where.settled:
         return pages.settled(opened.language)
@@ -229,6 +238,36 @@ async def update_link(request: web.Request) -> web.StreamResponse:
     if where.url:
         raise web.HTTPFound(where.url)
     return pages.no_destination(opened.language, settings)
+
+
+async def _renewable(session: AsyncSession, token: str, settings: Settings,
+                     now: datetime) -> bool:
+    found = await links.expired_case(session, token, settings, now)
+    return found is not None and reach.channel_for(found[1], settings) is not None \
+        and not found[1].opted_out
+
+
+async def renew_link(request: web.Request) -> web.StreamResponse:
+    """The expired page's button: a fresh link on the member's channel (once a day)."""
+    settings, now = request.app[SETTINGS], request.app[CLOCK].now()
+    fallback = _browser_language(request)
+    try:
+        async with request.app[SESSIONMAKER]() as session, session.begin():
+            found = await links.expired_case(session, request.match_info["token"], settings, now)
+            if found is None:
+                return pages.refused(fallback, settings, expired=False)
+            case, member = found
+            row, channel = await dunning.send_fresh_link(session, settings, case, member, now)
+            language = dunning.language_of(member, settings)
+    except DATABASE_ERRORS as exc:
+        log.warning("fresh link not sent: database unavailable",
+                    extra={"error": type(exc).__name__})
+        return pages.unavailable(fallback, str(request.url))
+    log.info("fresh link asked for", extra={"case_id": case.id, "channel": channel,
+                                            "queued": row is not None})
+    if row is not None:
+        await request.app[BUS].publish(Event("outbox.queued", {"outbox_id": row.id}))
+    return pages.fresh_link_sent(language, channel)
 
 
 async def _to_portal(request: web.Request, customer: str, language: str) -> web.StreamResponse:

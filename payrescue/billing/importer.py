@@ -165,12 +165,12 @@ def write_rejected(path: Path, rejected: list[tuple[dict[str, str], str]]) -> Pa
     return target
 
 
-def progress_bar(stream) -> Callable[[int, int], None]:  # noqa: ANN001
+def progress_bar(stream, doing: str = "importing") -> Callable[[int, int], None]:  # noqa: ANN001
     """A plain one-line bar on a terminal; whole lines when stderr is a file or pipe."""
     def show(done: int, total: int) -> None:
         share = done / total if total else 1
         bar = "#" * int(share * 30)
-        line = f"importing [{bar:<30}] {done}/{total} ({share:.0%})"
+        line = f"{doing} [{bar:<30}] {done}/{total} ({share:.0%})"
         if stream.isatty():
             stream.write("\r" + line + ("\n" if done >= total else ""))
         else:

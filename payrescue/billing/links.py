@@ -78,6 +78,25 @@ async def open_link(session: AsyncSession, token: str, settings: Settings,
     return Opened(case, member, _language(member, settings, fallback_language))
 
 
+async def expired_case(session: AsyncSession, token: str, settings: Settings,
+                       now: datetime) -> tuple[RecoveryCase, Member] | None:
+    """The open case and member of a genuine link that has expired (None otherwise): the
+    expired page offers them a fresh link."""
+    try:
+        tokens.verify(settings.secret, PURPOSE, token, now)
+    except tokens.TokenExpired:
+        stale = tokens.verify(settings.secret, PURPOSE, token, _EPOCH)
+    except tokens.TokenError:
+        return None
+    else:
+        return None  # still valid: nothing to renew
+    case = await session.get(RecoveryCase, stale.subject_id)
+    member = await session.get(Member, case.member_id) if case else None
+    if case is None or member is None or case.status != cases.OPEN:
+        return None
+    return case, member
+
+
 def _language(member: Member | None, settings: Settings, fallback: str) -> str:
     if member is None:
         return fallback

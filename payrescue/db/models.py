@@ -55,7 +55,11 @@ class Member(Base):
     memberpress_member_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
-    unreachable: Mapped[bool] = mapped_column(Boolean, default=False)
+    unreachable: Mapped[bool] = mapped_column(Boolean, default=False)  # blocked the bot
+    # None: e-mail may be tried; "invalid" (not an address) or "rejected" (the mail server
+    # refused it for good, a 5xx): no more e-mail until the address changes
+    email_problem: Mapped[str | None] = mapped_column(String(20))
+    invited_at: Mapped[datetime | None]  # last invitation to the Telegram chat by e-mail
     member_since: Mapped[datetime | None]
     erased_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
@@ -347,6 +351,8 @@ class Message(Base):
     file_name: Mapped[str | None] = mapped_column(String(300))
     mime_type: Mapped[str | None] = mapped_column(String(100))
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # a member's e-mail: its Message-ID, so the agent's answer is threaded under it
+    email_message_id: Mapped[str | None] = mapped_column(String(250))
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
 
@@ -361,6 +367,10 @@ class Outbox(Base):
     member_id: Mapped[int | None] = mapped_column(
         ForeignKey("members.id", ondelete="CASCADE"), index=True
     )
+    # telegram | email (payrescue.reach); the order and in-flight rules hold per channel
+    channel: Mapped[str] = mapped_column(String(10), default="telegram",
+                                         server_default="telegram")
+    # the Telegram chat; for e-mail the member's id (one e-mail "chat" per member)
     chat_id: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(20))  # reminder | agent_reply | bot | edit | alert
     priority: Mapped[int] = mapped_column(Integer, default=5)  # lower goes first
@@ -373,6 +383,7 @@ class Outbox(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     sent_at: Mapped[datetime | None]
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    email_message_id: Mapped[str | None] = mapped_column(String(250), index=True)  # Message-ID
     error: Mapped[str | None] = mapped_column(Text)
     case_id: Mapped[int | None] = mapped_column(
         ForeignKey("recovery_cases.id", ondelete="SET NULL"), index=True

@@ -207,7 +207,8 @@ async def test_unlinked_member_cannot_get_a_reply(make_client, world):
         await db.delete(member.telegram)
     response = await client.post(f"/console/conversations/{conversation_id}/reply",
                                  data={"text": "hi", "csrf_token": token}, headers=JSON)
-    assert (await response.json())["error"] == "This member has no Telegram chat linked."
+    assert (await response.json())["error"] == (
+        "This member has no Telegram chat linked and no usable e-mail address.")
 
 
 async def test_lifetime_value_counts_each_paid_invoice_once(make_client, world):

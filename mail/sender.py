@@ -1,0 +1,368 @@
+"""Drains the outbox's e-mail rows into an SMTP server (aiosmtplib).
+
+The claim, lease, per-member order and re-queue rules are `payrescue.outbox`'s, the same as
+for Telegram: rows are claimed for this run's worker name ("sending"), a lease renewer keeps
+the held rows alive, and a run that dies (kill -9) leaves them to be queued again when their
+lease runs out, so a crash loses no e-mail and re-sends at most those in flight (with the
+same Message-ID, so mail clients show one).
+
+Outcomes: a temporary failure (4xx, connection lost, time-out) queues the row again after a
+pause that doubles with each attempt; a permanent 5xx refusal of the recipient marks the
+member's address as rejected (`Member.email_problem`, shown in the console) and cancels the
+e-mails that wait for them; an address that is no address at all is marked "invalid". Logs
+name outbox and member ids only, never an address, subject or text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from email.message import EmailMessage
+
+import aiosmtplib
+from aiohttp import web
+from aiolimiter import AsyncLimiter
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mail.compose import BadAddress, compose, message_id
+from payrescue import outbox
+from payrescue.clock import Clock
+from payrescue.config import Settings
+from payrescue.db.models import Member, Message, Outbox
+from payrescue.events import Bus, Event
+from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.outage import DATABASE, OutageLog
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8  # claims of one row before it is given up as failed
+RETRY_FIRST_SECONDS, RETRY_LONGEST_SECONDS = 60, 3600  # pauses after a temporary failure
+CLAIM_BATCH = 50
+RECORD_BATCH = 10  # delivered rows recorded per transaction (re-sent if killed before)
+IDLE_POLL_SECONDS = 2.0
+REJECTED, INVALID = "rejected", "invalid"
+
+
+class TemporaryFailure(Exception):
+    """Try again later: a 4xx answer, a lost connection or a time-out."""
+
+
+class RecipientRejected(Exception):
+    """The server refused the address for good (5xx on RCPT)."""
+
+
+class MessageRejected(Exception):
+    """The server refused this message for good (5xx, not about the address)."""
+
+
+class SmtpTransport:
+    """One SMTP connection, opened when needed and kept for the next message."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: aiosmtplib.SMTP | None = None
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        context = None
+        if s.smtp_ca_file is not None:  # the system's CAs, and this one too
+            context = ssl.create_default_context()
+            context.load_verify_locations(cafile=str(s.smtp_ca_file))
+        return aiosmtplib.SMTP(
+            tls_context=context,
+            hostname=s.smtp_host, port=s.smtp_port,
+            use_tls=s.smtp_security == "tls",
+            start_tls=s.smtp_security == "starttls",
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            timeout=s.smtp_timeout_seconds,
+        )
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            if self._client is None or not self._client.is_connected:
+                self._client = self._new_client()
+                await self._client.connect()
+            await self._client.send_message(message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            await self._reset()
+            if all(r.code >= 500 for r in exc.recipients):
+                raise RecipientRejected(str(exc.recipients[0].code)) from None
+            raise TemporaryFailure(str(exc.recipients[0].code)) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset()
+            if exc.code >= 500 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+                raise MessageRejected(str(exc.code)) from None
+            raise TemporaryFailure(str(exc.code)) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self._close()
+            raise TemporaryFailure(exc.__class__.__name__) from None
+
+    async def _reset(self) -> None:
+        """After a refusal the connection is still good: RSET, or open a new one next."""
+        try:
+            if self._client is not None and self._client.is_connected:
+                await self._client.rset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            await self._close()
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+
+    async def close(self) -> None:
+        await self._close()
+
+
+class MailSender:
+    def __init__(self, transport: SmtpTransport, sessionmaker: async_sessionmaker[AsyncSession],
+                 bus: Bus, clock: Clock, settings: Settings) -> None:
+        self.transport = transport
+        self.sessionmaker = sessionmaker
+        self.bus = bus
+        self.clock = clock
+        self.settings = settings
+        self.worker = ""
+        self._held: set[int] = set()
+        self._sent: list[Outbox] = []  # delivered, not recorded yet
+        self._ended_runs: list[str] = []
+        self._limiter = AsyncLimiter(1, 1 / settings.smtp_rate_per_second)
+        self._wake = asyncio.Event()
+        self.sent = 0
+        self.outage = OutageLog(log, down="the mail sender stopped; restarting",
+                                back="the mail sender works again after %d failed runs",
+                                group=DATABASE)
+
+    async def run(self) -> None:
+        """Send until cancelled (see the module doc for what a crash leaves behind)."""
+        self.worker = f"mailer-{uuid.uuid4().hex[:12]}"
+        self._held = set()
+        async with self.bus.subscribe() as events:
+            tasks = [asyncio.create_task(self._watch(events)),
+                     asyncio.create_task(self._renew_leases())]
+            try:
+                async with self.sessionmaker() as session:
+                    await outbox.release_worker(session, self._ended_runs)
+                self._ended_runs.clear()
+                await self._release_leases()
+                self.outage.succeeded()
+                while True:
+                    if not await self._claim_and_send():
+                        await self._idle()
+            finally:
+                # a stop (not a kill) records what went out, so it is not sent again
+                await asyncio.shield(self._record_on_stop())
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                self._ended_runs.append(self.worker)
+                await self.transport.close()
+
+    async def _record_on_stop(self) -> None:
+        try:
+            await self._record_sent()
+        except Exception as exc:  # the database is away: those rows will be sent again
+            log.warning("sent e-mails not recorded", extra={"error": type(exc).__name__})
+
+    async def _watch(self, events: asyncio.Queue[Event]) -> None:
+        while True:
+            if (await events.get()).topic == "outbox.queued":
+                self._wake.set()
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.outbox_lease_seconds / 3)
+            try:
+                async with self.sessionmaker() as session:
+                    await outbox.renew_leases(session, self.worker, set(self._held),
+                                              self.clock.now())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database may be away: the next renewal tries again
+                log.warning("could not renew e-mail leases",
+                            extra={"error": exc.__class__.__name__})
+
+    async def _release_leases(self) -> None:
+        lease = timedelta(seconds=self.settings.outbox_lease_seconds)
+        async with self.sessionmaker() as session:
+            released = await outbox.release_expired_leases(session, self.clock.now(), lease,
+                                                           caller=self.worker)
+        if released:
+            log.warning("re-queued e-mails left in sending", extra={"rows": released})
+
+    async def _claim_and_send(self) -> bool:
+        self._wake.clear()
+        async with self.sessionmaker() as session:
+            rows = await outbox.claim(session, self.worker, self.clock.now(), CLAIM_BATCH,
+                                      channel=outbox.EMAIL)
+            # one read for the batch's members (their address, name and Telegram link)
+            ids = {row.member_id for row in rows if row.member_id is not None}
+            members = {m.id: m for m in await session.scalars(
+                select(Member).where(Member.id.in_(ids)))} if ids else {}
+        self._held.update(row.id for row in rows)
+        for row in rows:
+            await self._deliver(row, members.get(row.member_id or 0))
+        await self._record_sent()
+        return bool(rows)
+
+    async def _idle(self) -> None:
+        async with self.sessionmaker() as session:
+            due = await outbox.next_due(session, outbox.EMAIL)
+        waits = [asyncio.create_task(self._wake.wait())]
+        if due is not None:
+            seconds = max((due - self.clock.now()).total_seconds(), 0)
+            waits.append(asyncio.create_task(self.clock.sleep(seconds)))
+        try:
+            await asyncio.wait(waits, timeout=IDLE_POLL_SECONDS,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        await self._release_leases()
+
+    async def _deliver(self, row: Outbox, member: Member | None) -> None:
+        if member is None or member.erased_at is not None or not member.email:
+            async with self.sessionmaker() as session:
+                await self._finish(session, row, outbox.FAILED, "no e-mail address")
+            return
+        try:
+            message = compose(row, member, self.settings, self.clock.now())
+        except BadAddress:
+            async with self.sessionmaker() as session:
+                await self._address_problem(session, row, INVALID)
+            return
+        except (KeyError, TypeError) as exc:
+            async with self.sessionmaker() as session:
+                await self._finish(session, row, outbox.FAILED,
+                                   f"cannot build the e-mail: {exc.__class__.__name__}")
+            return
+        await self._limiter.acquire()
+        try:
+            await self.transport.send(message)
+        except RecipientRejected as exc:
+            async with self.sessionmaker() as session:
+                await self._address_problem(session, row, REJECTED, str(exc))
+            return
+        except MessageRejected as exc:
+            async with self.sessionmaker() as session:
+                await self._finish(session, row, outbox.FAILED, f"refused by the server: {exc}")
+            return
+        except TemporaryFailure as exc:
+            await self._retry_later(row, str(exc))
+            return
+        self._sent.append(row)
+        self.sent += 1
+        if len(self._sent) >= RECORD_BATCH:
+            await self._record_sent()
+
+    async def _record_sent(self) -> None:
+        """Mark delivered rows "sent", a few in one transaction (a commit per e-mail would
+        cost more than the e-mail). A kill before this leaves them in "sending": they are
+        sent again, with the same Message-ID — never lost."""
+        batch, self._sent = self._sent, []
+        if not batch:
+            return
+        now = self.clock.now()
+        async with self.sessionmaker() as session:
+            for row in batch:
+                await outbox.mark_email_sent(session, row.id, now,
+                                             message_id(self.settings, row.id))
+            await session.commit()
+            # agents' answers: their transcript lines show "delivered"
+            result = await session.execute(
+                select(Message.outbox_id, Message.id)
+                .where(Message.outbox_id.in_([row.id for row in batch])))
+            lines = {outbox_id: line_id for outbox_id, line_id in result}
+        for row in batch:
+            self._held.discard(row.id)
+            await self._published(row, outbox.SENT, lines.get(row.id))
+
+    async def _finish(self, session: AsyncSession, row: Outbox, status: str, error: str) -> None:
+        log.error("e-mail row failed", extra={"outbox_id": row.id, "error": error})
+        await outbox.mark_failed(session, row.id, error)
+        await session.commit()
+        self._held.discard(row.id)
+        await self._published(row, status)
+
+    async def _address_problem(self, session: AsyncSession, row: Outbox, problem: str,
+                               code: str = "") -> None:
+        await outbox.mark_failed(session, row.id, f"address {problem} {code}".strip())
+        cancelled = await outbox.cancel_for_rejected_address(session, row.member_id or 0,
+                                                             problem, self.worker)
+        await session.commit()
+        self._held.discard(row.id)
+        log.warning("member's e-mail address is undeliverable",
+                    extra={"member_id": row.member_id, "problem": problem,
+                           "cancelled": cancelled})
+        await self._published(row, outbox.FAILED)
+        await self.bus.publish(Event("member.email_undeliverable",
+                                     {"member_id": row.member_id}))
+
+    async def _retry_later(self, row: Outbox, error: str) -> None:
+        async with self.sessionmaker() as session:
+            if row.attempts >= MAX_ATTEMPTS:
+                await self._finish(session, row, outbox.FAILED,
+                                   f"gave up after {row.attempts} attempts: {error}")
+                return
+            delay = min(RETRY_FIRST_SECONDS * 2 ** (row.attempts - 1), RETRY_LONGEST_SECONDS)
+            log.warning("e-mail retried later", extra={"outbox_id": row.id, "error": error,
+                                                       "seconds": delay})
+            await outbox.requeue(session, row.id, self.clock.now() + timedelta(seconds=delay),
+                                 f"temporary: {error}")
+            await session.commit()
+        self._held.discard(row.id)
+        await self._published(row, outbox.QUEUED)
+
+    async def _published(self, row: Outbox, status: str, line_id: int | None = None) -> None:
+        data: dict[str, object] = {"outbox_id": row.id, "status": status}
+        if line_id is not None:
+            data["message_id"] = line_id
+        await self.bus.publish(Event("outbox.updated", data))
+
+
+async def run_until_cancelled(sender: MailSender) -> None:
+    """The sender as a background task that survives a lost database (restarted after a
+    pause that grows while it keeps failing)."""
+    pause = 0.0
+    while True:
+        try:
+            await sender.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            sender.outage.failed(exc)
+            pause = min(max(pause * 2, 1.0), 30.0)
+            await asyncio.sleep(pause)
+
+
+MAIL_SENDER = web.AppKey("mail_sender", MailSender)
+
+
+def setup_mail_sender(app: web.Application) -> None:
+    """Drain e-mail rows when SMTP is configured; without it the channel is off."""
+    app.cleanup_ctx.append(_mail_sender)
+
+
+async def _mail_sender(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.email_enabled:
+        yield
+        return
+    sender = MailSender(SmtpTransport(settings), app[SESSIONMAKER], app[BUS], app[CLOCK],
+                        settings)
+    app[MAIL_SENDER] = sender
+    task = asyncio.create_task(run_until_cancelled(sender), name="mail-sender")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
