@@ -47,7 +47,7 @@ def test_a_member_without_telegram_in_the_demo(tmp_path: Path) -> None:
         status, page = _get(base + "/demo/mailbox/1")
         html = page.decode()
         assert status == 200
-        assert "Hallo Mia," in html and "Zahlungsmethode aktualisieren" in html
+        assert "Hallo Mia," in html and "Zahlungsdaten aktualisieren" in html
         assert "Lieber im Chat klären? Schreiben Sie uns auf Telegram." in html
         assert re.search(r"https://t\.me/payrescue_demo_bot\?start=[\w-]+", html)
         assert _get(base + "/demo/mailbox/1/cid/telegram-qr")[1].startswith(b"\x89PNG")
