@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handoff.auth import login_required, request_agent
 from handoff.context import member_context
 from handoff.render import render
-from payrescue import assignment
+from payrescue import assignment, timeline
 from payrescue.assignment import AssignmentError
 from payrescue.conversations import ASSIGNED
 from payrescue.db.models import Agent, Conversation, Member, Message, Outbox
@@ -36,16 +36,11 @@ class ReplyError(Exception):
 
 
 async def transcript(
-    db: AsyncSession, conversation_id: int, after_id: int = 0
-) -> list[tuple[Message, Outbox | None]]:
-    """The lines after `after_id` with their delivery rows, oldest first."""
-    rows = await db.execute(
-        select(Message, Outbox)
-        .outerjoin(Outbox, Outbox.id == Message.outbox_id)
-        .where(Message.conversation_id == conversation_id, Message.id > after_id)
-        .order_by(Message.id)
-    )
-    return [(message, outbox) for message, outbox in rows.all()]
+    db: AsyncSession, conversation: Conversation, after_id: int = 0
+) -> list[timeline.Line]:
+    """The member's timeline (everything they saw, and what happened around them) after
+    `after_id`, with delivery rows, oldest first: a conversation is read in its context."""
+    return await timeline.member_timeline(db, conversation.member_id, after_id=after_id)
 
 
 async def queue_agent_message(
@@ -68,10 +63,9 @@ async def queue_agent_message(
     )
     db.add(outbox)
     await db.flush()
-    message = Message(
-        conversation_id=conversation.id, sender="agent", agent_id=agent.id, kind="text",
-        text=text, outbox_id=outbox.id, created_at=now,
-    )
+    message = timeline.entry(member.id, timeline.AGENT, "text", now, text=text,
+                             conversation_id=conversation.id, case_id=conversation.case_id,
+                             agent_id=agent.id, outbox_id=outbox.id)
     db.add(message)
     await assignment.record_first_response(db, conversation, now)
     await db.flush()
@@ -82,10 +76,7 @@ async def publish_message(request: web.Request, message: Message) -> None:
     bus = request.config_dict[BUS]
     if message.outbox_id is not None:
         await bus.publish(Event("outbox.queued", {"outbox_id": message.outbox_id}))
-    await bus.publish(Event("message.created", {
-        "conversation_id": message.conversation_id, "message_id": message.id,
-        "sender": message.sender,
-    }))
+    await bus.publish(timeline.created_event(message))
 
 
 def _conversation_id(request: web.Request) -> int:
@@ -111,7 +102,7 @@ async def _page(request: web.Request, conversation_id: int, *, error: str | None
         conversation = await db.get(Conversation, conversation_id)
         if conversation is None:
             raise web.HTTPNotFound()
-        lines = await transcript(db, conversation_id)
+        lines = await transcript(db, conversation)
         context = await member_context(db, conversation)
         owner = (await db.get(Agent, conversation.assigned_agent_id)
                  if conversation.assigned_agent_id else None)
@@ -222,8 +213,9 @@ async def _add_note(db: AsyncSession, conversation: Conversation, agent: Agent, 
     text = text.strip()
     if not text:
         raise ReplyError(_("The message is empty."))
-    message = Message(conversation_id=conversation.id, sender="note", agent_id=agent.id,
-                      kind="text", text=text, created_at=now)
+    message = timeline.entry(conversation.member_id, timeline.NOTE, "text", now, text=text,
+                             channel=timeline.CONSOLE, conversation_id=conversation.id,
+                             case_id=conversation.case_id, agent_id=agent.id)
     db.add(message)
     await db.flush()
     return message

@@ -35,6 +35,7 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payrescue import timeline
 from payrescue.db.models import Member, Outbox
 
 QUEUED, SENDING, SENT, FAILED, CANCELLED = "queued", "sending", "sent", "failed", "cancelled"
@@ -69,6 +70,7 @@ async def queue_message(
     dedupe_key: str | None = None,
     method: str = "sendMessage",
     dunning_step: int | None = None,
+    conversation_id: int | None = None,
 ) -> Outbox | None:
     """Add one row; with a `dedupe_key` already used, add nothing and return None.
 
@@ -101,11 +103,14 @@ async def queue_message(
         # released, and the caller's other rows would go out before its commit
         session.add(row)
         await session.flush()  # the caller may need its id before committing
+        session.add(timeline.outbox_line(row, conversation_id))
         return row
     try:
         # a savepoint, so a concurrent reconciler winning the race costs only this row
         async with session.begin_nested():
             session.add(row)
+            await session.flush()
+            session.add(timeline.outbox_line(row, conversation_id))
     except IntegrityError:
         return None
     return row

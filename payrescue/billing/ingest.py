@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from payrescue import timeline
 from payrescue.billing import alerts, cases, declines
 from payrescue.billing import signals as s
 from payrescue.billing.cases import Failure
@@ -114,6 +115,9 @@ async def ingest_batch(sessionmaker: async_sessionmaker[AsyncSession], signals: 
         for work in fresh:
             await _act(work)
             known.note(work.signal, work.raw_ref)
+        await session.flush()  # new cases get their ids, for their timeline entries
+        for work in fresh:
+            _record_on_timeline(work)
         await session.flush()
         outcomes = [w.outcome() for w in works]
         if fresh:
@@ -122,6 +126,16 @@ async def ingest_batch(sessionmaker: async_sessionmaker[AsyncSession], signals: 
                  "b_case_id": o.case_id} for w, o in zip(works, outcomes, strict=True)
                 if w.row_id is not None])
     return outcomes
+
+
+def _record_on_timeline(work: _Work) -> None:
+    """Case events the member's timeline shows (a detail update is not one of them)."""
+    for case, change in work.changes:
+        if change != cases.UPDATED:
+            timeline.case_event(work.session, case.member_id, case.id,
+                                timeline.CASE_PREFIX + change, work.now,
+                                data={"amount_minor": case.amount_minor,
+                                      "currency": case.currency})
 
 
 async def already_stored(session: AsyncSession, provider: str, event_id: str) -> bool:
@@ -263,11 +277,14 @@ async def _recovered(work: _Work) -> None:
         work.case = case
         if change is not None:
             closed = True
-            await session.execute(
+            completed = await session.execute(
                 update(UpdateLink).where(UpdateLink.case_id == case.id,
                                          UpdateLink.first_opened_at.is_not(None),
                                          UpdateLink.completed_at.is_(None))
                 .values(completed_at=signal.occurred_at))
+            if completed.rowcount:
+                timeline.case_event(session, case.member_id, case.id, timeline.LINK_COMPLETED,
+                                    work.now)
             work.changed(case, change)
     if closed:
         await session.flush()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from payrescue import timeline
 from payrescue.agents import add_agent
 from payrescue.clock import Clock
 from payrescue.conversations import WAITING, current_conversation, move
@@ -147,11 +148,11 @@ async def _more_handoffs(svc: RunningService) -> None:
 async def _member_writes(svc: RunningService, conversation_id: int, text: str) -> None:
     """What the bot's relay does with a member's message while a human owns the chat."""
     async with svc.sessionmaker() as db, db.begin():
-        message = Message(conversation_id=conversation_id, sender="member", text=text,
-                          created_at=svc.clock.now())
+        conversation = await db.get(Conversation, conversation_id)
+        message = Message(conversation_id=conversation_id, member_id=conversation.member_id,
+                          sender="member", text=text, created_at=svc.clock.now())
         db.add(message)
-    await svc.app[BUS].publish(Event("message.created", {
-        "conversation_id": conversation_id, "message_id": message.id, "sender": "member"}))
+    await svc.app[BUS].publish(timeline.created_event(message))
 
 
 async def _delivered(svc: RunningService, chat_id: int, count: int) -> list[dict]:
@@ -261,3 +262,45 @@ async def test_an_agent_works_a_handoff_in_the_browser(service, browser, shots):
     assert dialogs == []  # no alert() ever ran
     assert errors == []  # no script error, nothing the CSP had to block, no missing file
     await context.close()
+
+
+async def _signed_in(browser, svc: RunningService, email: str, **options):  # noqa: ANN001, ANN202
+    context = await browser.new_context(locale="de-DE", **options)
+    page = await context.new_page()
+    await page.goto(svc.base_url + "/console/login")
+    await page.fill("input[name=email]", email)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/queue")
+    return context, page
+
+
+async def test_the_claim_loser_is_told_at_once_and_cannot_answer(service, browser):
+    svc = service
+    _user, member_id = await _prepare(svc)
+    async with svc.sessionmaker() as db, db.begin():
+        await add_agent(db, email="lena@example.org", name="Lena", role="agent",
+                        password=PASSWORD, now=svc.clock.now(), language="de")
+    conversation_id = await _member_asks_for_a_human(svc, member_id)
+    anna_context, anna = await _signed_in(browser, svc, "anna@example.org")
+    lena_context, lena = await _signed_in(browser, svc, "lena@example.org")
+    url = f"{svc.base_url}/console/conversations/{conversation_id}"
+    await anna.goto(url)
+    await lena.goto(url)
+    await anna.locator("#transcript .line.system", has_text="Menschen").wait_for(timeout=WAIT_MS)
+
+    await lena.click("#claim")
+    await lena.locator("#reply").wait_for(timeout=WAIT_MS)
+    # Anna, still looking at the claim button, learns at once who took it
+    await anna.locator("#error", has_text="Lena").wait_for(timeout=WAIT_MS)
+    assert await anna.locator("#claim").is_disabled()
+    assert await anna.locator("#reply").count() == 0
+    await anna.locator("#transcript .line.system",
+                       has_text="Lena hat das Gespräch übernommen").wait_for(timeout=WAIT_MS)
+    # a claim sent anyway (a stale tab) is refused with the winner's name
+    response = await anna.request.post(url + "/claim", headers={
+        "X-CSRF-Token": await anna.locator('meta[name="csrf-token"]').get_attribute("content"),
+        "Accept": "application/json"})
+    assert response.status == 409 and "Lena" in (await response.json())["error"]
+    await anna_context.close()
+    await lena_context.close()

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from payrescue.db.models import (
     CannedAnswer,
+    Conversation,
     Member,
     Message,
     Outbox,
@@ -42,7 +43,7 @@ async def test_reply_goes_through_the_outbox_as_plain_text(make_client, world, b
         topics = [(await asyncio.wait_for(events.get(), 5)).topic for _ in range(2)]
     assert topics == ["outbox.queued", "message.created"]
     async with world.sessionmaker() as db:
-        message = (await db.scalars(select(Message))).one()
+        message = (await db.scalars(select(Message).where(Message.sender == "agent"))).one()
         outbox = await db.get(Outbox, message.outbox_id)
     assert message.sender == "agent" and message.text == "Guten Tag! <b>Ihre</b> Karte"
     assert outbox.kind == "agent_reply" and outbox.priority == 0
@@ -100,7 +101,7 @@ async def test_a_note_is_never_queued(make_client, world):
     await client.post(f"/console/conversations/{conversation_id}/note",
                       data={"text": "Called her bank", "csrf_token": token})
     async with world.sessionmaker() as db:
-        note = (await db.scalars(select(Message))).one()
+        note = (await db.scalars(select(Message).where(Message.sender == "note"))).one()
         assert (await db.scalars(select(Outbox))).all() == []
     assert note.sender == "note" and note.outbox_id is None
     page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
@@ -125,7 +126,9 @@ async def test_typing_is_published_at_most_every_few_seconds(make_client, world,
 async def test_member_html_is_shown_as_text_everywhere(make_client, world):
     client, _token, conversation_id = await _claimed(make_client, world, name=XSS)
     async with world.sessionmaker() as db, db.begin():
-        db.add(Message(conversation_id=conversation_id, sender="member", text=XSS,
+        member_id = (await db.get(Conversation, conversation_id)).member_id
+        db.add(Message(conversation_id=conversation_id, member_id=member_id, sender="member",
+                       text=XSS,
                        created_at=world.clock.now()))
     for path in (f"/console/conversations/{conversation_id}", "/console/queue?view=open"):
         page = await (await client.get(path)).text()

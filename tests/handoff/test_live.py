@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import ClientResponse
 
-from payrescue.db.models import Message, Outbox
+from payrescue.db.models import Conversation, Message, Outbox
 from payrescue.events import Event
 from tests.handoff.conftest import log_in
 
@@ -39,7 +39,9 @@ async def next_event(response: ClientResponse, within: float = 5) -> SSE:
 
 async def add_member_message(world, conversation_id: int, text: str) -> int:
     async with world.sessionmaker() as db, db.begin():
-        message = Message(conversation_id=conversation_id, sender="member", text=text,
+        member_id = (await db.get(Conversation, conversation_id)).member_id
+        message = Message(conversation_id=conversation_id, member_id=member_id,
+                          sender="member", text=text,
                           created_at=world.clock.now())
         db.add(message)
         await db.flush()
@@ -93,6 +95,8 @@ async def test_delivery_state_and_claims_by_others_arrive_live(make_client, worl
                             headers={"Accept": "text/event-stream"})
     await ben.post(f"/console/conversations/{conversation_id}/claim",
                    data={"csrf_token": ben_token})
+    event = await next_event(stream)  # the claim is a line of the timeline first
+    assert event.event == "line" and "Ben claimed the conversation" in event.data["html"]
     event = await next_event(stream)
     assert event.event == "status"
     assert event.data["status"] == "assigned" and event.data["owner"] == "Ben"
