@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.auth import login_required, request_agent
 from handoff.render import render
-from payrescue.conversations import ASSIGNED, RESOLVED, WAITING
+from payrescue.conversations import ASSIGNED, BOT, RESOLVED, WAITING
 from payrescue.db.models import Agent, Conversation, Member, RecoveryCase
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
 
-VIEWS = ("waiting", "mine", "open", "resolved")
+VIEWS = ("waiting", "mine", "open", "resolved", "bot", "all")  # "bot": handed back, cancelled
 PAGE_SIZE = 100
 
 
@@ -44,8 +44,10 @@ def _filtered(query: Select, view: str, agent_id: int, search: str) -> Select:
         )
     elif view == "open":
         query = query.where(Conversation.status.in_((WAITING, ASSIGNED)))
-    else:
+    elif view == "resolved":
         query = query.where(Conversation.status == RESOLVED)
+    elif view == "bot":
+        query = query.where(Conversation.status == BOT)
     if search:  # % and _ typed by the agent are plain characters, not wildcards
         needle = search.lower()
         query = query.where(or_(func.lower(Member.name).contains(needle, autoescape=True),
@@ -72,6 +74,8 @@ async def load_queue(
     )
     if view == "resolved":
         query = query.order_by(Conversation.resolved_at.desc(), Conversation.id.desc())
+    elif view in ("bot", "all"):
+        query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
     else:
         # a snoozed conversation waits at the bottom until its time comes, then takes its
         # place again by priority and waiting time
