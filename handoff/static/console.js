@@ -81,6 +81,13 @@ function setUpQueue(section) {
 
 /* ---------- the conversation ---------- */
 
+function lockAnswering(root) {
+  root.classList.add("taken");
+  root.querySelectorAll("form.claim, form.reply, .actions form").forEach((form) => {
+    form.querySelectorAll("textarea, button, input, select").forEach((field) => { field.disabled = true; });
+  });
+}
+
 function setUpConversation(root) {
   const id = root.dataset.conversation;
   const transcript = document.getElementById("transcript");
@@ -99,13 +106,24 @@ function setUpConversation(root) {
   stream.addEventListener("line-update", (event) => {
     const data = JSON.parse(event.data);
     const old = document.getElementById(`line-${data.id}`);
-    if (old) old.replaceWith(fragment(data.html));
+    if (old) { old.replaceWith(fragment(data.html)); return; }
+    transcript.appendChild(fragment(data.html));  // a bot message first seen when delivered
+    scrollDown();
   });
   stream.addEventListener("status", (event) => {
     const data = JSON.parse(event.data);
-    if (data.status !== root.dataset.status || String(data.owner_id || "") !== root.dataset.owner) {
-      window.location.reload();  // the available actions change with the owner
+    const owner = String(data.owner_id || "");
+    if (data.status === root.dataset.status && owner === root.dataset.owner) return;
+    if (data.status === "assigned" && owner !== root.dataset.agent) {
+      // someone else has it: say who, at once, and lock everything that would answer
+      root.dataset.status = data.status;
+      root.dataset.owner = owner;
+      lockAnswering(root);
+      showError(data.taken || "");
+      document.getElementById("status").textContent = data.owner || "";
+      return;
     }
+    window.location.reload();  // the available actions change with the owner
   });
   const typing = document.getElementById("typing");
   let typingTimer = null;
@@ -130,7 +148,7 @@ function setUpReply(form, id, showError) {
 
   async function send(kind) {
     const text = box.value;
-    if (!text.trim()) return;
+    if (!text.trim() || box.closest(".taken")) return;
     box.disabled = true;
     const result = await post(`/console/conversations/${id}/${kind}`, { text });
     box.disabled = false;
