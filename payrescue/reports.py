@@ -533,7 +533,8 @@ async def _per_agent(session: AsyncSession, figures: Figures, start: datetime,
         Handoff.outcome == "resolved", Conversation.rating.is_not(None),
         _within(Handoff.ended_at, start, end))
     ratings: dict[int, list[int]] = {}
-    for agent_id, stars, *_ in (await session.execute(rated)).all():
+    for agent_id, stars, _comment, _conversation, *_ in set(
+            (await session.execute(rated)).all()):  # once per agent and conversation
         ratings.setdefault(agent_id, []).append(int(stars))
     figures.per_agent = sorted(
         (AgentLoad(int(i), name, int(n), len(ratings.get(i, [])),
