@@ -239,9 +239,10 @@ async def typing_view(request: web.Request) -> web.StreamResponse:
     if chat_id is None or conversation.assigned_agent_id != _agent(request).id:
         return web.json_response({"ok": True, "sent": False})
     sent[conversation_id] = now
-    await request.config_dict[BUS].publish(
-        Event("agent.typing", {"conversation_id": conversation_id, "chat_id": chat_id})
-    )
+    await request.config_dict[BUS].publish(Event("agent.typing", {
+        "conversation_id": conversation_id, "chat_id": chat_id,
+        "agent_id": _agent(request).id,  # colleagues viewing it see who types
+    }))
     return web.json_response({"ok": True, "sent": True})
 
 

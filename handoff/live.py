@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 from sqlalchemy import select
 
-from handoff.auth import login_required, still_signed_in
+from handoff.auth import login_required, request_agent, still_signed_in
 from handoff.conversation import transcript
 from handoff.render import render_string
 from payrescue.db.models import Agent, Conversation, Message, Outbox
@@ -60,17 +60,58 @@ async def conversation_stream(request: web.Request) -> web.StreamResponse:
         conversation = await db.get(Conversation, conversation_id)
         if conversation is None:
             raise web.HTTPNotFound()
+    viewer = request_agent(request)
+    assert viewer is not None  # noqa: S101 - login_required ran
+    bus = request.config_dict[BUS]
+    presence = {"conversation_id": conversation_id, "agent_id": viewer.id}
     # subscribe before catching up, so an event between the two is not missed
-    async with request.config_dict[BUS].subscribe() as events, sse_response(request) as sse:
+    async with bus.subscribe() as events, sse_response(request) as sse:
         # a closed tab shows up as a failed write: the stream ends, the browser (if it
         # comes back) reconnects with Last-Event-ID
-        with contextlib.suppress(ConnectionResetError):
-            last_id = await _send_lines(request, sse, conversation, last_id)
-            while sse.is_connected():
-                event = await _next_event(request, events)
-                if event is not None:
+        try:
+            with contextlib.suppress(ConnectionResetError):
+                last_id = await _send_lines(request, sse, conversation, last_id)
+                await bus.publish(Event("agent.viewing", {**presence, "hello": True}))
+                while sse.is_connected():
+                    event = await _next_event(request, events)
+                    if event is None:  # a quiet while: still here
+                        await bus.publish(Event("agent.viewing", presence))
+                        continue
+                    if await _presence(request, sse, viewer.id, presence, event):
+                        continue
                     last_id = await _relay(request, sse, conversation, last_id, event)
+        finally:
+            await bus.publish(Event("agent.left", presence))
     return sse
+
+
+async def _presence(request: web.Request, sse: EventSourceResponse, viewer_id: int,
+                    presence: dict, event: Event) -> bool:
+    """Another agent opened, keeps open, left or types in this conversation: say who.
+    A newcomer's hello is answered, so they learn who was here first."""
+    data = event.data
+    if event.topic not in ("agent.viewing", "agent.left", "agent.typing") \
+            or data.get("conversation_id") != presence["conversation_id"]:
+        return False
+    other = data.get("agent_id")
+    if not isinstance(other, int) or other == viewer_id:
+        return event.topic != "agent.typing"
+    async with request.config_dict[SESSIONMAKER]() as db:
+        agent = await db.get(Agent, other)
+    if agent is None:
+        return True
+    if event.topic == "agent.left":
+        text, state = "", "left"
+    elif event.topic == "agent.typing":
+        text, state = _("%(name)s is typing…") % {"name": agent.name}, "typing"
+    else:
+        text, state = _("%(name)s is viewing this conversation") % {"name": agent.name}, \
+            "viewing"
+        if data.get("hello"):
+            await request.config_dict[BUS].publish(Event("agent.viewing", presence))
+    await sse.send(json.dumps({"agent_id": other, "state": state, "text": text}),
+                   event="presence")
+    return True
 
 
 async def _relay(request: web.Request, sse: EventSourceResponse, conversation: Conversation,

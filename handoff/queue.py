@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.auth import login_required, request_agent
 from handoff.render import render
+from payrescue import handoff_rules
 from payrescue.conversations import ASSIGNED, BOT, RESOLVED, WAITING
 from payrescue.db.models import Agent, Conversation, Member, RecoveryCase
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
@@ -113,7 +114,8 @@ async def _queue_context(request: web.Request) -> dict:
             db, view, agent.id, search, request.config_dict[CLOCK].now(),
             timedelta(minutes=settings.first_response_minutes),
         )
-    return {"rows": rows, "total": total, "view": view, "q": search, "views": VIEWS}
+    return {"rows": rows, "total": total, "view": view, "q": search, "views": VIEWS,
+            "sla_seconds": settings.first_response_minutes * 60}
 
 
 @login_required
@@ -125,6 +127,43 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
 async def queue_rows(request: web.Request) -> web.StreamResponse:
     """The table body alone, fetched again by the page when the live stream says so."""
     return render(request, "_queue_rows.html", await _queue_context(request))
+
+
+@login_required
+async def waiting_summary(request: web.Request) -> web.StreamResponse:
+    """What every console page shows of the queue: how many wait, how many too long, and
+    the newest ones (for a desktop notification naming the member and the reason)."""
+    agent = request_agent(request)
+    assert agent is not None  # noqa: S101 - login_required ran
+    settings = request.config_dict[SETTINGS]
+    now = request.config_dict[CLOCK].now()
+    async with request.config_dict[SESSIONMAKER]() as db:
+        rows, total = await load_queue(db, "waiting", agent.id, "", now,
+                                       timedelta(minutes=settings.first_response_minutes))
+    return web.json_response({
+        "waiting": total,
+        "overdue": sum(row.overdue for row in rows),
+        "sla_seconds": settings.first_response_minutes * 60,
+        "conversations": [{
+            "id": row.conversation_id, "member": row.member_name,
+            "reasons": [str(handoff_rules.label(reason)) for reason in row.reasons],
+            "waited_seconds": row.waited_seconds, "overdue": row.overdue,
+        } for row in rows[:20]],
+    })
+
+
+@login_required
+async def next_waiting(request: web.Request) -> web.StreamResponse:
+    """The conversation to take next (the queue's first waiting row), else the queue."""
+    agent = request_agent(request)
+    assert agent is not None  # noqa: S101 - login_required ran
+    settings = request.config_dict[SETTINGS]
+    async with request.config_dict[SESSIONMAKER]() as db:
+        rows, _total = await load_queue(db, "waiting", agent.id, "",
+                                        request.config_dict[CLOCK].now(),
+                                        timedelta(minutes=settings.first_response_minutes))
+    raise web.HTTPSeeOther(f"/console/conversations/{rows[0].conversation_id}" if rows
+                           else "/console/queue")
 
 
 @login_required
@@ -149,5 +188,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/console/", home),
         web.get("/console/queue", queue_page),
         web.get("/console/queue/rows", queue_rows),
+        web.get("/console/api/waiting", waiting_summary),
+        web.get("/console/next", next_waiting),
         web.post("/console/availability", set_availability),
     ]

@@ -120,7 +120,7 @@ async def test_typing_is_published_at_most_every_few_seconds(make_client, world,
         event = await asyncio.wait_for(events.get(), 5)
     assert sent == [True, False, False, True]
     assert event.topic == "agent.typing"
-    assert event.data == {"conversation_id": conversation_id, "chat_id": 42}
+    assert event.data == {"conversation_id": conversation_id, "chat_id": 42, "agent_id": 1}
 
 
 async def test_member_html_is_shown_as_text_everywhere(make_client, world):

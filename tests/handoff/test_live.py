@@ -154,3 +154,24 @@ async def test_an_open_stream_ends_when_its_session_is_ended(make_client, world,
     await laptop.post("/console/sign-out-everywhere", data={"csrf_token": token})
     rest = await asyncio.wait_for(stream.content.read(), 5)  # the server closes the stream
     assert b"event: line" not in rest
+
+
+async def test_colleagues_in_one_conversation_see_each_other(make_client, world):
+    await world.agent()
+    await world.agent("lena@example.org", name="Lena")
+    conversation_id = await world.conversation()
+    anna, lena = await make_client(), await make_client()
+    await log_in(anna)
+    await log_in(lena, "lena@example.org")
+    path = f"/console/stream/conversations/{conversation_id}"
+    anna_stream = await anna.get(path, headers={"Accept": "text/event-stream"})
+    lena_stream = await lena.get(path, headers={"Accept": "text/event-stream"})
+    event = await next_event(anna_stream)
+    assert event.event == "presence" and event.data["state"] == "viewing"
+    assert event.data["text"] == "Lena is viewing this conversation"
+    event = await next_event(lena_stream)  # Anna answered Lena's hello
+    assert event.event == "presence" and event.data["text"].startswith("Anna is viewing")
+    lena_stream.close()
+    event = await next_event(anna_stream)
+    assert event.event == "presence" and event.data["state"] == "left"
+    anna_stream.close()
