@@ -375,6 +375,10 @@ function setUpKeys() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // on a phone the context panel folds away under the chat, one tap opens it
+  if (window.matchMedia("(max-width: 700px)").matches) {
+    document.querySelectorAll("details.fold").forEach((fold) => { fold.open = false; });
+  }
   if (document.body.dataset.live) { setUpEverywhere(document.body); setUpKeys(); }
   const queue = document.querySelector("section.queue");
   if (queue) setUpQueue(queue);
