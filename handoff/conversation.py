@@ -26,6 +26,9 @@ from payrescue.i18n import _, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 
 MAX_REPLY_CHARS = 4096  # Telegram's limit for one message
+# Where a canned answer asks for the update link; replaced by a fresh signed /u/ link (its
+# openings are counted) when the reply is sent
+UPDATE_LINK = "{{ update_link }}"
 TYPING_EVERY = timedelta(seconds=4)  # Telegram shows "typing…" for about five seconds
 TYPING_SENT = web.AppKey("console_typing_sent", dict)
 MAX_SNOOZE = timedelta(days=366)
@@ -103,7 +106,7 @@ async def _page(request: web.Request, conversation_id: int, *, error: str | None
         if conversation is None:
             raise web.HTTPNotFound()
         lines = await transcript(db, conversation)
-        context = await member_context(db, conversation)
+        context = await member_context(db, conversation, request.config_dict[SETTINGS])
         owner = (await db.get(Agent, conversation.assigned_agent_id)
                  if conversation.assigned_agent_id else None)
         agents = (await db.scalars(select(Agent).order_by(Agent.name))).all()
@@ -198,6 +201,8 @@ async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
             if note:
                 message = await _add_note(db, conversation, agent, text, now)
             else:
+                if UPDATE_LINK in text:
+                    text = await _with_update_link(request, db, conversation, text, now)
                 message = await queue_agent_message(db, conversation, agent, text, now)
     except (AssignmentError, ReplyError) as exc:
         error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)
@@ -206,6 +211,17 @@ async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
     if _wants_json(request):
         return web.json_response({"ok": True, "message_id": message.id})
     return await _respond(request, conversation_id)
+
+
+async def _with_update_link(request: web.Request, db: AsyncSession,
+                            conversation: Conversation, text: str, now: datetime) -> str:
+    from payrescue.billing.links import create_update_link
+
+    ctx = await member_context(db, conversation)
+    if ctx.case is None:
+        raise ReplyError(_("This member has no open payment case."))
+    url = await create_update_link(db, ctx.case, request.config_dict[SETTINGS], now)
+    return text.replace(UPDATE_LINK, url)
 
 
 async def _add_note(db: AsyncSession, conversation: Conversation, agent: Agent, text: str,

@@ -273,7 +273,12 @@ function setUpReply(form, id, showError) {
     menu.replaceChildren();
     choices.forEach((answer, index) => {
       const item = document.createElement("li");
-      item.textContent = `/${answer.shortcut} · ${answer.title} (${answer.language.toUpperCase()})`;
+      const name = document.createElement("div");
+      name.textContent = `/${answer.shortcut} · ${answer.title} (${answer.language.toUpperCase()})`;
+      const preview = document.createElement("div");  // what the member will read
+      preview.className = "preview";
+      preview.textContent = answer.text.length > 160 ? `${answer.text.slice(0, 160)}…` : answer.text;
+      item.append(name, preview);
       item.setAttribute("role", "option");
       item.setAttribute("aria-selected", index === selected ? "true" : "false");
       item.addEventListener("mousedown", (event) => { event.preventDefault(); pick(index); });

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from payrescue.db.models import (
     CannedAnswer,
@@ -15,8 +15,11 @@ from payrescue.db.models import (
     Message,
     Outbox,
     PaymentEvent,
+    RecoveryCase,
+    Subscription,
     UpdateLink,
 )
+from payrescue.i18n import format_datetime
 from tests.handoff.conftest import log_in
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -265,3 +268,47 @@ async def test_search_wildcards_are_plain_characters(make_client, world):
     await log_in(client)
     assert "Mia Muster" not in await (await client.get("/console/queue?q=%25")).text()
     assert "Mia Muster" in await (await client.get("/console/queue?q=a%20m")).text()
+
+
+async def test_canned_answer_sends_a_signed_tracked_link_and_names_the_plan(make_client, world):
+    await world.agent("root@example.org", name="Root", role="admin")
+    client, token, conversation_id = await _claimed(make_client, world, name="Mia Muster")
+    async with world.sessionmaker() as db, db.begin():
+        conversation = await db.get(Conversation, conversation_id)
+        db.add(Subscription(member_id=conversation.member_id, provider="stripe",
+                            external_id="sub_1", plan_name="Gold Club", amount_minor=2900,
+                            currency="EUR", update_url="https://billing.example/raw",
+                            created_at=world.clock.now()))
+        db.add(CannedAnswer(shortcut="link", title="Link", language="de",
+                            body="Hallo {{ first_name }}, Ihr {{ plan }} ({{ amount }}): "
+                                 "{{ update_link }}", created_at=world.clock.now(),
+                            updated_at=world.clock.now()))
+    [answer] = await (await client.get(
+        f"/console/api/conversations/{conversation_id}/canned")).json()
+    # the preview names the plan; the link is made only when the reply goes out
+    assert answer["text"] == "Hallo Mia, Ihr Gold Club (29,00\xa0€): {{ update_link }}"
+    async with world.sessionmaker() as db:
+        assert await db.scalar(select(func.count()).select_from(UpdateLink)) == 0
+    response = await client.post(f"/console/conversations/{conversation_id}/reply",
+                                 data={"text": answer["text"], "csrf_token": token},
+                                 headers=JSON)
+    assert (await response.json())["ok"] is True
+    async with world.sessionmaker() as db:
+        sent = (await db.scalars(select(Outbox))).one().payload["text"]
+        assert await db.scalar(select(func.count()).select_from(UpdateLink)) == 1
+    assert sent.startswith("Hallo Mia, Ihr Gold Club (29,00\xa0€): http://127.0.0.1")
+    path = sent.split(": ", 1)[1].split("127.0.0.1", 1)[1].split("/", 1)[1]
+    assert path.startswith("u/") and "raw" not in sent
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    assert "Gold Club" in page  # the context panel names the plan too
+
+
+async def test_next_reminder_is_the_plans_next_step(make_client, world, settings):
+    client, _token, conversation_id = await _claimed(make_client, world)
+    async with world.sessionmaker() as db, db.begin():
+        case = await db.scalar(select(RecoveryCase))
+        case.dunning_stage = 1  # the failure notice went out; the reminders are not queued yet
+        due = case.opened_at + timedelta(days=sorted(settings.dunning_days)[1])
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    shown = format_datetime(due, settings.zone, "en", format="short")
+    assert f"<dt>Next reminder</dt><dd>{shown}</dd>" in page
