@@ -111,7 +111,12 @@ async def _page(request: web.Request, conversation_id: int, *, error: str | None
                  if conversation.assigned_agent_id else None)
         agents = (await db.scalars(select(Agent).order_by(Agent.name))).all()
     mine = owner is not None and owner.id == _agent(request).id
+    from payrescue.billing.actions import can_retry
+    from payrescue.billing.http import STRIPE_API
+
     return render(request, "conversation.html", {
+        "can_retry": context.case is not None
+        and can_retry(context.case, request.config_dict.get(STRIPE_API)),
         "conversation": conversation, "lines": lines, "ctx": context, "owner": owner,
         "agents": agents, "error": error, "mine": mine,
         "last_id": lines[-1][0].id if lines else 0,  # the live stream continues from here

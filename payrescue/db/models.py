@@ -181,6 +181,7 @@ class RecoveryCase(Base):
     update_url: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None]
     held: Mapped[bool] = mapped_column(Boolean, default=False)
+    reminders_paused_until: Mapped[datetime | None]  # an agent paused them (timeline says why)
     dunning_stage: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[datetime]
     last_failure_at: Mapped[datetime]

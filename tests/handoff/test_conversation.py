@@ -312,3 +312,13 @@ async def test_next_reminder_is_the_plans_next_step(make_client, world, settings
     page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
     shown = format_datetime(due, settings.zone, "en", format="short")
     assert f"<dt>Next reminder</dt><dd>{shown}</dd>" in page
+
+
+async def test_retry_is_off_without_a_stripe_api_key(make_client, world):
+    client, token, conversation_id = await _claimed(make_client, world)
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    assert 'id="retry-charge"' not in page and 'id="settle"' in page
+    response = await client.post(f"/console/conversations/{conversation_id}/case/retry",
+                                 data={"csrf_token": token}, headers=JSON)
+    assert response.status == 409
+    assert "Stripe API key" in (await response.json())["error"]

@@ -1,4 +1,5 @@
-"""member timeline: every message row names its member, channel, case and data; full-text
+"""member timeline: every message row names its member, channel, case and data; an agent
+can pause a case's reminders; full-text
 search over message text (PostgreSQL: a GIN index over German and English vectors; SQLite:
 an FTS5 table kept by triggers)
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+import payrescue.db.types
 from payrescue.db.search import create_search_index, drop_search_index
 
 revision: str = '0009'
@@ -40,9 +42,15 @@ def upgrade() -> None:
         batch_op.create_foreign_key(batch_op.f('fk_messages_member_id_members'), 'members',
                                     ['member_id'], ['id'], ondelete='CASCADE')
     create_search_index(op.get_bind())  # after the table copy SQLite's batch mode makes
+    with op.batch_alter_table('recovery_cases', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('reminders_paused_until',
+                                      payrescue.db.types.UTCDateTime(timezone=True),
+                                      nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('recovery_cases', schema=None) as batch_op:
+        batch_op.drop_column('reminders_paused_until')
     drop_search_index(op.get_bind())
     op.execute("DELETE FROM messages WHERE conversation_id IS NULL")
     with op.batch_alter_table('messages', schema=None) as batch_op:
