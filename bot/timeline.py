@@ -88,6 +88,9 @@ def recording(session: AsyncSession, member: Member | None, event: TelegramObjec
         if isinstance(event, Update) else None
     if isinstance(inner, TelegramMessage) and inner.chat.id == rec.chat_id:
         rec.incoming = member_line(member.id, inner, now)
+        if inner is event.edited_message:  # a new line: the original stays as it was
+            rec.incoming.kind = "edit"
+            rec.incoming.data = {"edited_message_id": inner.message_id}
     elif isinstance(inner, CallbackQuery):
         rec.incoming = _button_line(member.id, inner, now)
     if rec.incoming is not None:

@@ -47,9 +47,11 @@ async def transcript(
 
 
 async def queue_agent_message(
-    db: AsyncSession, conversation: Conversation, agent: Agent, text: str, now: datetime
+    db: AsyncSession, conversation: Conversation, agent: Agent, text: str, now: datetime,
+    quote: Message | None = None,
 ) -> Message:
-    """Store the reply as a transcript line and queue it for Telegram as plain text."""
+    """Store the reply as a transcript line and queue it for Telegram as plain text; with
+    `quote`, Telegram shows the member's message it answers above it."""
     text = text.strip()
     if not text:
         raise ReplyError(_("The message is empty."))
@@ -59,16 +61,22 @@ async def queue_agent_message(
     if member is None or member.telegram is None:
         raise ReplyError(_("This member has no Telegram chat linked."))
     chat_id = member.telegram.chat_id
+    payload: dict = {"text": text}  # chat_id: the column
+    if quote is not None and quote.telegram_message_id is not None:
+        payload["reply_parameters"] = {"message_id": quote.telegram_message_id,
+                                       "allow_sending_without_reply": True}
     outbox = Outbox(
         member_id=member.id, chat_id=chat_id, kind="agent_reply", priority=0,
-        method="sendMessage", payload={"text": text}, status="queued",  # chat_id: the column
+        method="sendMessage", payload=payload, status="queued",
         not_before=now, created_at=now, case_id=conversation.case_id,
     )
     db.add(outbox)
     await db.flush()
     message = timeline.entry(member.id, timeline.AGENT, "text", now, text=text,
                              conversation_id=conversation.id, case_id=conversation.case_id,
-                             agent_id=agent.id, outbox_id=outbox.id)
+                             agent_id=agent.id, outbox_id=outbox.id,
+                             data={"quote": {"id": quote.id, "text": (quote.text or "")[:200]}}
+                             if quote is not None else None)
     db.add(message)
     await assignment.record_first_response(db, conversation, now)
     await db.flush()
@@ -198,7 +206,9 @@ async def note_view(request: web.Request) -> web.StreamResponse:
 async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
     conversation_id = _conversation_id(request)
     agent = _agent(request)
-    text = str((await request.post()).get("text", ""))
+    form = await request.post()
+    text = str(form.get("text", ""))
+    quote_id = bounded_id(str(form.get("quote", ""))) if form.get("quote") else None
     now = request.config_dict[CLOCK].now()
     try:
         async with request.config_dict[SESSIONMAKER]() as db, db.begin():
@@ -208,7 +218,8 @@ async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
             else:
                 if UPDATE_LINK in text:
                     text = await _with_update_link(request, db, conversation, text, now)
-                message = await queue_agent_message(db, conversation, agent, text, now)
+                quote = await _quoted(db, conversation, quote_id)
+                message = await queue_agent_message(db, conversation, agent, text, now, quote)
     except (AssignmentError, ReplyError) as exc:
         error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)
         return await _respond(request, conversation_id, error, 409)
@@ -216,6 +227,17 @@ async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
     if _wants_json(request):
         return web.json_response({"ok": True, "message_id": message.id})
     return await _respond(request, conversation_id)
+
+
+async def _quoted(db: AsyncSession, conversation: Conversation,
+                  quote_id: int | None) -> Message | None:
+    """The member's message a reply quotes; only one of this member's own."""
+    if quote_id is None:
+        return None
+    quote = await db.get(Message, quote_id)
+    if quote is None or quote.member_id != conversation.member_id or quote.sender != "member":
+        raise ReplyError(_("That message cannot be quoted."))
+    return quote
 
 
 async def _with_update_link(request: web.Request, db: AsyncSession,

@@ -197,9 +197,15 @@ async def _closing_message(session: AsyncSession, conversation_id: object, statu
                                       conversation_id=conversation.id)
 
 
+async def member_edited(message: TelegramMessage) -> None:
+    """A member changed a message they sent: `bot.timeline` keeps the new wording beside the
+    original (registered so that Telegram delivers edits at all); the bot says nothing."""
+
+
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="relay")
+    router.edited_message.register(member_edited)
     router.message.register(relay, ForTheHumans())
     router.callback_query.register(rate, F.data.startswith(RATE_PREFIX))
     return router

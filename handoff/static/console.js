@@ -257,13 +257,30 @@ function setUpReply(form, id, showError) {
   let selected = 0;
   let lastTyping = 0;
 
+  // quoting a member's message: Telegram shows it above the reply
+  const quote = document.getElementById("quote");
+  const quotePreview = document.getElementById("quote-preview");
+  const unquote = () => { quote.value = ""; quotePreview.hidden = true; };
+  document.getElementById("quote-cancel").addEventListener("click", unquote);
+  document.getElementById("transcript").addEventListener("click", (event) => {
+    const button = event.target.closest("button.quote");
+    if (!button) return;
+    quote.value = button.dataset.quote;
+    const said = button.closest(".line").querySelector(".text");
+    quotePreview.querySelector("span").textContent = `« ${said ? said.textContent : ""} »`;
+    quotePreview.hidden = false;
+    box.focus();
+  });
+
   async function send(kind) {
     const text = box.value;
     if (!text.trim() || box.closest(".taken")) return;
     box.disabled = true;
-    const result = await post(`/console/conversations/${id}/${kind}`, { text });
+    const fields = { text };
+    if (kind === "reply" && quote.value) fields.quote = quote.value;
+    const result = await post(`/console/conversations/${id}/${kind}`, fields);
     box.disabled = false;
-    if (result.ok) { box.value = ""; showError(""); form.classList.remove("note-mode"); } else { showError(result.error || "?"); }
+    if (result.ok) { box.value = ""; showError(""); form.classList.remove("note-mode"); unquote(); } else { showError(result.error || "?"); }
     box.focus();
   }
 

@@ -50,3 +50,40 @@ async def test_a_whole_exchange_is_on_the_timeline_in_order(svc) -> None:
     assert day[11].data == {"stars": 4}
     assert all(line.conversation_id == conversation.id for line in day[4:])
     assert [line.id for line in lines] == sorted(line.id for line in lines)
+
+
+async def test_an_edit_keeps_the_original_and_a_quoted_reply_reaches_telegram(svc) -> None:
+    from handoff.conversation import queue_agent_message
+    from payrescue.db.models import Conversation, Message
+    from payrescue.events import Event
+    from payrescue.keys import BUS
+
+    member, chat = await linked_member(svc, language="en")
+    await say(svc, chat, "/human")
+    conversation = await conversation_of(svc, member.id)
+    agent = await agent_takes(svc, conversation.id)
+    sent = await svc.emulator.send_text(chat, "my card ends in 4242")
+    # /human, the handoff, the waiting notice, the claim, and this message
+    assert (await timeline_of(svc, member.id, 5))[-1].text == "my card ends in 4242"
+    before = 5
+    await svc.emulator.edit_text(chat, sent["message_id"], "my card ends in 4343")
+    lines = await timeline_of(svc, member.id, before + 1)
+    original = next(line for line in lines if line.text == "my card ends in 4242")
+    edited = lines[-1]
+    assert (edited.kind, edited.text, edited.data) == (
+        "edit", "my card ends in 4343", {"edited_message_id": sent["message_id"]})
+    assert original.telegram_message_id == sent["message_id"] == edited.telegram_message_id
+    assert edited.conversation_id == conversation.id
+
+    count = len(svc.emulator.sent_messages(chat))
+    async with svc.sessionmaker() as session:
+        quoted = await session.get(Message, original.id)
+        line = await queue_agent_message(session, await session.get(Conversation,
+                                                                    conversation.id),
+                                         agent, "Thanks, I see it.", svc.clock.now(), quoted)
+        await session.commit()
+    await svc.app[BUS].publish(Event("outbox.queued", {"outbox_id": line.outbox_id}))
+    reply = (await svc.emulator.wait_for_messages(chat, count + 1))[-1]
+    assert reply["plain_text"] == "Thanks, I see it."
+    assert reply["reply_to_message_id"] == sent["message_id"]
+    assert line.data == {"quote": {"id": original.id, "text": "my card ends in 4242"}}
