@@ -119,6 +119,9 @@ async def _page(request: web.Request, conversation_id: int, *, error: str | None
                  if conversation.assigned_agent_id else None)
         agents = (await db.scalars(select(Agent).order_by(Agent.name))).all()
     mine = owner is not None and owner.id == _agent(request).id
+    if mine and lines:
+        async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+            await timeline.mark_seen(db, conversation_id, owner.id, lines[-1].message.id)
     from payrescue.billing.actions import can_retry
     from payrescue.billing.http import STRIPE_API
 
@@ -128,6 +131,7 @@ async def _page(request: web.Request, conversation_id: int, *, error: str | None
         "conversation": conversation, "lines": lines, "ctx": context, "owner": owner,
         "agents": agents, "error": error, "mine": mine,
         "last_id": lines[-1][0].id if lines else 0,  # the live stream continues from here
+        "earlier": lines[0].message.id if len(lines) >= timeline.PAGE else None,
     }, status=status)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from handoff.auth import login_required, request_agent, still_signed_in
 from handoff.conversation import transcript
 from handoff.render import render_string
+from payrescue import timeline
 from payrescue.db.models import Agent, Conversation, Message, Outbox
 from payrescue.edge import bounded_id
 from payrescue.events import Event
@@ -140,6 +141,10 @@ async def _send_lines(request: web.Request, sse: EventSourceResponse,
         await sse.send(json.dumps({"id": message.id, "html": html}), id=str(message.id),
                        event="line")
         after_id = message.id
+    viewer = request_agent(request)
+    if lines and viewer is not None:  # on the owner's screen now: no longer unread
+        async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+            await timeline.mark_seen(db, conversation.id, viewer.id, after_id)
     return after_id
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.auth import login_required, request_agent
 from handoff.render import render
-from payrescue import handoff_rules
+from payrescue import handoff_rules, timeline
 from payrescue.conversations import ASSIGNED, BOT, RESOLVED, WAITING
 from payrescue.db.models import Agent, Conversation, Member, RecoveryCase
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
@@ -34,6 +34,7 @@ class QueueRow:
     overdue: bool
     agent_name: str | None
     snoozed: bool
+    unread: bool = False  # member lines its assigned agent has not had on screen
 
 
 def _filtered(query: Select, view: str, agent_id: int, search: str) -> Select:
@@ -67,7 +68,8 @@ async def load_queue(
     ) or 0
     query = _filtered(
         select(Conversation, Member.name, Member.language, RecoveryCase.amount_minor,
-               RecoveryCase.currency, Agent.name.label("agent_name"))
+               RecoveryCase.currency, Agent.name.label("agent_name"),
+               timeline.newest_member_line())
         .join(Member, Member.id == Conversation.member_id)
         .outerjoin(RecoveryCase, RecoveryCase.id == Conversation.case_id)
         .outerjoin(Agent, Agent.id == Conversation.assigned_agent_id),
@@ -84,7 +86,7 @@ async def load_queue(
         query = query.order_by(snoozed_now, Conversation.priority.desc(),
                                Conversation.waiting_since.asc(), Conversation.id)
     rows = []
-    for conversation, name, language, amount, currency, agent_name in (
+    for conversation, name, language, amount, currency, agent_name, newest in (
         await db.execute(query.limit(PAGE_SIZE))
     ).all():
         since = conversation.waiting_since or conversation.updated_at
@@ -97,6 +99,8 @@ async def load_queue(
             overdue=conversation.status == WAITING and waited > first_response.total_seconds(),
             agent_name=agent_name,
             snoozed=bool(conversation.snoozed_until and conversation.snoozed_until > now),
+            unread=conversation.status == ASSIGNED and newest is not None
+            and newest > (conversation.seen_message_id or 0),
         ))
     return rows, total
 

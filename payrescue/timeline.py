@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue.db.models import Agent, Conversation, Message, Outbox
@@ -24,7 +24,7 @@ from payrescue.events import Event
 
 MEMBER, BOT, AGENT, NOTE, SYSTEM = "member", "bot", "agent", "note", "system"
 TELEGRAM, EMAIL, CONSOLE, BILLING = "telegram", "email", "console", "billing"
-PAGE = 500  # entries per page of a timeline
+PAGE = 200  # entries per page of a timeline; older ones are a link away
 
 # system entries (`kind`); case events carry the `change` of `case.changed`
 HANDOFF, CANCELLED, CLAIMED, TRANSFERRED = "handoff", "cancelled", "claimed", "transferred"
@@ -111,6 +111,24 @@ async def member_timeline(session: AsyncSession, member_id: int, *, after_id: in
         query = query.where(Message.id < before_id)
     rows = (await session.execute(query.order_by(Message.id.desc()).limit(limit))).all()
     return [Line(*row) for row in reversed(rows)]
+
+
+async def mark_seen(session: AsyncSession, conversation_id: int, agent_id: int,
+                    message_id: int) -> None:
+    """The assigned agent has had the timeline up to `message_id` on screen."""
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.assigned_agent_id == agent_id,
+               func.coalesce(Conversation.seen_message_id, 0) < message_id)
+        .values(seen_message_id=message_id)
+        .execution_options(synchronize_session=False))
+
+
+def newest_member_line() -> Any:
+    """Per conversation row: the id of the member's newest line (for unread markers)."""
+    return (select(func.max(Message.id))
+            .where(Message.conversation_id == Conversation.id, Message.sender == MEMBER)
+            .correlate(Conversation).scalar_subquery())
 
 
 def created_event(message: Message) -> Event:

@@ -299,6 +299,9 @@ class Conversation(Base):
     resolved_at: Mapped[datetime | None]
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(Text)
+    # the newest timeline entry its assigned agent has had on screen: newer member lines
+    # are unread (the queue marks them)
+    seen_message_id: Mapped[int | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -74,9 +74,13 @@ async def matching_message_ids(session: AsyncSession, query: str, limit: int) ->
         return []
     if session.bind.dialect.name == "postgresql":
         phrase = " ".join(words)
+        # the matches first, through the GIN index, then the newest of them: asked for
+        # "newest first" directly, the planner walks the primary key backwards and computes
+        # both vectors of every line until it has enough (seconds for a rare word)
         rows = await session.execute(text(
-            f"SELECT id FROM messages WHERE {PG_VECTOR} @@ (plainto_tsquery('german', :q) "
-            "|| plainto_tsquery('english', :q)) ORDER BY id DESC LIMIT :limit"),
+            f"WITH found AS MATERIALIZED (SELECT id FROM messages WHERE {PG_VECTOR} @@ "
+            "(plainto_tsquery('german', :q) || plainto_tsquery('english', :q))) "
+            "SELECT id FROM found ORDER BY id DESC LIMIT :limit"),
             {"q": phrase, "limit": limit})
     else:
         # each word quoted (no FTS5 syntax from the agent), matching as a prefix

@@ -37,3 +37,26 @@ async def test_next_with_nobody_waiting_is_the_queue(make_client, world):
     response = await client.get("/console/next", allow_redirects=False)
     assert response.headers["Location"] == "/console/queue"
     assert (await (await client.get("/console/api/waiting")).json())["waiting"] == 0
+
+
+async def test_member_lines_the_owner_has_not_seen_are_marked_unread(make_client, world):
+    from payrescue import timeline
+    from payrescue.db.models import Conversation
+
+    await world.agent()
+    conversation_id = await world.conversation()
+    client = await make_client()
+    token = await log_in(client)
+    await client.post(f"/console/conversations/{conversation_id}/claim",
+                      data={"csrf_token": token})  # and the page opens: all seen
+    mine = await (await client.get("/console/queue", params={"view": "mine"})).text()
+    assert "unread-badge" not in mine
+    async with world.sessionmaker() as db, db.begin():
+        member_id = (await db.get(Conversation, conversation_id)).member_id
+        db.add(timeline.entry(member_id, "member", "text", world.clock.now(),
+                              text="Sind Sie noch da?", conversation_id=conversation_id))
+    mine = await (await client.get("/console/queue", params={"view": "mine"})).text()
+    assert "unread-badge" in mine
+    await client.get(f"/console/conversations/{conversation_id}")
+    mine = await (await client.get("/console/queue", params={"view": "mine"})).text()
+    assert "unread-badge" not in mine

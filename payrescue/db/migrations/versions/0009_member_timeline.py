@@ -42,6 +42,8 @@ def upgrade() -> None:
         batch_op.create_foreign_key(batch_op.f('fk_messages_member_id_members'), 'members',
                                     ['member_id'], ['id'], ondelete='CASCADE')
     create_search_index(op.get_bind())  # after the table copy SQLite's batch mode makes
+    with op.batch_alter_table('conversations', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('seen_message_id', sa.Integer(), nullable=True))
     with op.batch_alter_table('recovery_cases', schema=None) as batch_op:
         batch_op.add_column(sa.Column('reminders_paused_until',
                                       payrescue.db.types.UTCDateTime(timezone=True),
@@ -51,6 +53,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('recovery_cases', schema=None) as batch_op:
         batch_op.drop_column('reminders_paused_until')
+    with op.batch_alter_table('conversations', schema=None) as batch_op:
+        batch_op.drop_column('seen_message_id')
     drop_search_index(op.get_bind())
     op.execute("DELETE FROM messages WHERE conversation_id IS NULL")
     with op.batch_alter_table('messages', schema=None) as batch_op:
