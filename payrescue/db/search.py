@@ -1,9 +1,10 @@
 """Full-text search over timeline text, one function for both databases.
 
-PostgreSQL: a GIN index over the German and the English vector of `messages.text`
-(members write either language; each configuration stems and drops stop words its own
-way), queried with the same expression. SQLite: an FTS5 table (`messages_fts`) whose
-content is `messages`, kept current by triggers.
+PostgreSQL: a stored generated column `search_vector` holding the German and the English
+vector of `messages.text` (members write either language; each configuration stems and
+drops stop words its own way) with a GIN index; searched newest first in widening windows
+of ids, so a common word reads a few recent rows and a rare one the whole index. SQLite:
+an FTS5 table (`messages_fts`) whose content is `messages`, kept current by triggers.
 
 Alembic's autogenerate cannot describe either, so the migration that creates them calls
 `create_search_index`, and `include_object` keeps them out of the model comparison.
@@ -25,9 +26,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 PG_INDEX = "ix_messages_text_search"
+PG_COLUMN = "search_vector"
 FTS_TABLE = "messages_fts"
 PG_VECTOR = ("(to_tsvector('german', coalesce(text, '')) || "
              "to_tsvector('english', coalesce(text, '')))")
+WINDOWS = (20_000, 400_000, None)  # the newest ids searched first; None: all of them
 _SQLITE_DDL = [
     f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(text, content='messages', "
     "content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
@@ -46,7 +49,9 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def create_search_index(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
-        connection.execute(text(f"CREATE INDEX {PG_INDEX} ON messages USING gin ({PG_VECTOR})"))
+        connection.execute(text(f"ALTER TABLE messages ADD COLUMN {PG_COLUMN} tsvector "
+                                f"GENERATED ALWAYS AS ({PG_VECTOR}) STORED"))
+        connection.execute(text(f"CREATE INDEX {PG_INDEX} ON messages USING gin ({PG_COLUMN})"))
         return
     for statement in _SQLITE_DDL:
         connection.execute(text(statement))
@@ -55,6 +60,7 @@ def create_search_index(connection: Connection) -> None:
 def drop_search_index(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text(f"DROP INDEX IF EXISTS {PG_INDEX}"))
+        connection.execute(text(f"ALTER TABLE messages DROP COLUMN IF EXISTS {PG_COLUMN}"))
         return
     for trigger in ("insert", "delete", "update"):
         connection.execute(text(f"DROP TRIGGER IF EXISTS messages_fts_{trigger}"))
@@ -64,7 +70,7 @@ def drop_search_index(connection: Connection) -> None:
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool,
                    compare_to: Any) -> bool:
     """For Alembic's comparison: the search index lives outside the models."""
-    return not (name or "").startswith((PG_INDEX, FTS_TABLE))
+    return not (name or "").startswith((PG_INDEX, PG_COLUMN, FTS_TABLE))
 
 
 async def matching_message_ids(session: AsyncSession, query: str, limit: int) -> list[int]:
@@ -73,15 +79,7 @@ async def matching_message_ids(session: AsyncSession, query: str, limit: int) ->
     if not words:
         return []
     if session.bind.dialect.name == "postgresql":
-        phrase = " ".join(words)
-        # the matches first, through the GIN index, then the newest of them: asked for
-        # "newest first" directly, the planner walks the primary key backwards and computes
-        # both vectors of every line until it has enough (seconds for a rare word)
-        rows = await session.execute(text(
-            f"WITH found AS MATERIALIZED (SELECT id FROM messages WHERE {PG_VECTOR} @@ "
-            "(plainto_tsquery('german', :q) || plainto_tsquery('english', :q))) "
-            "SELECT id FROM found ORDER BY id DESC LIMIT :limit"),
-            {"q": phrase, "limit": limit})
+        return await _postgres_ids(session, " ".join(words), limit)
     else:
         # each word quoted (no FTS5 syntax from the agent), matching as a prefix
         match = " ".join('"' + word.replace('"', '""') + '"*' for word in words)
@@ -89,3 +87,22 @@ async def matching_message_ids(session: AsyncSession, query: str, limit: int) ->
             f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q "
             "ORDER BY rowid DESC LIMIT :limit"), {"q": match, "limit": limit})
     return [row[0] for row in rows]
+
+
+async def _postgres_ids(session: AsyncSession, phrase: str, limit: int) -> list[int]:
+    """The matches come from the GIN index (asked for "newest first" directly, the planner
+    walks the primary key backwards through every line until it has enough: seconds for a
+    rare word); the newest ids are searched first, so a common word stops early."""
+    newest = await session.scalar(text("SELECT max(id) FROM messages")) or 0
+    ids: list[int] = []
+    for window in WINDOWS:
+        since = newest - window if window is not None else 0
+        rows = await session.execute(text(
+            f"WITH found AS MATERIALIZED (SELECT id FROM messages WHERE {PG_COLUMN} @@ "
+            "(plainto_tsquery('german', :q) || plainto_tsquery('english', :q)) "
+            "AND id > :since) SELECT id FROM found ORDER BY id DESC LIMIT :limit"),
+            {"q": phrase, "since": since, "limit": limit})
+        ids = [row[0] for row in rows]
+        if len(ids) >= limit or since <= 0:
+            break
+    return ids

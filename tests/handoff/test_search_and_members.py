@@ -70,3 +70,18 @@ async def test_conversations_with_the_bot_are_listed(make_client, world):
 async def _member_of(world, conversation_id: int) -> int:  # noqa: ANN001
     async with world.sessionmaker() as db:
         return (await db.get(Conversation, conversation_id)).member_id
+
+
+async def test_an_old_line_is_found_behind_many_newer_ones(world, session, monkeypatch):
+    from payrescue.db import search as db_search
+    from payrescue.search import search
+
+    monkeypatch.setattr(db_search, "WINDOWS", (2, 5, None))  # tiny windows, same rule
+    conversation_id = await world.conversation(chat_id=41)
+    old = await _say(world, conversation_id, "Lastschrift zurückgegeben")
+    for n in range(8):
+        await _say(world, conversation_id, f"neuere Zeile {n}")
+    found = await search(session, "Lastschrift")
+    assert [line.id for line, _name in found.lines] == [old]
+    found = await search(session, "Zeile", limit=3)  # newest first, the first window enough
+    assert len(found.lines) == 3 and found.lines[0][0].id > found.lines[-1][0].id
