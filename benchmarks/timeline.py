@@ -4,7 +4,7 @@ search over 1,000,000 messages (target p99 < 200 ms).
 
 Fills a scratch database with generate_series SQL (messages in German and English words,
 every kind of timeline entry), serves the real console over HTTP and times requests end to
-end from a client (session, queries, template). The pages show the newest 500 entries of
+end from a client (session, queries, template). The pages show the newest 200 entries of
 the timeline (older ones are a link away), so 5,000 events cost one indexed range read.
 Run: `python -m benchmarks timeline` (PAYRESCUE_BENCH_POSTGRES_URL names the server;
 default postgresql+asyncpg://postgres@127.0.0.1:5432/test).
