@@ -69,8 +69,11 @@ FILL = [
               CASE WHEN g % 5 = 0 THEN 2 + g % 10 END,
               now() - random() * interval '2 hours', now() - interval '1 day', now()
        FROM generate_series(1, :conversations) g""",
-    """INSERT INTO messages (conversation_id, sender, kind, text, created_at)
-       SELECT 1 + (g % :members), (ARRAY['member', 'bot', 'agent'])[1 + g % 3], 'text',
+    # conversation c belongs to member 1 + c % members
+    """INSERT INTO messages (conversation_id, member_id, sender, channel, kind, text,
+            created_at)
+       SELECT 1 + (g % :members), 1 + (1 + g % :members) % :members,
+              (ARRAY['member', 'bot', 'agent'])[1 + g % 3], 'telegram', 'text',
               'Nachricht ' || g, now() - (g % 10000) * interval '1 minute'
        FROM generate_series(1, CAST(:members AS integer) * CAST(:history AS integer)) g""",
 ]
@@ -148,8 +151,9 @@ async def _time_relay(server: TestServer, browser: ClientSession) -> None:
         conversation_id = 1 + n % STREAMS
         started = time.perf_counter()
         async with sessions() as db, db.begin():
-            message = Message(conversation_id=conversation_id, sender="member",
-                              text=f"Frage {n}", created_at=datetime.now(UTC))
+            message = Message(conversation_id=conversation_id,
+                              member_id=1 + conversation_id % SIZES["members"],
+                              sender="member", text=f"Frage {n}", created_at=datetime.now(UTC))
             db.add(message)
         arrived[message.id] = loop.create_future()
         await app[BUS].publish(Event("message.created", {

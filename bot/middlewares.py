@@ -30,6 +30,7 @@ from aiogram.methods.base import Response, TelegramType
 from aiogram.types import Chat, TelegramObject, Update, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import timeline
 from payrescue.config import Settings
 from payrescue.i18n import _, choose_language, use_language
 from payrescue.members import find_by_chat
@@ -94,11 +95,16 @@ class MemberContextMiddleware(BaseMiddleware):
                 data.update(session=session, member=member, language=language)
                 handling = _handling_update.set(True)
                 try:
-                    with use_language(language):
+                    with use_language(language), timeline.recording(
+                            session, member, event, data["clock"].now()) as lines:
                         result = await handler(event, data)
+                        if lines is not None:
+                            await timeline.finish(lines)
                 finally:
                     _handling_update.reset(handling)
                 await session.commit()
+                if lines is not None:
+                    await timeline.announce(lines, data["bus"])
             except BaseException as exc:
                 await _roll_back(session)
                 if isinstance(exc, DATABASE_ERRORS):

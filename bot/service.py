@@ -41,6 +41,7 @@ from bot.dispatcher import build_dispatcher
 from bot.keys import BOT, BOT_RUNNER, POLLING_TIMEOUT
 from bot.middlewares import ReplyFloodWait
 from bot.polling import Poller
+from bot.timeline import TimelineRequestMiddleware
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.edge import same_secret
@@ -87,6 +88,7 @@ def create_bot(settings: Settings) -> Bot:
     api = PRODUCTION if base == "https://api.telegram.org" else TelegramAPIServer.from_base(base)
     session = BotSession(api=api)
     session.middleware(ReplyFloodWait())
+    session.middleware(TimelineRequestMiddleware())  # inner: records what got through
     return Bot(
         settings.bot_token.get_secret_value(),
         session=session,

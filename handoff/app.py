@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from handoff import auth, canned, conversation, live, media, queue, team
+from handoff import auth, canned, conversation, live, media, members, payment, queue, team
 from handoff.csrf import csrf_middleware
 from handoff.render import TEMPLATES, create_environment
 from handoff.watch import watcher_lifetime
@@ -26,7 +26,7 @@ def setup_console(app: web.Application) -> None:
     auth.setup_auth(app, app[SETTINGS])  # adds the session middleware, which runs first
     # language before CSRF, so even a refused request is answered in the agent's language
     app.middlewares.extend([auth.language_middleware, csrf_middleware, team.rejected_banner])
-    for part in (auth, queue, conversation, live, canned, media, team):
+    for part in (auth, queue, conversation, live, canned, media, team, members, payment):
         app.add_routes(part.routes())
     from handoff import dashboard  # the recovery figures (payrescue.reports)
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from handoff.auth import admin_required, login_required
 from handoff.context import member_context
+from handoff.conversation import UPDATE_LINK
 from handoff.render import render
 from payrescue.db.models import CannedAnswer, Conversation
 from payrescue.edge import bounded_id
@@ -132,7 +133,9 @@ async def canned_for_conversation(request: web.Request) -> web.StreamResponse:
         "first_name": ctx.member.first_name,
         "amount": format_money(case_.amount_minor, case_.currency, language) if case_ else "",
         "plan": ctx.plan or "",
-        "update_link": (case_.update_url or "") if case_ else "",
+        # stays a placeholder until the reply is sent: then a fresh signed, tracked /u/ link
+        # replaces it (`conversation.UPDATE_LINK`), so a preview creates no link
+        "update_link": UPDATE_LINK if case_ else "",
     }
     return web.json_response([
         {"shortcut": a.shortcut, "title": a.title, "language": a.language,

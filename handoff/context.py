@@ -9,7 +9,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payrescue import dunning
 from payrescue.billing import declines, overview
+from payrescue.config import Settings
 from payrescue.db.models import (
     Conversation,
     Member,
@@ -40,7 +42,8 @@ class MemberContext:
     payments: dict[str, Any] = field(default_factory=dict)
 
 
-async def member_context(db: AsyncSession, conversation: Conversation) -> MemberContext:
+async def member_context(db: AsyncSession, conversation: Conversation,
+                         settings: Settings | None = None) -> MemberContext:
     member = await db.get(Member, conversation.member_id)
     assert member is not None  # noqa: S101 - a foreign key guarantees it
     case = await _current_case(db, conversation)
@@ -48,16 +51,22 @@ async def member_context(db: AsyncSession, conversation: Conversation) -> Member
     next_reminder = None
     link = None
     if case is not None:
-        if case.subscription_id:
-            plan = await db.scalar(
-                select(Subscription.plan_name).where(Subscription.id == case.subscription_id)
-            )
+        # the case's subscription, else the member's latest one (a case may name none)
+        plan = await db.scalar(
+            select(Subscription.plan_name).where(Subscription.id == case.subscription_id)
+        ) if case.subscription_id else None
+        plan = plan or await db.scalar(
+            select(Subscription.plan_name).where(Subscription.member_id == member.id,
+                                                 Subscription.plan_name.is_not(None))
+            .order_by(Subscription.id.desc()).limit(1))
         next_reminder = await db.scalar(
             select(func.min(Outbox.not_before)).where(
                 Outbox.case_id == case.id, Outbox.status == "queued",
                 Outbox.kind == "reminder",
             )
         )
+        if next_reminder is None and settings is not None:
+            next_reminder = _next_planned(case, settings)
         link = await db.scalar(
             select(UpdateLink).where(UpdateLink.case_id == case.id)
             .order_by(UpdateLink.created_at.desc()).limit(1)
@@ -81,6 +90,14 @@ async def member_context(db: AsyncSession, conversation: Conversation) -> Member
         decline_words=declines.for_agents(case.decline_category) if case else "",
         payments=await overview.member_overview(db, member),
     )
+
+
+def _next_planned(case: RecoveryCase, settings: Settings) -> datetime | None:
+    """The plan's next step not queued yet (reminders are queued only when due)."""
+    if case.status != "open" or case.held:
+        return None
+    later = [step.due for step in dunning.plan(case, settings) if step.index >= case.dunning_stage]
+    return min(later) if later else None
 
 
 async def _lifetime_value(db: AsyncSession, member_id: int) -> tuple[int, str] | None:

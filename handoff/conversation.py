@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handoff.auth import login_required, request_agent
 from handoff.context import member_context
 from handoff.render import render
-from payrescue import assignment, email_replies, reach
+from payrescue import assignment, email_replies, reach, timeline
 from payrescue import outbox as outbox_rules
 from payrescue.assignment import AssignmentError
 from payrescue.config import Settings
@@ -30,6 +30,9 @@ from payrescue.i18n import _, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 
 MAX_REPLY_CHARS = 4096  # Telegram's limit for one message
+# Where a canned answer asks for the update link; replaced by a fresh signed /u/ link (its
+# openings are counted) when the reply is sent
+UPDATE_LINK = "{{ update_link }}"
 TYPING_EVERY = timedelta(seconds=4)  # Telegram shows "typing…" for about five seconds
 TYPING_SENT = web.AppKey("console_typing_sent", dict)
 MAX_SNOOZE = timedelta(days=366)
@@ -40,16 +43,11 @@ class ReplyError(Exception):
 
 
 async def transcript(
-    db: AsyncSession, conversation_id: int, after_id: int = 0
-) -> list[tuple[Message, Outbox | None]]:
-    """The lines after `after_id` with their delivery rows, oldest first."""
-    rows = await db.execute(
-        select(Message, Outbox)
-        .outerjoin(Outbox, Outbox.id == Message.outbox_id)
-        .where(Message.conversation_id == conversation_id, Message.id > after_id)
-        .order_by(Message.id)
-    )
-    return [(message, outbox) for message, outbox in rows.all()]
+    db: AsyncSession, conversation: Conversation, after_id: int = 0
+) -> list[timeline.Line]:
+    """The member's timeline (everything they saw, and what happened around them) after
+    `after_id`, with delivery rows, oldest first: a conversation is read in its context."""
+    return await timeline.member_timeline(db, conversation.member_id, after_id=after_id)
 
 
 async def _queue_email_reply(db: AsyncSession, settings: Settings, conversation: Conversation,
@@ -71,10 +69,11 @@ async def _queue_email_reply(db: AsyncSession, settings: Settings, conversation:
 
 async def queue_agent_message(
     db: AsyncSession, conversation: Conversation, agent: Agent, text: str, now: datetime,
-    settings: Settings,
+    settings: Settings, quote: Message | None = None,
 ) -> Message:
-    """Store the reply as a transcript line and queue it as plain text: by Telegram, or by
-    e-mail for a member not (or no longer) on Telegram (`payrescue.reach`)."""
+    """Store the reply as a timeline line and queue it as plain text: by Telegram (with
+    `quote`, Telegram shows the member's message it answers above it), or by e-mail for a
+    member not (or no longer) on Telegram (`payrescue.reach`)."""
     text = text.strip()
     if not text:
         raise ReplyError(_("The message is empty."))
@@ -88,17 +87,24 @@ async def queue_agent_message(
     if channel == reach.EMAIL:
         outbox = await _queue_email_reply(db, settings, conversation, member, text, now)
     else:
+        payload: dict = {"text": text}  # chat_id: the column
+        if quote is not None and quote.telegram_message_id is not None:
+            payload["reply_parameters"] = {"message_id": quote.telegram_message_id,
+                                           "allow_sending_without_reply": True}
         outbox = Outbox(
             member_id=member.id, chat_id=member.telegram.chat_id, kind="agent_reply",
-            priority=0, method="sendMessage", payload={"text": text}, status="queued",
+            priority=0, method="sendMessage", payload=payload, status="queued",
             not_before=now, created_at=now, case_id=conversation.case_id,
         )
         db.add(outbox)
         await db.flush()
-    message = Message(
-        conversation_id=conversation.id, sender="agent", agent_id=agent.id, kind="text",
-        text=text, outbox_id=outbox.id, created_at=now,
-    )
+    message = timeline.entry(member.id, timeline.AGENT, "text", now, text=text,
+                             conversation_id=conversation.id, case_id=conversation.case_id,
+                             agent_id=agent.id, outbox_id=outbox.id,
+                             data={"quote": {"id": quote.id, "text": (quote.text or "")[:200]}}
+                             if quote is not None else None,
+                             channel=timeline.EMAIL if channel == reach.EMAIL
+                             else timeline.TELEGRAM)
     db.add(message)
     await assignment.record_first_response(db, conversation, now)
     await db.flush()
@@ -109,10 +115,7 @@ async def publish_message(request: web.Request, message: Message) -> None:
     bus = request.config_dict[BUS]
     if message.outbox_id is not None:
         await bus.publish(Event("outbox.queued", {"outbox_id": message.outbox_id}))
-    await bus.publish(Event("message.created", {
-        "conversation_id": message.conversation_id, "message_id": message.id,
-        "sender": message.sender,
-    }))
+    await bus.publish(timeline.created_event(message))
 
 
 def _conversation_id(request: web.Request) -> int:
@@ -138,16 +141,25 @@ async def _page(request: web.Request, conversation_id: int, *, error: str | None
         conversation = await db.get(Conversation, conversation_id)
         if conversation is None:
             raise web.HTTPNotFound()
-        lines = await transcript(db, conversation_id)
-        context = await member_context(db, conversation)
+        lines = await transcript(db, conversation)
+        context = await member_context(db, conversation, request.config_dict[SETTINGS])
         owner = (await db.get(Agent, conversation.assigned_agent_id)
                  if conversation.assigned_agent_id else None)
         agents = (await db.scalars(select(Agent).order_by(Agent.name))).all()
     mine = owner is not None and owner.id == _agent(request).id
+    if mine and lines:
+        async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+            await timeline.mark_seen(db, conversation_id, owner.id, lines[-1].message.id)
+    from payrescue.billing.actions import can_retry
+    from payrescue.billing.http import STRIPE_API
+
     return render(request, "conversation.html", {
+        "can_retry": context.case is not None
+        and can_retry(context.case, request.config_dict.get(STRIPE_API)),
         "conversation": conversation, "lines": lines, "ctx": context, "owner": owner,
         "agents": agents, "error": error, "mine": mine,
         "last_id": lines[-1][0].id if lines else 0,  # the live stream continues from here
+        "earlier": lines[0].message.id if len(lines) >= timeline.PAGE else None,
     }, status=status)
 
 
@@ -226,7 +238,9 @@ async def note_view(request: web.Request) -> web.StreamResponse:
 async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
     conversation_id = _conversation_id(request)
     agent = _agent(request)
-    text = str((await request.post()).get("text", ""))
+    form = await request.post()
+    text = str(form.get("text", ""))
+    quote_id = bounded_id(str(form.get("quote", ""))) if form.get("quote") else None
     now = request.config_dict[CLOCK].now()
     try:
         async with request.config_dict[SESSIONMAKER]() as db, db.begin():
@@ -234,8 +248,11 @@ async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
             if note:
                 message = await _add_note(db, conversation, agent, text, now)
             else:
+                if UPDATE_LINK in text:
+                    text = await _with_update_link(request, db, conversation, text, now)
+                quote = await _quoted(db, conversation, quote_id)
                 message = await queue_agent_message(db, conversation, agent, text, now,
-                                                     request.config_dict[SETTINGS])
+                                                     request.config_dict[SETTINGS], quote)
     except (AssignmentError, ReplyError) as exc:
         error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)
         return await _respond(request, conversation_id, error, 409)
@@ -245,13 +262,36 @@ async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
     return await _respond(request, conversation_id)
 
 
+async def _quoted(db: AsyncSession, conversation: Conversation,
+                  quote_id: int | None) -> Message | None:
+    """The member's message a reply quotes; only one of this member's own."""
+    if quote_id is None:
+        return None
+    quote = await db.get(Message, quote_id)
+    if quote is None or quote.member_id != conversation.member_id or quote.sender != "member":
+        raise ReplyError(_("That message cannot be quoted."))
+    return quote
+
+
+async def _with_update_link(request: web.Request, db: AsyncSession,
+                            conversation: Conversation, text: str, now: datetime) -> str:
+    from payrescue.billing.links import create_update_link
+
+    ctx = await member_context(db, conversation)
+    if ctx.case is None:
+        raise ReplyError(_("This member has no open payment case."))
+    url = await create_update_link(db, ctx.case, request.config_dict[SETTINGS], now)
+    return text.replace(UPDATE_LINK, url)
+
+
 async def _add_note(db: AsyncSession, conversation: Conversation, agent: Agent, text: str,
                     now: datetime) -> Message:
     text = text.strip()
     if not text:
         raise ReplyError(_("The message is empty."))
-    message = Message(conversation_id=conversation.id, sender="note", agent_id=agent.id,
-                      kind="text", text=text, created_at=now)
+    message = timeline.entry(conversation.member_id, timeline.NOTE, "text", now, text=text,
+                             channel=timeline.CONSOLE, conversation_id=conversation.id,
+                             case_id=conversation.case_id, agent_id=agent.id)
     db.add(message)
     await db.flush()
     return message
@@ -275,9 +315,10 @@ async def typing_view(request: web.Request) -> web.StreamResponse:
     if chat_id is None or conversation.assigned_agent_id != _agent(request).id:
         return web.json_response({"ok": True, "sent": False})
     sent[conversation_id] = now
-    await request.config_dict[BUS].publish(
-        Event("agent.typing", {"conversation_id": conversation_id, "chat_id": chat_id})
-    )
+    await request.config_dict[BUS].publish(Event("agent.typing", {
+        "conversation_id": conversation_id, "chat_id": chat_id,
+        "agent_id": _agent(request).id,  # colleagues viewing it see who types
+    }))
     return web.json_response({"ok": True, "sent": True})
 
 

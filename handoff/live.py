@@ -15,12 +15,14 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 from sqlalchemy import select
 
-from handoff.auth import login_required, still_signed_in
+from handoff.auth import login_required, request_agent, still_signed_in
 from handoff.conversation import transcript
 from handoff.render import render_string
+from payrescue import timeline
 from payrescue.db.models import Agent, Conversation, Message, Outbox
 from payrescue.edge import bounded_id
 from payrescue.events import Event
+from payrescue.i18n import _
 from payrescue.keys import BUS, SESSIONMAKER
 
 QUEUE_TOPICS = {"conversation.waiting", "conversation.updated", "message.created"}
@@ -56,60 +58,111 @@ async def conversation_stream(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound() from None
     last_id = _last_seen(request)
     async with request.config_dict[SESSIONMAKER]() as db:
-        if await db.get(Conversation, conversation_id) is None:
+        conversation = await db.get(Conversation, conversation_id)
+        if conversation is None:
             raise web.HTTPNotFound()
+    viewer = request_agent(request)
+    assert viewer is not None  # noqa: S101 - login_required ran
+    bus = request.config_dict[BUS]
+    presence = {"conversation_id": conversation_id, "agent_id": viewer.id}
     # subscribe before catching up, so an event between the two is not missed
-    async with request.config_dict[BUS].subscribe() as events, sse_response(request) as sse:
+    async with bus.subscribe() as events, sse_response(request) as sse:
         # a closed tab shows up as a failed write: the stream ends, the browser (if it
         # comes back) reconnects with Last-Event-ID
-        with contextlib.suppress(ConnectionResetError):
-            last_id = await _send_lines(request, sse, conversation_id, last_id)
-            while sse.is_connected():
-                event = await _next_event(request, events)
-                if event is not None:
-                    last_id = await _relay(request, sse, conversation_id, last_id, event)
+        try:
+            with contextlib.suppress(ConnectionResetError):
+                last_id = await _send_lines(request, sse, conversation, last_id)
+                await bus.publish(Event("agent.viewing", {**presence, "hello": True}))
+                while sse.is_connected():
+                    event = await _next_event(request, events)
+                    if event is None:  # a quiet while: still here
+                        await bus.publish(Event("agent.viewing", presence))
+                        continue
+                    if await _presence(request, sse, viewer.id, presence, event):
+                        continue
+                    last_id = await _relay(request, sse, conversation, last_id, event)
+        finally:
+            await bus.publish(Event("agent.left", presence))
     return sse
 
 
-async def _relay(request: web.Request, sse: EventSourceResponse, conversation_id: int,
-                 last_id: int, event: Event) -> int:
+async def _presence(request: web.Request, sse: EventSourceResponse, viewer_id: int,
+                    presence: dict, event: Event) -> bool:
+    """Another agent opened, keeps open, left or types in this conversation: say who.
+    A newcomer's hello is answered, so they learn who was here first."""
     data = event.data
-    if event.topic == "message.created" and data.get("conversation_id") == conversation_id:
-        return await _send_lines(request, sse, conversation_id, last_id)
+    if event.topic not in ("agent.viewing", "agent.left", "agent.typing") \
+            or data.get("conversation_id") != presence["conversation_id"]:
+        return False
+    other = data.get("agent_id")
+    if not isinstance(other, int) or other == viewer_id:
+        return event.topic != "agent.typing"
+    async with request.config_dict[SESSIONMAKER]() as db:
+        agent = await db.get(Agent, other)
+    if agent is None:
+        return True
+    if event.topic == "agent.left":
+        text, state = "", "left"
+    elif event.topic == "agent.typing":
+        text, state = _("%(name)s is typing…") % {"name": agent.name}, "typing"
+    else:
+        text, state = _("%(name)s is viewing this conversation") % {"name": agent.name}, \
+            "viewing"
+        if data.get("hello"):
+            await request.config_dict[BUS].publish(Event("agent.viewing", presence))
+    await sse.send(json.dumps({"agent_id": other, "state": state, "text": text}),
+                   event="presence")
+    return True
+
+
+async def _relay(request: web.Request, sse: EventSourceResponse, conversation: Conversation,
+                 last_id: int, event: Event) -> int:
+    data, conversation_id = event.data, conversation.id
+    if event.topic == "message.created" and (data.get("member_id") == conversation.member_id
+                                             or data.get("conversation_id") == conversation_id):
+        return await _send_lines(request, sse, conversation, last_id)
     if event.topic == "outbox.updated":
-        await _send_delivery(request, sse, conversation_id, data)
+        await _send_delivery(request, sse, conversation, data)
     elif event.topic == "conversation.updated" and data.get("conversation_id") == conversation_id:
+        last_id = await _send_lines(request, sse, conversation, last_id)  # claim, transfer…
         await _send_status(request, sse, conversation_id)
     elif event.topic == "agent.typing" and data.get("conversation_id") == conversation_id:
         await sse.send("{}", event="typing")
     return last_id
 
 
-async def _send_lines(request: web.Request, sse: EventSourceResponse, conversation_id: int,
-                      after_id: int) -> int:
+async def _send_lines(request: web.Request, sse: EventSourceResponse,
+                      conversation: Conversation, after_id: int) -> int:
     async with request.config_dict[SESSIONMAKER]() as db:
-        lines = await transcript(db, conversation_id, after_id)
-    for message, outbox in lines:
-        html = render_string(request, "_line.html", {"message": message, "outbox": outbox})
+        lines = await transcript(db, conversation, after_id)
+    for message, outbox, agent_name in lines:
+        html = render_string(request, "_line.html", {"message": message, "outbox": outbox,
+                                                     "agent_name": agent_name})
         await sse.send(json.dumps({"id": message.id, "html": html}), id=str(message.id),
                        event="line")
         after_id = message.id
+    viewer = request_agent(request)
+    if lines and viewer is not None:  # on the owner's screen now: no longer unread
+        async with request.config_dict[SESSIONMAKER]() as db, db.begin():
+            await timeline.mark_seen(db, conversation.id, viewer.id, after_id)
     return after_id
 
 
-async def _send_delivery(request: web.Request, sse: EventSourceResponse, conversation_id: int,
-                         data: dict) -> None:
+async def _send_delivery(request: web.Request, sse: EventSourceResponse,
+                         conversation: Conversation, data: dict) -> None:
     outbox_id = data.get("outbox_id")
     if not isinstance(outbox_id, int):
         return
     async with request.config_dict[SESSIONMAKER]() as db:
         row = (await db.execute(
-            select(Message, Outbox).join(Outbox, Outbox.id == Message.outbox_id)
-            .where(Message.outbox_id == outbox_id, Message.conversation_id == conversation_id)
+            select(Message, Outbox, Agent.name).join(Outbox, Outbox.id == Message.outbox_id)
+            .outerjoin(Agent, Agent.id == Message.agent_id)
+            .where(Message.outbox_id == outbox_id, Message.member_id == conversation.member_id)
         )).first()
     if row is None:  # another conversation's message
         return
-    html = render_string(request, "_line.html", {"message": row[0], "outbox": row[1]})
+    html = render_string(request, "_line.html", {"message": row[0], "outbox": row[1],
+                                                 "agent_name": row[2]})
     await sse.send(json.dumps({"id": row[0].id, "html": html}), event="line-update")
 
 
@@ -125,6 +178,9 @@ async def _send_status(request: web.Request, sse: EventSourceResponse,
         "status": conversation.status,
         "owner_id": owner.id if owner else None,
         "owner": owner.name if owner else None,
+        # for an agent who was about to answer: who has it now (in their language)
+        "taken": _("%(name)s has already claimed this conversation.") % {"name": owner.name}
+        if owner else None,
     }), event="status")
 
 

@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.auth import login_required, request_agent
 from handoff.render import render
-from payrescue.conversations import ASSIGNED, RESOLVED, WAITING
+from payrescue import handoff_rules, timeline
+from payrescue.conversations import ASSIGNED, BOT, RESOLVED, WAITING
 from payrescue.db.models import Agent, Conversation, Member, RecoveryCase
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
 
-VIEWS = ("waiting", "mine", "open", "resolved")
+VIEWS = ("waiting", "mine", "open", "resolved", "bot", "all")  # "bot": handed back, cancelled
 PAGE_SIZE = 100
 
 
@@ -33,6 +34,7 @@ class QueueRow:
     overdue: bool
     agent_name: str | None
     snoozed: bool
+    unread: bool = False  # member lines its assigned agent has not had on screen
 
 
 def _filtered(query: Select, view: str, agent_id: int, search: str) -> Select:
@@ -44,8 +46,10 @@ def _filtered(query: Select, view: str, agent_id: int, search: str) -> Select:
         )
     elif view == "open":
         query = query.where(Conversation.status.in_((WAITING, ASSIGNED)))
-    else:
+    elif view == "resolved":
         query = query.where(Conversation.status == RESOLVED)
+    elif view == "bot":
+        query = query.where(Conversation.status == BOT)
     if search:  # % and _ typed by the agent are plain characters, not wildcards
         needle = search.lower()
         query = query.where(or_(func.lower(Member.name).contains(needle, autoescape=True),
@@ -64,7 +68,8 @@ async def load_queue(
     ) or 0
     query = _filtered(
         select(Conversation, Member.name, Member.language, RecoveryCase.amount_minor,
-               RecoveryCase.currency, Agent.name.label("agent_name"))
+               RecoveryCase.currency, Agent.name.label("agent_name"),
+               timeline.newest_member_line())
         .join(Member, Member.id == Conversation.member_id)
         .outerjoin(RecoveryCase, RecoveryCase.id == Conversation.case_id)
         .outerjoin(Agent, Agent.id == Conversation.assigned_agent_id),
@@ -72,6 +77,8 @@ async def load_queue(
     )
     if view == "resolved":
         query = query.order_by(Conversation.resolved_at.desc(), Conversation.id.desc())
+    elif view in ("bot", "all"):
+        query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())
     else:
         # a snoozed conversation waits at the bottom until its time comes, then takes its
         # place again by priority and waiting time
@@ -79,7 +86,7 @@ async def load_queue(
         query = query.order_by(snoozed_now, Conversation.priority.desc(),
                                Conversation.waiting_since.asc(), Conversation.id)
     rows = []
-    for conversation, name, language, amount, currency, agent_name in (
+    for conversation, name, language, amount, currency, agent_name, newest in (
         await db.execute(query.limit(PAGE_SIZE))
     ).all():
         since = conversation.waiting_since or conversation.updated_at
@@ -92,6 +99,8 @@ async def load_queue(
             overdue=conversation.status == WAITING and waited > first_response.total_seconds(),
             agent_name=agent_name,
             snoozed=bool(conversation.snoozed_until and conversation.snoozed_until > now),
+            unread=conversation.status == ASSIGNED and newest is not None
+            and newest > (conversation.seen_message_id or 0),
         ))
     return rows, total
 
@@ -109,7 +118,8 @@ async def _queue_context(request: web.Request) -> dict:
             db, view, agent.id, search, request.config_dict[CLOCK].now(),
             timedelta(minutes=settings.first_response_minutes),
         )
-    return {"rows": rows, "total": total, "view": view, "q": search, "views": VIEWS}
+    return {"rows": rows, "total": total, "view": view, "q": search, "views": VIEWS,
+            "sla_seconds": settings.first_response_minutes * 60}
 
 
 @login_required
@@ -121,6 +131,43 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
 async def queue_rows(request: web.Request) -> web.StreamResponse:
     """The table body alone, fetched again by the page when the live stream says so."""
     return render(request, "_queue_rows.html", await _queue_context(request))
+
+
+@login_required
+async def waiting_summary(request: web.Request) -> web.StreamResponse:
+    """What every console page shows of the queue: how many wait, how many too long, and
+    the newest ones (for a desktop notification naming the member and the reason)."""
+    agent = request_agent(request)
+    assert agent is not None  # noqa: S101 - login_required ran
+    settings = request.config_dict[SETTINGS]
+    now = request.config_dict[CLOCK].now()
+    async with request.config_dict[SESSIONMAKER]() as db:
+        rows, total = await load_queue(db, "waiting", agent.id, "", now,
+                                       timedelta(minutes=settings.first_response_minutes))
+    return web.json_response({
+        "waiting": total,
+        "overdue": sum(row.overdue for row in rows),
+        "sla_seconds": settings.first_response_minutes * 60,
+        "conversations": [{
+            "id": row.conversation_id, "member": row.member_name,
+            "reasons": [str(handoff_rules.label(reason)) for reason in row.reasons],
+            "waited_seconds": row.waited_seconds, "overdue": row.overdue,
+        } for row in rows[:20]],
+    })
+
+
+@login_required
+async def next_waiting(request: web.Request) -> web.StreamResponse:
+    """The conversation to take next (the queue's first waiting row), else the queue."""
+    agent = request_agent(request)
+    assert agent is not None  # noqa: S101 - login_required ran
+    settings = request.config_dict[SETTINGS]
+    async with request.config_dict[SESSIONMAKER]() as db:
+        rows, _total = await load_queue(db, "waiting", agent.id, "",
+                                        request.config_dict[CLOCK].now(),
+                                        timedelta(minutes=settings.first_response_minutes))
+    raise web.HTTPSeeOther(f"/console/conversations/{rows[0].conversation_id}" if rows
+                           else "/console/queue")
 
 
 @login_required
@@ -145,5 +192,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/console/", home),
         web.get("/console/queue", queue_page),
         web.get("/console/queue/rows", queue_rows),
+        web.get("/console/api/waiting", waiting_summary),
+        web.get("/console/next", next_waiting),
         web.post("/console/availability", set_availability),
     ]

@@ -23,7 +23,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import case, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payrescue.db.models import Agent, ConsoleSession
+from payrescue import tokens
+from payrescue.db.models import Agent, ConsoleSession, UsedToken
 
 ROLES = ("agent", "admin")
 MIN_PASSWORD_LENGTH = 10
@@ -154,3 +155,69 @@ async def set_disabled(session: AsyncSession, email: str, now: datetime | None) 
         await session.execute(delete(ConsoleSession).where(ConsoleSession.agent_id == agent.id))
     await session.flush()
     return agent
+
+
+# --- invitations and password resets ---------------------------------------------------
+# An admin invites a person or resets a password; the person sets their own password through
+# a signed link that works once (its id goes to `used_tokens`) and for PASSWORD_LINK_TTL.
+
+PASSWORD_PURPOSE = "set-password"  # noqa: S105 - a token purpose, not a password
+# not an argon2 hash, so no password ever matches it (`password_matches` says False)
+NO_PASSWORD = "!"  # noqa: S105 - the mark of an account without one
+PASSWORD_LINK_TTL = timedelta(days=3)
+MAX_OPEN_LIMIT = 50
+
+
+class PasswordLinkError(Exception):
+    """The link is invalid, expired, used, or its account is gone or disabled."""
+
+
+async def invite(session: AsyncSession, *, email: str, name: str, role: str, language: str,
+                 now: datetime) -> Agent:
+    """A new account that cannot sign in until its password is set through the link."""
+    if role not in ROLES:
+        raise ValueError("role")
+    agent = Agent(email=normalise_email(email), name=name.strip(), role=role,
+                  password_hash=NO_PASSWORD, language=language, created_at=now)
+    session.add(agent)
+    await session.flush()
+    return agent
+
+
+def password_link(secret: bytes, agent_id: int, now: datetime) -> str:
+    """The path of a one-time set-password link (the token names no person)."""
+    return "/console/set-password/" + tokens.issue(secret, PASSWORD_PURPOSE, agent_id,
+                                                   PASSWORD_LINK_TTL, now)
+
+
+async def agent_for_link(session: AsyncSession, secret: bytes, token: str,
+                         now: datetime) -> tuple[Agent, str]:
+    """The account the link sets a password for, and the link's id."""
+    try:
+        parsed = tokens.verify(secret, PASSWORD_PURPOSE, token, now)
+    except tokens.TokenError as exc:
+        raise PasswordLinkError(type(exc).__name__) from None
+    if await session.get(UsedToken, parsed.token_id) is not None:
+        raise PasswordLinkError("used")
+    agent = await session.get(Agent, parsed.subject_id)
+    if agent is None or agent.disabled_at is not None:
+        raise PasswordLinkError("no account")
+    return agent, parsed.token_id
+
+
+async def set_password_by_link(session: AsyncSession, secret: bytes, token: str,
+                               password: str, now: datetime) -> Agent:
+    """Spend the link: the new password, no lock-out, every old session ended."""
+    agent, token_id = await agent_for_link(session, secret, token, now)
+    session.add(UsedToken(token_id=token_id, purpose=PASSWORD_PURPOSE[:20], used_at=now))
+    await session.flush()  # a second use of the same link fails here (primary key)
+    agent.password_hash = await hash_password_async(password)
+    agent.failed_logins, agent.locked_until = 0, None
+    await session.execute(delete(ConsoleSession).where(ConsoleSession.agent_id == agent.id))
+    return agent
+
+
+async def reset_password(session: AsyncSession, agent: Agent) -> None:
+    """The old password stops working at once; the person sets a new one by link."""
+    agent.password_hash = NO_PASSWORD
+    await session.execute(delete(ConsoleSession).where(ConsoleSession.agent_id == agent.id))

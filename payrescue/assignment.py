@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payrescue import timeline
 from payrescue.conversations import ALLOWED, ASSIGNED, BOT, RESOLVED, WAITING, move
 from payrescue.db.models import Agent, Conversation, Handoff
 from payrescue.events import Event
@@ -47,7 +48,8 @@ async def claim(
         .execution_options(synchronize_session=False)
     )
     row = (await session.execute(
-        select(Conversation.status, Conversation.assigned_agent_id)
+        select(Conversation.status, Conversation.assigned_agent_id, Conversation.member_id,
+               Conversation.case_id)
         .where(Conversation.id == conversation_id)
     )).one_or_none()
     if row is None:
@@ -55,6 +57,9 @@ async def claim(
     won = result.rowcount == 1
     if won:
         await _open_handoff_claimed(session, conversation_id, agent_id, now)
+        session.add(timeline.entry(row.member_id, timeline.SYSTEM, timeline.CLAIMED, now,
+                                   channel=timeline.CONSOLE, conversation_id=conversation_id,
+                                   case_id=row.case_id, agent_id=agent_id))
     return ClaimResult(won=won, owner_id=row.assigned_agent_id, status=row.status)
 
 
@@ -111,6 +116,8 @@ async def transfer(
     handoff = await _open_handoff(session, conversation_id)
     if handoff is not None:
         handoff.agent_id = target.id
+    timeline.event(session, conversation, timeline.TRANSFERRED, now, agent_id=by.id,
+                   data={"to_agent_id": target.id, "to": target.name})
     return conversation
 
 
@@ -120,6 +127,7 @@ async def back_to_queue(
     conversation = await load_for_change(session, conversation_id)
     ensure_owner(conversation, by)
     _move(conversation, WAITING, now)
+    timeline.event(session, conversation, timeline.TO_QUEUE, now, agent_id=by.id)
     return conversation
 
 
@@ -145,6 +153,9 @@ async def _end(
     ensure_owner(conversation, by)
     _move(conversation, status, now)
     await _end_handoff(session, conversation_id, status, now)
+    timeline.event(session, conversation,
+                   timeline.RESOLVED if status == RESOLVED else timeline.HANDED_BACK, now,
+                   agent_id=by.id)
     return conversation
 
 
@@ -159,6 +170,8 @@ async def snooze(
         raise AssignmentError("pick a time in the future")
     conversation.snoozed_until = until
     conversation.updated_at = now
+    timeline.event(session, conversation, timeline.SNOOZED, now, agent_id=by.id,
+                   data={"until": until.isoformat()})
     return conversation
 
 

@@ -174,11 +174,18 @@ def email_subject(template: str) -> str:
     return subjects[template]()
 
 
+def paused(case: RecoveryCase, now: datetime) -> bool:
+    """An agent paused the reminders (e.g. the member promised to pay on Friday); the step
+    due meanwhile goes out when the pause ends."""
+    return case.reminders_paused_until is not None and now < case.reminders_paused_until
+
+
 async def _due_step(
     session: AsyncSession, settings: Settings, case: RecoveryCase, member: Member, now: datetime
 ) -> list[Outbox | None]:
     due = [step for step in plan(case, settings) if step.due <= now]
-    if not due or not _may_contact(member, settings) or await _ended(session, case):
+    if not due or not _may_contact(member, settings) or await _ended(session, case) \
+            or paused(case, now):
         return []
     step = due[-1]
     if case.dunning_stage > step.index:

@@ -69,11 +69,13 @@ async def member_wrote(
     if not text.strip() and not attachments:
         return Received(refused=Refused.EMPTY)
     conversation = await current_conversation(session, member.id, now)
-    message = Message(conversation_id=conversation.id, sender="member", kind="email",
-                      text=text.strip() or None, email_message_id=message_id, created_at=now)
+    message = Message(member_id=member.id, channel="email", conversation_id=conversation.id,
+                      sender="member", kind="email", text=text.strip() or None,
+                      email_message_id=message_id, created_at=now)
     session.add(message)
     for file_id, name, mime in attachments:  # each file a line, as from Telegram
-        session.add(Message(conversation_id=conversation.id, sender="member", kind="document",
+        session.add(Message(member_id=member.id, channel="email",
+                            conversation_id=conversation.id, sender="member", kind="document",
                             file_id=file_id, file_name=name, mime_type=mime, created_at=now))
     case = await handoff_rules.open_case(session, member.id)
     await handoff_rules.request_handoff(session, conversation, [handoff_rules.BY_EMAIL], now,

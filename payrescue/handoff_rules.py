@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payrescue import timeline
 from payrescue.billing import declines
 from payrescue.config import Settings
 from payrescue.conversations import BOT, HUMAN_OWNED, RESOLVED, WAITING, move
@@ -148,6 +149,7 @@ async def request_handoff(
         requested_at=now,
     )
     session.add(handoff)
+    timeline.event(session, conversation, timeline.HANDOFF, now, data={"reasons": reasons})
     await session.flush()
     return handoff
 
@@ -157,6 +159,7 @@ async def cancel_wait(session: AsyncSession, conversation: Conversation, now: da
     if conversation.status != WAITING:
         return False
     move(conversation, BOT, now)
+    timeline.event(session, conversation, timeline.CANCELLED, now)
     handoff = await session.scalar(
         select(Handoff)
         .where(Handoff.conversation_id == conversation.id, Handoff.ended_at.is_(None))

@@ -40,6 +40,7 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payrescue import timeline
 from payrescue.db.models import Member, Outbox
 
 QUEUED, SENDING, SENT, FAILED, CANCELLED = "queued", "sending", "sent", "failed", "cancelled"
@@ -81,6 +82,7 @@ async def queue_message(
     method: str = "sendMessage",
     dunning_step: int | None = None,
     channel: str = TELEGRAM,
+    conversation_id: int | None = None,
 ) -> Outbox | None:
     """Add one row; with a `dedupe_key` already used, add nothing and return None.
 
@@ -125,11 +127,14 @@ async def queue_message(
         # released, and the caller's other rows would go out before its commit
         session.add(row)
         await session.flush()  # the caller may need its id before committing
+        session.add(timeline.outbox_line(row, conversation_id))
         return row
     try:
         # a savepoint, so a concurrent reconciler winning the race costs only this row
         async with session.begin_nested():
             session.add(row)
+            await session.flush()
+            session.add(timeline.outbox_line(row, conversation_id))
     except IntegrityError:
         return None
     return row

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue.db.models import (
@@ -27,8 +27,7 @@ ERASED_PAYLOAD = {"erased": True}
 
 
 async def erase_member(session: AsyncSession, member: Member, now: datetime) -> None:
-    conversations = select(Conversation.id).where(Conversation.member_id == member.id)
-    await session.execute(delete(Message).where(Message.conversation_id.in_(conversations)))
+    await session.execute(delete(Message).where(Message.member_id == member.id))  # timeline
     await session.execute(
         update(Conversation).where(Conversation.member_id == member.id)
         .values(rating_comment=None)

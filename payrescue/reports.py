@@ -155,6 +155,20 @@ class AgentLoad:
     agent_id: int
     name: str
     conversations: int
+    rated: int = 0  # of the conversations the agent resolved in the period
+    rating_average: float | None = None
+
+
+@dataclass(frozen=True)
+class RatingComment:
+    """What a member wrote after rating a conversation resolved in the period."""
+
+    conversation_id: int
+    member_id: int
+    stars: int
+    comment: str
+    agent_name: str | None
+    resolved_at: datetime
 
 
 @dataclass(frozen=True)
@@ -222,6 +236,7 @@ class Figures:
     csat_average: float | None = None
     csat_distribution: dict[int, int] = field(default_factory=dict)
     per_agent: list[AgentLoad] = field(default_factory=list)
+    comments: list[RatingComment] = field(default_factory=list)  # the newest first
     churned: int = 0
     active_at_start: int = 0
     mrr_saved: dict[str, int] = field(default_factory=dict)
@@ -580,10 +595,29 @@ async def _per_agent(session: AsyncSession, figures: Figures, start: datetime,
         .where(_within(Handoff.requested_at, start, end))
         .group_by(Agent.id, Agent.name)
     )).all()
+    # a rating belongs to the agent whose handoff ended in the resolve that asked for it
+    rated = select(Handoff.agent_id, Conversation.rating, Conversation.rating_comment,
+                   Conversation.id, Conversation.member_id, Conversation.resolved_at).join(
+        Conversation, Conversation.id == Handoff.conversation_id).where(
+        Handoff.outcome == "resolved", Conversation.rating.is_not(None),
+        _within(Handoff.ended_at, start, end))
+    ratings: dict[int, list[int]] = {}
+    for agent_id, stars, _comment, _conversation, *_ in set(
+            (await session.execute(rated)).all()):  # once per agent and conversation
+        ratings.setdefault(agent_id, []).append(int(stars))
     figures.per_agent = sorted(
-        (AgentLoad(int(i), name, int(n)) for i, name, n in rows),
+        (AgentLoad(int(i), name, int(n), len(ratings.get(i, [])),
+                   sum(ratings[i]) / len(ratings[i]) if ratings.get(i) else None)
+         for i, name, n in rows),
         key=lambda a: (-a.conversations, a.name, a.agent_id),
     )
+    named = rated.add_columns(Agent.name).outerjoin(Agent, Agent.id == Handoff.agent_id)
+    figures.comments = [
+        RatingComment(conversation_id, member_id, int(stars), comment, agent_name, resolved)
+        for _agent, stars, comment, conversation_id, member_id, resolved, agent_name
+        in (await session.execute(named.where(Conversation.rating_comment.is_not(None))
+                                  .order_by(Conversation.resolved_at.desc()).limit(20))).all()
+    ]
 
 
 async def _by_language(session: AsyncSession, figures: Figures, start: datetime,

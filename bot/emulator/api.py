@@ -262,6 +262,7 @@ class BotApi:
         if plain is None or not plain.strip():
             raise bad_request("message text is empty")
         markup = self._reply_markup(params)
+        reply_to = self._replied(conv, params)
         self._throttle(bot, conv.user.id)
         message = self._bot_message(
             bot,
@@ -271,8 +272,23 @@ class BotApi:
             plain_text=plain,
             entities=entities,
             reply_markup=markup,
+            reply_to=reply_to,
         )
         return message.to_api()
+
+    @staticmethod
+    def _replied(conv: Conversation, params: Params) -> dict[str, Any] | None:
+        """`reply_parameters`: the message this one quotes, which must be in the chat."""
+        replying = params.json_value(
+            "reply_parameters", "Bad Request: can't parse reply parameters JSON object")
+        if replying is None:
+            return None
+        if not isinstance(replying, dict) or not isinstance(replying.get("message_id"), int):
+            raise bad_request("message to be replied not found")
+        quoted = conv.find(replying["message_id"])
+        if quoted is None or quoted.deleted:
+            raise bad_request("message to be replied not found")
+        return quoted.to_api()
 
     async def edit_message_text(self, bot: BotAccount, params: Params) -> Any:
         conv, message = self._editable(bot, params)

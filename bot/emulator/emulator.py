@@ -257,6 +257,22 @@ class TelegramEmulator:
         )
         return message.to_view()
 
+    async def edit_text(self, user_id: int, message_id: int, text: str, *,
+                        bot: BotRef = None) -> dict[str, Any]:
+        """The member edits a text message they sent: the bot gets an `edited_message`."""
+        if not isinstance(text, str) or not text.strip():
+            raise EmulatorError("text must not be empty")
+        account, _, conv = self._member(user_id, bot)
+        message = conv.find(int(message_id))
+        if message is None or message.from_bot or message.plain_text is None:
+            raise NotFoundError(f"no text of the member's with id {message_id} in {user_id}")
+        message.edits.append(message.snapshot())
+        message.text = message.plain_text = text
+        message.entities = command_entities(text)
+        message.edit_date = self.state.now()
+        self.state.enqueue_update(account, "edited_message", message.to_api())
+        return message.to_view()
+
     async def start(
         self, user_id: int, payload: str | None = None, *, bot: BotRef = None
     ) -> dict[str, Any]:

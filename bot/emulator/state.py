@@ -174,6 +174,7 @@ class Message:
     edit_date: int | None = None
     edits: list[dict[str, Any]] = field(default_factory=list)
     deleted: bool = False
+    reply_to: dict[str, Any] | None = None  # the quoted message (reply_parameters), API shape
 
     def to_api(self) -> dict[str, Any]:
         msg: dict[str, Any] = {
@@ -197,6 +198,8 @@ class Message:
         keyboard = inline_keyboard(self.reply_markup)
         if keyboard:
             msg["reply_markup"] = keyboard
+        if self.reply_to is not None:
+            msg["reply_to_message"] = self.reply_to
         return copy.deepcopy(msg)
 
     def snapshot(self) -> dict[str, Any]:
@@ -232,6 +235,7 @@ class Message:
             "edits": self.edits,
             "deleted": self.deleted,
             "media": None,
+            "reply_to_message_id": self.reply_to["message_id"] if self.reply_to else None,
         }
         if self.media is not None:
             view[self.media[0]] = self.media[1]

@@ -22,7 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.replies import RATE_PREFIX, rating_keyboard, render
-from payrescue import outbox
+from bot.timeline import incoming_line, member_line
+from payrescue import outbox, timeline
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.conversations import BOT, HUMAN_OWNED, RESOLVED
@@ -36,34 +37,19 @@ COMMENT_WINDOW = timedelta(hours=24)
 REFERRAL_FROM = 4  # stars  # a text within a day of rating counts as its comment
 
 
-def message_row(conversation: Conversation, message: TelegramMessage, now: datetime) -> Message:
-    """The transcript line for a member's Telegram message, whatever its kind."""
-    row = Message(conversation_id=conversation.id, sender="member", kind="text",
-                  telegram_message_id=message.message_id, created_at=now,
-                  text=message.text or message.caption)
-    if message.photo:
-        row.kind, row.file_id, row.mime_type = "photo", message.photo[-1].file_id, "image/jpeg"
-    elif message.document:
-        row.kind, row.file_id = "document", message.document.file_id
-        row.file_name, row.mime_type = message.document.file_name, message.document.mime_type
-    elif message.voice:
-        row.kind, row.file_id = "voice", message.voice.file_id
-        row.mime_type = message.voice.mime_type
-    elif message.sticker:
-        row.kind, row.file_id, row.text = "sticker", message.sticker.file_id, message.sticker.emoji
-    return row
-
-
 async def store_member_message(session: AsyncSession, bus: Bus, conversation: Conversation,
                                message: TelegramMessage, now: datetime) -> Message:
-    """Save the line, commit, then tell the console (ids only on the bus)."""
-    row = message_row(conversation, message, now)
-    session.add(row)
+    """Put the member's line (recorded for this update, see `bot.timeline`) into the
+    conversation, commit, then tell the console (ids only on the bus)."""
+    row = incoming_line()  # announced with the update's other lines once it is handled
+    if row is None:  # handled outside the dispatcher's middleware: announced here
+        row = member_line(conversation.member_id, message, now)
+        session.add(row)
+    row.conversation_id = conversation.id
     conversation.updated_at = now
     await session.commit()
-    await bus.publish(Event("message.created", {
-        "conversation_id": conversation.id, "message_id": row.id, "sender": "member",
-    }))
+    if incoming_line() is None:
+        await bus.publish(timeline.created_event(row))
     return row
 
 
@@ -124,7 +110,10 @@ async def rate(query: CallbackQuery, session: AsyncSession, member: Member | Non
              and not offered_before and settings.referral_url is not None)
     conversation.rating = parsed[1]
     conversation.updated_at = clock.now()
+    rated = timeline.event(session, conversation, timeline.RATED, clock.now(),
+                           data={"stars": parsed[1]})
     await session.commit()
+    await bus.publish(timeline.created_event(rated))
     await bus.publish(Event("conversation.updated", {
         "conversation_id": conversation.id, "status": conversation.status,
         "assigned_agent_id": conversation.assigned_agent_id, "source": "bot",
@@ -204,12 +193,19 @@ async def _closing_message(session: AsyncSession, conversation_id: object, statu
             key = f"back:{conversation.id}:{conversation.updated_at}"
     payload["parse_mode"] = "HTML"
     return await outbox.queue_message(session, member, "bot", payload, now,
-                                      priority=outbox.PRIORITY_BOT, dedupe_key=key)
+                                      priority=outbox.PRIORITY_BOT, dedupe_key=key,
+                                      conversation_id=conversation.id)
+
+
+async def member_edited(message: TelegramMessage) -> None:
+    """A member changed a message they sent: `bot.timeline` keeps the new wording beside the
+    original (registered so that Telegram delivers edits at all); the bot says nothing."""
 
 
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="relay")
+    router.edited_message.register(member_edited)
     router.message.register(relay, ForTheHumans())
     router.callback_query.register(rate, F.data.startswith(RATE_PREFIX))
     return router

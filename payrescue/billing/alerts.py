@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from payrescue import timeline
 from payrescue.billing import cases, declines
 from payrescue.config import Settings
 from payrescue.db.models import Alert, Outbox, RecoveryCase
@@ -138,6 +139,8 @@ async def _hold(session: AsyncSession, alert: Alert, targets: list[RecoveryCase]
         if case.id not in held_ids:
             held_ids.append(case.id)
         if cases.set_held(case, True, now) is not None:
+            timeline.case_event(session, case.member_id, case.id,
+                                timeline.CASE_PREFIX + cases.HELD, now)
             events.append(Event("case.changed", {"case_id": case.id, "change": cases.HELD}))
     alert.details = {**alert.details, "case_ids": held_ids}
     await session.flush()
@@ -165,6 +168,8 @@ async def release_alert(session: AsyncSession, alert_id: int, by: str,
             if await _held_by_another(session, case, alert):
                 continue
             if cases.set_held(case, False, now) is not None:
+                timeline.case_event(session, case.member_id, case.id,
+                                    timeline.CASE_PREFIX + cases.RELEASED, now)
                 events.append(Event("case.changed",
                                     {"case_id": case.id, "change": cases.RELEASED}))
     await session.flush()

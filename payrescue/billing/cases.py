@@ -210,8 +210,8 @@ async def attribution_for(session: AsyncSession, case: RecoveryCase) -> str:
     """Who won the member back: an agent who talked to them since the case opened, else the
     bot if one of its messages for this member was delivered, else nobody (no_contact)."""
     agent_spoke = exists().where(
-        Message.conversation_id == Conversation.id, Conversation.member_id == case.member_id,
-        Message.sender == "agent", Message.created_at >= case.opened_at,
+        Message.member_id == case.member_id, Message.sender == "agent",
+        Message.created_at >= case.opened_at,
     )
     agent_claimed = exists().where(
         Handoff.conversation_id == Conversation.id, Conversation.member_id == case.member_id,

@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payrescue import outbox
+from payrescue import outbox, timeline
 from payrescue.billing import cases
 from payrescue.billing import signals as s
 from payrescue.billing.cases import Failure
@@ -395,11 +395,13 @@ async def _write_case(session: AsyncSession, row: RecoveryCase | None, derived: 
         row.held = False
     if row.status == cases.RECOVERED and before["status"] != cases.RECOVERED:
         row.attribution = await cases.attribution_for(session, row)
-        await session.execute(
+        completed = await session.execute(
             update(UpdateLink).where(UpdateLink.case_id == row.id,
                                      UpdateLink.first_opened_at.is_not(None),
                                      UpdateLink.completed_at.is_(None))
             .values(completed_at=row.recovered_at))
+        if completed.rowcount:
+            timeline.case_event(session, member.id, row.id, timeline.LINK_COMPLETED, now)
         out.recovered = True
     elif row.status != cases.RECOVERED:
         row.attribution = None

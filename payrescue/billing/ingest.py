@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from payrescue import timeline
 from payrescue.billing import alerts, cases, declines, history
 from payrescue.billing import signals as s
 from payrescue.billing.history import customer_ref, facts_of
@@ -116,6 +117,9 @@ async def ingest_batch(sessionmaker: async_sessionmaker[AsyncSession], signals: 
         for work in fresh:
             await _act(work)
         await _replay_touched(session, known, acting, adopted, now)
+        await session.flush()  # new cases get their ids, for their timeline entries
+        for work in fresh:
+            _record_on_timeline(work)
         await session.flush()
         outcomes = [w.outcome() for w in works]
         if fresh:
@@ -124,6 +128,16 @@ async def ingest_batch(sessionmaker: async_sessionmaker[AsyncSession], signals: 
                  "b_case_id": o.case_id} for w, o in zip(works, outcomes, strict=True)
                 if w.row_id is not None])
     return outcomes
+
+
+def _record_on_timeline(work: _Work) -> None:
+    """Case events the member's timeline shows (a detail update is not one of them)."""
+    for case, change in work.changes:
+        if change != cases.UPDATED:
+            timeline.case_event(work.session, case.member_id, case.id,
+                                timeline.CASE_PREFIX + change, work.now,
+                                data={"amount_minor": case.amount_minor,
+                                      "currency": case.currency})
 
 
 async def already_stored(session: AsyncSession, provider: str, event_id: str) -> bool:

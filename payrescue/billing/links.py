@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payrescue import tokens
+from payrescue import timeline, tokens
 from payrescue.billing import cases
 from payrescue.config import Settings
 from payrescue.db.models import Member, RecoveryCase, Subscription, UpdateLink
@@ -74,6 +74,7 @@ async def open_link(session: AsyncSession, token: str, settings: Settings,
     member = await session.get(Member, case.member_id)
     link.open_count += 1
     link.first_opened_at = link.first_opened_at or now
+    timeline.case_event(session, case.member_id, case.id, timeline.LINK_OPENED, now)
     await session.flush()
     return Opened(case, member, _language(member, settings, fallback_language))
 

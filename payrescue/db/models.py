@@ -193,6 +193,7 @@ class RecoveryCase(Base):
     update_url: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None]
     held: Mapped[bool] = mapped_column(Boolean, default=False)
+    reminders_paused_until: Mapped[datetime | None]  # an agent paused them (timeline says why)
     dunning_stage: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[datetime]
     last_failure_at: Mapped[datetime]
@@ -310,6 +311,9 @@ class Conversation(Base):
     resolved_at: Mapped[datetime | None]
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(Text)
+    # the newest timeline entry its assigned agent has had on screen: newer member lines
+    # are unread (the queue marks them)
+    seen_message_id: Mapped[int | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -334,19 +338,31 @@ class Handoff(Base):
 
 
 class Message(Base):
-    """One line of a transcript: from the member, the bot, an agent, or an internal note."""
+    """One entry of a member's timeline (`payrescue.timeline`): what the member wrote or
+    received on a channel, or what happened around them (case events, handoffs, claims,
+    notes, ratings). `conversation_id` names the conversation it belongs to, when any."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_id_id", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        Index("ix_messages_member_id_id", "member_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    conversation_id: Mapped[int] = mapped_column(
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE")
     )
-    sender: Mapped[str] = mapped_column(String(10))  # member | bot | agent | note
+    case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recovery_cases.id", ondelete="SET NULL")
+    )
+    sender: Mapped[str] = mapped_column(String(10))  # member | bot | agent | note | system
+    # where it happened: telegram | email | console | billing
+    channel: Mapped[str] = mapped_column(String(10), default="telegram")
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"))
     kind: Mapped[str] = mapped_column(String(20), default="text")
     text: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     file_id: Mapped[str | None] = mapped_column(String(300))
     file_name: Mapped[str | None] = mapped_column(String(300))
     mime_type: Mapped[str | None] = mapped_column(String(100))

@@ -1,8 +1,9 @@
 """A local stand-in for the Stripe API, speaking Stripe's JSON shapes.
 
 Only what PayRescue calls: Billing Portal sessions, invoice payments (basil), payment
-intents and charges. Tests fill `state` with the objects Stripe would hold and read back
-the requests it received; `state.fail_with` makes every call answer a Stripe error.
+intents, charges, and paying an open invoice (an agent's retry). Tests fill `state` with
+the objects Stripe would hold and read back the requests it received; `state.fail_with`
+makes every call answer a Stripe error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class StandinState:
     payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
     portal_requests: list[dict[str, str]] = field(default_factory=list)
+    paid_invoices: list[str] = field(default_factory=list)  # POST /v1/invoices/{id}/pay
+    decline_pay: bool = False
     requests: list[str] = field(default_factory=list)
     fail_with: int | None = None
 
@@ -83,6 +86,19 @@ async def retrieve_charge(request: web.Request) -> web.Response:
     return web.json_response(charge)
 
 
+async def pay_invoice(request: web.Request) -> web.Response:
+    """Stripe charges the customer's default payment method; the webhook tells the end."""
+    state = request.app[STATE]
+    invoice_id = request.match_info["id"]
+    state.paid_invoices.append(invoice_id)
+    if state.decline_pay:
+        return web.json_response({"error": {
+            "type": "card_error", "code": "card_declined", "decline_code": "insufficient_funds",
+            "message": "Your card has insufficient funds."}}, status=402)
+    return web.json_response({"id": invoice_id, "object": "invoice", "status": "paid",
+                              "paid": True})
+
+
 def create_standin() -> web.Application:
     app = web.Application(middlewares=[_auth_and_faults])
     app[STATE] = StandinState()
@@ -91,6 +107,7 @@ def create_standin() -> web.Application:
         web.get("/v1/invoice_payments", list_invoice_payments),
         web.get("/v1/payment_intents/{id}", retrieve_payment_intent),
         web.get("/v1/charges/{id}", retrieve_charge),
+        web.post("/v1/invoices/{id}/pay", pay_invoice),
     ])
     return app
 

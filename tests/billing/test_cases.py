@@ -119,7 +119,8 @@ async def test_attribution_no_contact_bot_agent(session, clock):
                                 created_at=clock.now(), updated_at=clock.now())
     session.add(conversation)
     await session.flush()
-    session.add(Message(conversation_id=conversation.id, sender="agent", text="Hallo",
+    session.add(Message(conversation_id=conversation.id, member_id=member.id,
+                        sender="agent", text="Hallo",
                         created_at=clock.now() + timedelta(hours=1)))
     await session.flush()
     assert await cases.attribution_for(session, case) == cases.AGENT

@@ -8,12 +8,13 @@ which a test cannot reach without waiting 30 s per try.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.keys import BOT_RUNNER
@@ -73,6 +74,14 @@ async def _members_with_a_human(svc: RunningService) -> list[int]:
     async with svc.sessionmaker() as session:
         statuses = (await session.scalars(select(Conversation.status))).all()
     assert sorted(statuses) == ["waiting"] * MEMBERS
+    # each "/human" is on the timeline once its update committed, just after the answer
+    async with asyncio.timeout(5):
+        while True:
+            async with svc.sessionmaker() as session:
+                if await session.scalar(select(func.count()).select_from(Message)
+                                        .where(Message.sender == "member")) >= MEMBERS:
+                    break
+            await asyncio.sleep(0.02)
     return chats
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from payrescue.db.models import Member, Outbox, RecoveryCase, Subscription
+from payrescue.db.models import Member, Message, Outbox, RecoveryCase, Subscription
 from payrescue.events import Event
 from payrescue.keys import BUS
 from tests.harness import RunningService
@@ -92,6 +92,24 @@ async def wait_for_rows(svc: RunningService, count: int, timeout: float = 5,  # 
             except TimeoutError:
                 continue
         return rows
+
+
+async def timeline_of(svc: RunningService, member_id: int, count: int,
+                      timeout: float = 5) -> list[Message]:  # noqa: ASYNC109
+    """The member's timeline once it holds `count` entries (woken by message.created: an
+    update's lines commit just after the bot's last answer reached the chat)."""
+    async with svc.app[BUS].subscribe() as events, asyncio.timeout(timeout):
+        while True:
+            async with svc.sessionmaker() as session:
+                lines = list(await session.scalars(
+                    select(Message).where(Message.member_id == member_id).order_by(Message.id)))
+            if len(lines) >= count:
+                return lines
+            try:
+                async with asyncio.timeout(0.5):
+                    await events.get()
+            except TimeoutError:
+                continue
 
 
 async def stop_notifier(svc: RunningService) -> None:

@@ -11,7 +11,14 @@ from sqlalchemy import select
 from payrescue.db.models import Conversation, Handoff, Message
 from payrescue.events import Event
 from payrescue.keys import BUS
-from tests.conversations.helpers import PNG, buttons, linked_member, open_case, texts
+from tests.conversations.helpers import (
+    PNG,
+    buttons,
+    linked_member,
+    open_case,
+    texts,
+    timeline_of,
+)
 from tests.harness import RunningService
 
 
@@ -80,9 +87,15 @@ async def test_gibberish_twice_hands_over(svc) -> None:
     assert "passing you on" in texts(messages)[-1]
     conversation = await conversation_of(svc, member.id)
     assert conversation.handoff_reasons == ["not_understood"]
-    async with svc.sessionmaker() as session:
-        lines = list(await session.scalars(select(Message.text)))
-    assert lines == ["qwertz uiop"]  # the agent sees what the member wrote
+    lines = [(line.sender, line.kind, line.text, line.conversation_id)
+             for line in await timeline_of(svc, member.id, 5)]
+    # the agent sees the whole exchange: both messages, the bot's answers, the handoff
+    assert [(sender, kind) for sender, kind, _, _ in lines] == [
+        ("member", "text"), ("bot", "text"), ("member", "text"), ("system", "handoff"),
+        ("bot", "text")]
+    assert [line[2] for line in lines if line[0] == "member"] == ["blorp zzzt", "qwertz uiop"]
+    assert "did not understand" in lines[1][2] and "passing you on" in lines[4][2]
+    assert {line[3] for line in lines} == {conversation.id}
 
 
 async def test_each_trigger_word_records_its_reason_and_priority(svc) -> None:

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from payrescue import handoff_rules, timeline
 from payrescue.agents import add_agent
 from payrescue.clock import Clock
-from payrescue.conversations import WAITING, current_conversation, move
+from payrescue.conversations import WAITING, current_conversation
 from payrescue.db.models import (
     CannedAnswer,
     Conversation,
-    Handoff,
     Message,
     Outbox,
     RecoveryCase,
@@ -109,12 +109,8 @@ async def _member_asks_for_a_human(svc: RunningService, member_id: int) -> int:
     now = svc.clock.now()
     async with svc.sessionmaker() as db, db.begin():
         conversation = await current_conversation(db, member_id, now)
-        conversation.case_id = await db.scalar(
-            select(RecoveryCase.id).where(RecoveryCase.member_id == member_id))
-        move(conversation, WAITING, now)
-        conversation.handoff_reasons, conversation.priority = ["asked_for_human"], 20
-        db.add(Handoff(conversation_id=conversation.id, reasons=["asked_for_human"],
-                       priority=20, requested_at=now))
+        case = await db.scalar(select(RecoveryCase).where(RecoveryCase.member_id == member_id))
+        await handoff_rules.request_handoff(db, conversation, [handoff_rules.ASKED], now, case)
     await svc.app[BUS].publish(Event("conversation.waiting",
                                      {"conversation_id": conversation.id}))
     return conversation.id
@@ -147,11 +143,11 @@ async def _more_handoffs(svc: RunningService) -> None:
 async def _member_writes(svc: RunningService, conversation_id: int, text: str) -> None:
     """What the bot's relay does with a member's message while a human owns the chat."""
     async with svc.sessionmaker() as db, db.begin():
-        message = Message(conversation_id=conversation_id, sender="member", text=text,
-                          created_at=svc.clock.now())
+        conversation = await db.get(Conversation, conversation_id)
+        message = Message(conversation_id=conversation_id, member_id=conversation.member_id,
+                          sender="member", text=text, created_at=svc.clock.now())
         db.add(message)
-    await svc.app[BUS].publish(Event("message.created", {
-        "conversation_id": conversation_id, "message_id": message.id, "sender": "member"}))
+    await svc.app[BUS].publish(timeline.created_event(message))
 
 
 async def _delivered(svc: RunningService, chat_id: int, count: int) -> list[dict]:
@@ -260,4 +256,137 @@ async def test_an_agent_works_a_handoff_in_the_browser(service, browser, shots):
     assert await page.locator("#reply").count() == 0  # no longer hers to answer
     assert dialogs == []  # no alert() ever ran
     assert errors == []  # no script error, nothing the CSP had to block, no missing file
+    await context.close()
+
+
+async def _signed_in(browser, svc: RunningService, email: str, **options):  # noqa: ANN001, ANN202
+    context = await browser.new_context(locale="de-DE", **options)
+    page = await context.new_page()
+    await page.goto(svc.base_url + "/console/login")
+    await page.fill("input[name=email]", email)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/console/queue")
+    return context, page
+
+
+async def test_the_claim_loser_is_told_at_once_and_cannot_answer(service, browser):
+    svc = service
+    _user, member_id = await _prepare(svc)
+    async with svc.sessionmaker() as db, db.begin():
+        await add_agent(db, email="lena@example.org", name="Lena", role="agent",
+                        password=PASSWORD, now=svc.clock.now(), language="de")
+    conversation_id = await _member_asks_for_a_human(svc, member_id)
+    anna_context, anna = await _signed_in(browser, svc, "anna@example.org")
+    lena_context, lena = await _signed_in(browser, svc, "lena@example.org")
+    url = f"{svc.base_url}/console/conversations/{conversation_id}"
+    await anna.goto(url)
+    await lena.goto(url)
+    await anna.locator("#transcript .line.system", has_text="Menschen").wait_for(timeout=WAIT_MS)
+
+    await lena.click("#claim")
+    await lena.locator("#reply").wait_for(timeout=WAIT_MS)
+    # Anna, still looking at the claim button, learns at once who took it
+    await anna.locator("#error", has_text="Lena").wait_for(timeout=WAIT_MS)
+    assert await anna.locator("#claim").is_disabled()
+    assert await anna.locator("#reply").count() == 0
+    await anna.locator("#transcript .line.system",
+                       has_text="Lena hat das Gespräch übernommen").wait_for(timeout=WAIT_MS)
+    # a claim sent anyway (a stale tab) is refused with the winner's name
+    response = await anna.request.post(url + "/claim", headers={
+        "X-CSRF-Token": await anna.locator('meta[name="csrf-token"]').get_attribute("content"),
+        "Accept": "application/json"})
+    assert response.status == 409 and "Lena" in (await response.json())["error"]
+    await anna_context.close()
+    await lena_context.close()
+
+
+# The desktop notification is the operating system's: the page's calls are recorded instead.
+RECORD_NOTIFICATIONS = """
+localStorage.setItem("payrescue-notify", "1");
+window.__notes = [];
+window.Notification = class {
+  constructor(title, options) {
+    window.__notes.push([title, options.body]);
+    const seen = document.createElement("output");  // something a locator can wait for
+    seen.className = "test-notification";
+    seen.textContent = title;
+    document.body.appendChild(seen);
+  }
+};
+window.Notification.permission = "granted";
+window.Notification.requestPermission = async () => "granted";
+"""
+
+
+async def test_a_new_handoff_reaches_an_agent_on_any_page_and_overdue_ticks(service, browser,
+                                                                            shots):
+    svc = service
+    _user, member_id = await _prepare(svc)
+    context, page = await _signed_in(browser, svc, "anna@example.org",
+                                     viewport={"width": 1280, "height": 800})
+    await context.add_init_script(RECORD_NOTIFICATIONS)
+    await page.clock.install()
+    await page.goto(svc.base_url + "/console/dashboard")
+    assert not await page.locator("#waiting-count").is_visible()
+
+    # on the dashboard: the tab title, the navigation and a notification naming the member
+    conversation_id = await _member_asks_for_a_human(svc, member_id)
+    await page.locator("#waiting-count", has_text="1").wait_for(timeout=WAIT_MS)
+    assert (await page.title()).startswith("(1) ")
+    await page.locator("output.test-notification").wait_for(timeout=WAIT_MS)
+    [(title, body)] = await page.evaluate("window.__notes")
+    assert title == "Neu in der Warteschlange: Mia Muster"
+    assert body == "Bittet um einen Menschen" or "Mensch" in body
+
+    # the queue: waiting times move on and the SLA highlight comes without a reload
+    await page.goto(svc.base_url + "/console/queue")
+    await page.clock.run_for(1000)  # the page's first look at the queue (a 250 ms debounce)
+    await page.locator("#waiting-count", has_text="1").wait_for(timeout=WAIT_MS)
+    row = page.locator(f'#queue-rows tr[data-conversation="{conversation_id}"]')
+    assert await row.locator(".since").inner_text() == "0 min"
+    assert not await row.locator(".overdue-badge").is_visible()
+    await page.clock.run_for(16 * 60 * 1000)  # the browser's clock: 16 minutes on
+    await row.locator(".since", has_text="16 min").wait_for(timeout=WAIT_MS)
+    assert "overdue" in (await row.get_attribute("class") or "")
+    assert await row.locator(".overdue-badge").is_visible()
+    await page.locator("output.test-notification",
+                       has_text="Wartet schon zu lange").wait_for(timeout=WAIT_MS)
+
+    # "n" takes the next waiting conversation, "?" lists the shortcuts
+    await page.keyboard.press("n")
+    await page.wait_for_url(f"**/console/conversations/{conversation_id}")
+    await page.keyboard.press("?")
+    assert await page.locator("#shortcuts").is_visible()
+    await context.close()
+
+
+async def test_the_console_works_on_a_phone(service, browser, shots):
+    svc = service
+    user, member_id = await _prepare(svc)
+    conversation_id = await _member_asks_for_a_human(svc, member_id)
+    await _more_handoffs(svc)
+    context, page = await _signed_in(browser, svc, "anna@example.org",
+                                     viewport={"width": 390, "height": 844},
+                                     is_mobile=True, has_touch=True)
+    wide = "document.scrollingElement.scrollWidth"
+    await page.locator("#queue-rows tr[data-conversation]").nth(2).wait_for(timeout=WAIT_MS)
+    await page.screenshot(path=str(shots / "console-queue-phone.png"))
+    assert await page.evaluate(wide) <= 390  # nothing to scroll sideways
+
+    row = page.locator(f'#queue-rows tr[data-conversation="{conversation_id}"]')
+    await row.locator("button[type=submit]").click()
+    await page.wait_for_url("**/console/conversations/*")
+    assert await page.evaluate(wide) <= 390
+    transcript = await page.locator("#transcript").bounding_box()
+    assert transcript["width"] >= 300  # the chat takes the width
+    assert not await page.locator("aside.context dl").first.is_visible()  # folded away
+    before = len(svc.emulator.sent_messages(user["id"]))
+    await page.fill("#reply", "Hallo vom Handy")
+    await page.locator("form.reply button.primary").tap()
+    await page.locator(".line.agent .delivery").first.wait_for(timeout=WAIT_MS)
+    assert (await _delivered(svc, user["id"], before + 1))[-1]["text"] == "Hallo vom Handy"
+    await page.screenshot(path=str(shots / "console-conversation-phone.png"))
+    await page.locator("aside.context summary").tap()
+    assert await page.locator("aside.context dl").first.is_visible()
     await context.close()

@@ -7,18 +7,22 @@ import asyncio
 import json
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from payrescue.billing import stripe_events
 from payrescue.billing.ingest import ingest_batch
 from payrescue.db.models import (
     CannedAnswer,
+    Conversation,
     Member,
     Message,
     Outbox,
     PaymentEvent,
+    RecoveryCase,
+    Subscription,
     UpdateLink,
 )
+from payrescue.i18n import format_datetime
 from tests.billing.conftest import invoice, stripe_event, subscription
 from tests.handoff.conftest import log_in
 
@@ -46,7 +50,7 @@ async def test_reply_goes_through_the_outbox_as_plain_text(make_client, world, b
         topics = [(await asyncio.wait_for(events.get(), 5)).topic for _ in range(2)]
     assert topics == ["outbox.queued", "message.created"]
     async with world.sessionmaker() as db:
-        message = (await db.scalars(select(Message))).one()
+        message = (await db.scalars(select(Message).where(Message.sender == "agent"))).one()
         outbox = await db.get(Outbox, message.outbox_id)
     assert message.sender == "agent" and message.text == "Guten Tag! <b>Ihre</b> Karte"
     assert outbox.kind == "agent_reply" and outbox.priority == 0
@@ -104,7 +108,7 @@ async def test_a_note_is_never_queued(make_client, world):
     await client.post(f"/console/conversations/{conversation_id}/note",
                       data={"text": "Called her bank", "csrf_token": token})
     async with world.sessionmaker() as db:
-        note = (await db.scalars(select(Message))).one()
+        note = (await db.scalars(select(Message).where(Message.sender == "note"))).one()
         assert (await db.scalars(select(Outbox))).all() == []
     assert note.sender == "note" and note.outbox_id is None
     page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
@@ -123,13 +127,15 @@ async def test_typing_is_published_at_most_every_few_seconds(make_client, world,
         event = await asyncio.wait_for(events.get(), 5)
     assert sent == [True, False, False, True]
     assert event.topic == "agent.typing"
-    assert event.data == {"conversation_id": conversation_id, "chat_id": 42}
+    assert event.data == {"conversation_id": conversation_id, "chat_id": 42, "agent_id": 1}
 
 
 async def test_member_html_is_shown_as_text_everywhere(make_client, world):
     client, _token, conversation_id = await _claimed(make_client, world, name=XSS)
     async with world.sessionmaker() as db, db.begin():
-        db.add(Message(conversation_id=conversation_id, sender="member", text=XSS,
+        member_id = (await db.get(Conversation, conversation_id)).member_id
+        db.add(Message(conversation_id=conversation_id, member_id=member_id, sender="member",
+                       text=XSS,
                        created_at=world.clock.now()))
     for path in (f"/console/conversations/{conversation_id}", "/console/queue?view=open"):
         page = await (await client.get(path)).text()
@@ -289,3 +295,57 @@ async def test_context_lists_subscriptions_and_cases_with_events_in_provider_tim
     assert "<code>sub_P</code>" in panel and "canceled" in panel
     assert "<code>in_P</code>" in panel and "lost" in panel
     assert panel.index("invoice.payment_failed") < panel.index("customer.subscription.deleted")
+
+
+async def test_canned_answer_sends_a_signed_tracked_link_and_names_the_plan(make_client, world):
+    await world.agent("root@example.org", name="Root", role="admin")
+    client, token, conversation_id = await _claimed(make_client, world, name="Mia Muster")
+    async with world.sessionmaker() as db, db.begin():
+        conversation = await db.get(Conversation, conversation_id)
+        db.add(Subscription(member_id=conversation.member_id, provider="stripe",
+                            external_id="sub_1", plan_name="Gold Club", amount_minor=2900,
+                            currency="EUR", update_url="https://billing.example/raw",
+                            created_at=world.clock.now()))
+        db.add(CannedAnswer(shortcut="link", title="Link", language="de",
+                            body="Hallo {{ first_name }}, Ihr {{ plan }} ({{ amount }}): "
+                                 "{{ update_link }}", created_at=world.clock.now(),
+                            updated_at=world.clock.now()))
+    [answer] = await (await client.get(
+        f"/console/api/conversations/{conversation_id}/canned")).json()
+    # the preview names the plan; the link is made only when the reply goes out
+    assert answer["text"] == "Hallo Mia, Ihr Gold Club (29,00\xa0€): {{ update_link }}"
+    async with world.sessionmaker() as db:
+        assert await db.scalar(select(func.count()).select_from(UpdateLink)) == 0
+    response = await client.post(f"/console/conversations/{conversation_id}/reply",
+                                 data={"text": answer["text"], "csrf_token": token},
+                                 headers=JSON)
+    assert (await response.json())["ok"] is True
+    async with world.sessionmaker() as db:
+        sent = (await db.scalars(select(Outbox))).one().payload["text"]
+        assert await db.scalar(select(func.count()).select_from(UpdateLink)) == 1
+    assert sent.startswith("Hallo Mia, Ihr Gold Club (29,00\xa0€): http://127.0.0.1")
+    path = sent.split(": ", 1)[1].split("127.0.0.1", 1)[1].split("/", 1)[1]
+    assert path.startswith("u/") and "raw" not in sent
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    assert "Gold Club" in page  # the context panel names the plan too
+
+
+async def test_next_reminder_is_the_plans_next_step(make_client, world, settings):
+    client, _token, conversation_id = await _claimed(make_client, world)
+    async with world.sessionmaker() as db, db.begin():
+        case = await db.scalar(select(RecoveryCase))
+        case.dunning_stage = 1  # the failure notice went out; the reminders are not queued yet
+        due = case.opened_at + timedelta(days=sorted(settings.dunning_days)[1])
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    shown = format_datetime(due, settings.zone, "en", format="short")
+    assert f"<dt>Next reminder</dt><dd>{shown}</dd>" in page
+
+
+async def test_retry_is_off_without_a_stripe_api_key(make_client, world):
+    client, token, conversation_id = await _claimed(make_client, world)
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    assert 'id="retry-charge"' not in page and 'id="settle"' in page
+    response = await client.post(f"/console/conversations/{conversation_id}/case/retry",
+                                 data={"csrf_token": token}, headers=JSON)
+    assert response.status == 409
+    assert "Stripe API key" in (await response.json())["error"]

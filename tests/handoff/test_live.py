@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import ClientResponse
 
-from payrescue.db.models import Message, Outbox
+from payrescue.db.models import Conversation, Message, Outbox
 from payrescue.events import Event
 from tests.handoff.conftest import log_in
 
@@ -39,7 +39,9 @@ async def next_event(response: ClientResponse, within: float = 5) -> SSE:
 
 async def add_member_message(world, conversation_id: int, text: str) -> int:
     async with world.sessionmaker() as db, db.begin():
-        message = Message(conversation_id=conversation_id, sender="member", text=text,
+        member_id = (await db.get(Conversation, conversation_id)).member_id
+        message = Message(conversation_id=conversation_id, member_id=member_id,
+                          sender="member", text=text,
                           created_at=world.clock.now())
         db.add(message)
         await db.flush()
@@ -93,6 +95,8 @@ async def test_delivery_state_and_claims_by_others_arrive_live(make_client, worl
                             headers={"Accept": "text/event-stream"})
     await ben.post(f"/console/conversations/{conversation_id}/claim",
                    data={"csrf_token": ben_token})
+    event = await next_event(stream)  # the claim is a line of the timeline first
+    assert event.event == "line" and "Ben claimed the conversation" in event.data["html"]
     event = await next_event(stream)
     assert event.event == "status"
     assert event.data["status"] == "assigned" and event.data["owner"] == "Ben"
@@ -150,3 +154,24 @@ async def test_an_open_stream_ends_when_its_session_is_ended(make_client, world,
     await laptop.post("/console/sign-out-everywhere", data={"csrf_token": token})
     rest = await asyncio.wait_for(stream.content.read(), 5)  # the server closes the stream
     assert b"event: line" not in rest
+
+
+async def test_colleagues_in_one_conversation_see_each_other(make_client, world):
+    await world.agent()
+    await world.agent("lena@example.org", name="Lena")
+    conversation_id = await world.conversation()
+    anna, lena = await make_client(), await make_client()
+    await log_in(anna)
+    await log_in(lena, "lena@example.org")
+    path = f"/console/stream/conversations/{conversation_id}"
+    anna_stream = await anna.get(path, headers={"Accept": "text/event-stream"})
+    lena_stream = await lena.get(path, headers={"Accept": "text/event-stream"})
+    event = await next_event(anna_stream)
+    assert event.event == "presence" and event.data["state"] == "viewing"
+    assert event.data["text"] == "Lena is viewing this conversation"
+    event = await next_event(lena_stream)  # Anna answered Lena's hello
+    assert event.event == "presence" and event.data["text"].startswith("Anna is viewing")
+    lena_stream.close()
+    event = await next_event(anna_stream)
+    assert event.event == "presence" and event.data["state"] == "left"
+    anna_stream.close()

@@ -9,7 +9,7 @@ import pytest
 from bot.emulator import TelegramEmulator, start_emulator
 from payrescue.app import init_app
 from payrescue.config import Settings
-from payrescue.db.models import Message
+from payrescue.db.models import Conversation, Message
 from tests.handoff.conftest import log_in
 
 TOKEN = "123456:CONSOLE-test"
@@ -41,7 +41,9 @@ async def test_a_member_photo_and_document_stream_through_the_server(
     await world.agent()
     conversation_id = await world.conversation(chat_id=member["id"])
     async with world.sessionmaker() as db, db.begin():
-        rows = [Message(conversation_id=conversation_id, sender="member", kind=kind,
+        member_id = (await db.get(Conversation, conversation_id)).member_id
+        rows = [Message(conversation_id=conversation_id, member_id=member_id, sender="member",
+                        kind=kind,
                         file_id=view["media"]["file_id"], mime_type=mime, file_name=name,
                         created_at=clock.now())
                 for kind, view, mime, name in (("photo", photo, None, None),
@@ -71,7 +73,9 @@ async def test_an_unknown_file_is_reported_not_swallowed(
     await world.agent()
     conversation_id = await world.conversation()
     async with world.sessionmaker() as db, db.begin():
-        message = Message(conversation_id=conversation_id, sender="member", kind="photo",
+        member_id = (await db.get(Conversation, conversation_id)).member_id
+        message = Message(conversation_id=conversation_id, member_id=member_id,
+                          sender="member", kind="photo",
                           file_id="gone", created_at=clock.now())
         db.add(message)
     app = init_app(_with_bot_api(settings, url), clock=clock, bus=bus, engine=engine,

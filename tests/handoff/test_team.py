@@ -141,3 +141,85 @@ async def test_an_admin_releases_the_held_reminders_from_the_banner(make_client,
     assert "on hold" not in await (await admin.get("/console/queue")).text()
     assert (await admin.post("/console/alerts/999999/release", data={"csrf_token": token},
                              allow_redirects=False)).status == 404
+
+
+def _link_path(page: str) -> str:
+    code = page.split('id="password-link"', 1)[1].split("<code>", 1)[1].split("</code>", 1)[0]
+    assert code.startswith("http://127.0.0.1:8080/console/set-password/")
+    return code.removeprefix("http://127.0.0.1:8080")
+
+
+async def _set_password(client, path: str, password: str):  # noqa: ANN001, ANN202
+    token = await csrf_of(client, path)
+    return await client.post(path, data={"new": password, "again": password,
+                                         "csrf_token": token}, allow_redirects=False)
+
+
+async def test_an_admin_invites_a_person_who_sets_their_password_once(make_client, world):
+    await world.agent("root@example.org", name="Root", role="admin")
+    admin, lena = await make_client(), await make_client()
+    token = await log_in(admin, "root@example.org")
+    page = await (await admin.post("/console/team/invite", data={
+        "name": "Lena Koch", "email": "Lena@Example.org", "role": "agent", "language": "de",
+        "csrf_token": token})).text()
+    path = _link_path(page)
+    assert "lena@example.org" in page and "Lena" not in path
+    twice = await admin.post("/console/team/invite", data={
+        "name": "L", "email": "lena@example.org", "role": "agent", "language": "de",
+        "csrf_token": token})
+    assert twice.status == 409
+
+    welcome = await (await lena.get(path)).text()
+    assert "Lena Koch" in welcome
+    response = await _set_password(lena, path, "lenas new password")
+    assert response.status == 303
+    await log_in(lena, "lena@example.org", "lenas new password")
+    again = await make_client()
+    assert (await again.get(path)).status == 410  # once only
+    assert (await _set_password(again, path, "another password!")).status == 410
+    assert (await again.get("/console/set-password/not-a-token")).status == 410
+
+
+async def test_reset_ends_sessions_and_the_old_password(make_client, world):
+    anna_id = await world.agent()
+    await world.agent("root@example.org", name="Root", role="admin")
+    anna, admin = await make_client(), await make_client()
+    await log_in(anna)
+    token = await log_in(admin, "root@example.org")
+    page = await (await admin.post(f"/console/team/{anna_id}/reset-password",
+                                   data={"csrf_token": token})).text()
+    path = _link_path(page)
+    assert (await anna.get("/console/queue", allow_redirects=False)).status == 303
+    login_token = await csrf_of(anna)
+    refused = await anna.post("/console/login", data={
+        "email": "anna@example.org", "password": PASSWORD, "csrf_token": login_token})
+    assert refused.status == 401
+    assert (await _set_password(anna, path, "short")).status == 400
+    assert (await _set_password(anna, path, "annas fresh password")).status == 303
+    await log_in(anna, "anna@example.org", "annas fresh password")
+
+
+async def test_an_admin_sets_role_language_and_limit(make_client, world):
+    anna_id = await world.agent()
+    root_id = await world.agent("root@example.org", name="Root", role="admin")
+    admin, anna = await make_client(), await make_client()
+    token = await log_in(admin, "root@example.org")
+    response = await admin.post(f"/console/team/{anna_id}/edit", allow_redirects=False, data={
+        "role": "admin", "language": "de", "max_open": "8", "csrf_token": token})
+    assert response.status == 303
+    async with world.sessionmaker() as db:
+        anna_row = await db.get(agents.Agent, anna_id)
+    assert (anna_row.role, anna_row.language, anna_row.max_open) == ("admin", "de", 8)
+    for bad in ({"role": "boss"}, {"max_open": "0"}, {"max_open": "51"}, {"language": "fr"}):
+        form = {"role": "agent", "language": "en", "max_open": "5", "csrf_token": token} | bad
+        assert (await admin.post(f"/console/team/{anna_id}/edit", data=form)).status == 400
+    own = await admin.post(f"/console/team/{root_id}/edit", data={
+        "role": "agent", "language": "en", "max_open": "5", "csrf_token": token})
+    assert own.status == 409  # an admin never locks themselves out of the team page
+    agent_token = await log_in(anna)  # an agent now promoted; demote her and she loses it
+    await admin.post(f"/console/team/{anna_id}/edit", data={
+        "role": "agent", "language": "de", "max_open": "8", "csrf_token": token})
+    refused = await anna.post("/console/team/invite", data={
+        "name": "X", "email": "x@example.org", "role": "admin", "language": "en",
+        "csrf_token": agent_token}, allow_redirects=False)
+    assert refused.status in (303, 403)

@@ -155,17 +155,17 @@ def _links() -> list[UpdateLink]:
 
 def _conversations() -> list[Conversation]:
     def conversation(i: int, member_id: int, rating: int | None, resolved: str | None,
-                     status: str = "bot") -> Conversation:
+                     status: str = "bot", comment: str | None = None) -> Conversation:
         return Conversation(id=i, member_id=member_id,
                             status="resolved" if resolved else status,
-                            handoff_reasons=[], rating=rating,
+                            handoff_reasons=[], rating=rating, rating_comment=comment,
                             resolved_at=utc(resolved) if resolved else None,
                             created_at=SEEDED, updated_at=SEEDED)
 
     return [
         conversation(1, 3, 5, "2026-03-30T09:00"),
         conversation(2, 4, 4, "2026-03-31T08:00"),
-        conversation(3, 5, 2, "2026-04-01T11:00"),
+        conversation(3, 5, 2, "2026-04-01T11:00", comment="Das hat <b>zu</b> lange gedauert"),
         conversation(4, 1, None, None, status="waiting"),  # handoff 4 waits for a person
         conversation(5, 2, 1, "2026-03-20T10:00"),  # rated before the period
     ]
@@ -178,6 +178,7 @@ def _handoffs() -> list[Handoff]:
                        requested_at=utc(requested),
                        first_response_at=utc(responded) if responded else None,
                        ended_at=utc(ended) if ended else None, agent_id=agent_id,
+                       outcome="resolved" if ended else None,
                        claimed_at=utc(responded) if responded else None)
 
     return [

@@ -64,6 +64,15 @@ async def test_admin_reads_every_figure_in_german(console: TestClient) -> None:
     assert "figures.csv" in page and "cases.csv" in page
 
 
+async def test_admin_sees_ratings_per_agent_and_comments(console: TestClient) -> None:
+    await log_in(console, "owner@example.org")
+    page = await (await console.get(f"/console/dashboard?{PERIOD}")).text()
+    assert "3,5 ★ (2)" in page and "4,0 ★ (1)" in page  # Petra and Jonas, in German
+    comments = page[page.index('id="rating-comments"'):]
+    assert "Das hat &lt;b&gt;zu&lt;/b&gt; lange gedauert" in comments
+    assert '/console/conversations/3"' in comments
+
+
 async def test_agents_see_figures_but_no_exports_or_colleagues(console: TestClient) -> None:
     await log_in(console, "agent@example.org")
     page = await (await console.get(f"/console/dashboard?{PERIOD}")).text()

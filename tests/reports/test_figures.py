@@ -93,7 +93,11 @@ def test_conversations(figures) -> None:  # noqa: ANN001
     assert figures.first_response_median == (5 * 60 + 30 * 60) / 2
     # to the end: 30 min, 1 h, 2 h, 2 h
     assert figures.resolution_median == (1 * HOUR + 2 * HOUR) / 2
-    assert figures.per_agent == [AgentLoad(1, "Petra", 2), AgentLoad(2, "Jonas", 1)]
+    # ratings of the conversations each resolved in the period, once per conversation
+    assert figures.per_agent == [AgentLoad(1, "Petra", 2, 2, 3.5),
+                                 AgentLoad(2, "Jonas", 1, 1, 4.0)]
+    assert [(c.conversation_id, c.stars, c.comment, c.agent_name) for c in figures.comments] \
+        == [(3, 2, "Das hat <b>zu</b> lange gedauert", "Petra")]
 
 
 def test_satisfaction(figures) -> None:  # noqa: ANN001

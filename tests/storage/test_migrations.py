@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from payrescue.db import create_engine
 from payrescue.db.migrate import alembic_config, current_revision, downgrade, head_revision, upgrade
 from payrescue.db.models import Base
+from payrescue.db.search import include_object
 from tests.conftest import create_postgres_database, drop_postgres_database, postgres_url
 
 
@@ -54,7 +55,8 @@ async def test_models_and_migrations_agree(empty_database_url: str) -> None:
         async with engine.connect() as connection:
             differences = await connection.run_sync(
                 lambda sync: compare_metadata(
-                    MigrationContext.configure(sync, opts={"compare_type": True}), Base.metadata
+                    MigrationContext.configure(sync, opts={"compare_type": True,
+                                                   "include_object": include_object}), Base.metadata
                 )
             )
         assert differences == []

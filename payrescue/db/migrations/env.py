@@ -8,6 +8,7 @@ from sqlalchemy.engine import Connection
 
 from payrescue.db import create_engine
 from payrescue.db.models import Base
+from payrescue.db.search import include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -19,6 +20,7 @@ def _configure_and_run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
