@@ -94,7 +94,7 @@ async def test_gibberish_twice_hands_over(svc) -> None:
         ("member", "text"), ("bot", "text"), ("member", "text"), ("system", "handoff"),
         ("bot", "text")]
     assert [line[2] for line in lines if line[0] == "member"] == ["blorp zzzt", "qwertz uiop"]
-    assert "did not understand" in lines[1][2] and "passing you on" in lines[4][2]
+    assert "didn't quite get that" in lines[1][2] and "passing you on" in lines[4][2]
     assert {line[3] for line in lines} == {conversation.id}
 
 

@@ -80,7 +80,8 @@ async def test_an_edit_keeps_the_original_and_a_quoted_reply_reaches_telegram(sv
         quoted = await session.get(Message, original.id)
         line = await queue_agent_message(session, await session.get(Conversation,
                                                                     conversation.id),
-                                         agent, "Thanks, I see it.", svc.clock.now(), quoted)
+                                         agent, "Thanks, I see it.", svc.clock.now(),
+                                         svc.settings, quoted)
         await session.commit()
     await svc.app[BUS].publish(Event("outbox.queued", {"outbox_id": line.outbox_id}))
     reply = (await svc.emulator.wait_for_messages(chat, count + 1))[-1]

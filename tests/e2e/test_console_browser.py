@@ -337,7 +337,7 @@ async def test_a_new_handoff_reaches_an_agent_on_any_page_and_overdue_ticks(serv
     await page.locator("output.test-notification").wait_for(timeout=WAIT_MS)
     [(title, body)] = await page.evaluate("window.__notes")
     assert title == "Neu in der Warteschlange: Mia Muster"
-    assert body == "Bittet um einen Menschen" or "Mensch" in body
+    assert body == "Wollte mit dem Team sprechen"  # the handoff reason, in German
 
     # the queue: waiting times move on and the SLA highlight comes without a reload
     await page.goto(svc.base_url + "/console/queue")

@@ -73,10 +73,11 @@ async def send_reply(svc: RunningService, message: EmailMessage) -> None:
 
 
 async def member_lines(svc: RunningService, member: Member) -> list[Message]:
+    """What the member wrote, in order (the timeline also holds what happened around it)."""
     async with svc.sessionmaker() as session:
         return list(await session.scalars(
-            select(Message).join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Conversation.member_id == member.id).order_by(Message.id)))
+            select(Message).where(Message.member_id == member.id, Message.sender == "member")
+            .order_by(Message.id)))
 
 
 async def console(svc: RunningService) -> tuple[aiohttp.ClientSession, str]:
