@@ -42,13 +42,23 @@ function beep() {
 const queueListeners = [];
 const notifyOn = () => localStorage.getItem("payrescue-notify") === "1";
 
-// The same compact duration as the server's `waited` filter: 4 min, 2 h 05, 3 d.
+// The same compact duration as the server's `waited` filter, in the agent's language (the
+// formats come from the server's catalog: 4 min, 2 h 05 min, 3 days / 4 Min., 3 Tage).
+const waitedFormats = JSON.parse(document.body.dataset.waited || "{}");
+function fill(format, values) {
+  return format.replace(/%\((\w+)\)[sd]/g, (_, name) => String(values[name]));
+}
 function waited(seconds) {
   const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes} min`;
+  if (minutes < 60) return fill(waitedFormats.min || "%(n)s min", { n: minutes });
   const hours = Math.floor(minutes / 60);
-  if (hours < 48) return `${hours} h ${String(minutes % 60).padStart(2, "0")}`;
-  return `${Math.floor(hours / 24)} d`;
+  if (hours < 48) {
+    return fill(waitedFormats.hm || "%(hours)s h %(minutes)s min",
+      { hours, minutes: String(minutes % 60).padStart(2, "0") });
+  }
+  const days = Math.floor(hours / 24);
+  return fill((days === 1 ? waitedFormats.day : waitedFormats.days) || "%(num)d days",
+    { num: days });
 }
 
 function announce(title, body) {

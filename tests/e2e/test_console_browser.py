@@ -344,10 +344,10 @@ async def test_a_new_handoff_reaches_an_agent_on_any_page_and_overdue_ticks(serv
     await page.clock.run_for(1000)  # the page's first look at the queue (a 250 ms debounce)
     await page.locator("#waiting-count", has_text="1").wait_for(timeout=WAIT_MS)
     row = page.locator(f'#queue-rows tr[data-conversation="{conversation_id}"]')
-    assert await row.locator(".since").inner_text() == "0 min"
+    assert await row.locator(".since").inner_text() == "0 Min."  # German, as the server says
     assert not await row.locator(".overdue-badge").is_visible()
     await page.clock.run_for(16 * 60 * 1000)  # the browser's clock: 16 minutes on
-    await row.locator(".since", has_text="16 min").wait_for(timeout=WAIT_MS)
+    await row.locator(".since", has_text="16 Min.").wait_for(timeout=WAIT_MS)
     assert "overdue" in (await row.get_attribute("class") or "")
     assert await row.locator(".overdue-badge").is_visible()
     await page.locator("output.test-notification",
