@@ -504,6 +504,8 @@ async def _cases(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(f"no member with the e-mail address {args.member}")
     if args.format == "json":
         print(json.dumps(members, indent=2, ensure_ascii=False))
+    elif not members:
+        print("No subscriptions or cases yet: none of the payment events so far named one.")
     else:
         print(overview.as_table(members), end="")
     return 0

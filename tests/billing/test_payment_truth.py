@@ -428,12 +428,14 @@ async def test_payrescue_cases_shows_each_case_with_its_events_in_provider_time(
             "sub_C", status="canceled", customer="cus_C", ended_at=t0 + timedelta(days=2)),
             t0 + timedelta(days=2)),
     ]
-    for event in reversed(events):  # the end first, as a late retry makes it happen
-        await post_stripe(client, event)
     monkeypatch.setenv("PAYRESCUE_DATABASE_URL", database_url)
     monkeypatch.setenv("PAYRESCUE_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("PAYRESCUE_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("PAYRESCUE_CONFIG", raising=False)
+    assert await asyncio.to_thread(main, ["cases"]) == 0  # nothing yet: said, not blank
+    assert "No subscriptions or cases yet" in capsys.readouterr().out
+    for event in reversed(events):  # the end first, as a late retry makes it happen
+        await post_stripe(client, event)
     status = await asyncio.to_thread(main, ["cases", "--member", "C@example.org",
                                             "--format", "json"])
     assert status == 0
