@@ -294,19 +294,8 @@ async def cancel_for_rejected_address(session: AsyncSession, member_id: int, pro
                                       worker: str) -> int:
     """The mail server refused the member's address for good (or it is no address): mark
     it and cancel the e-mails that wait for the member, as for a blocked bot."""
-    await session.execute(
-        update(Member).where(Member.id == member_id).values(email_problem=problem)
-        .execution_options(synchronize_session=False)
-    )
-    result = await session.execute(
-        update(Outbox)
-        .where(Outbox.member_id == member_id, Outbox.channel == EMAIL,
-               or_(Outbox.status == QUEUED,
-                   and_(Outbox.status == SENDING, Outbox.claimed_by == worker)))
-        .values(status=CANCELLED, error=EMAIL_PROBLEM_REASON)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount or 0
+    return await _stop_channel(session, member_id, worker, EMAIL, {"email_problem": problem},
+                               EMAIL_PROBLEM_REASON)
 
 
 async def mark_failed(session: AsyncSession, row_id: int, error: str) -> None:
@@ -344,16 +333,24 @@ async def give_back(session: AsyncSession, row_ids: Sequence[int]) -> None:
 async def cancel_for_blocked_member(session: AsyncSession, member_id: int, worker: str) -> int:
     """The member blocked the bot: mark them unreachable and cancel what waits for them,
     queued or claimed by `worker` and not tried yet."""
+    return await _stop_channel(session, member_id, worker, TELEGRAM, {"unreachable": True},
+                               BLOCKED_REASON)
+
+
+async def _stop_channel(session: AsyncSession, member_id: int, worker: str, channel: str,
+                        member_values: dict[str, Any], reason: str) -> int:
+    """A channel no longer reaches the member: note it on the member and cancel the rows of
+    that channel waiting for them (queued, or claimed by `worker` and not tried yet)."""
     await session.execute(
-        update(Member).where(Member.id == member_id).values(unreachable=True)
+        update(Member).where(Member.id == member_id).values(**member_values)
         .execution_options(synchronize_session=False)
     )
     result = await session.execute(
         update(Outbox)
-        .where(Outbox.member_id == member_id, Outbox.channel == TELEGRAM,
+        .where(Outbox.member_id == member_id, Outbox.channel == channel,
                or_(Outbox.status == QUEUED,
                    and_(Outbox.status == SENDING, Outbox.claimed_by == worker)))
-        .values(status=CANCELLED, error=BLOCKED_REASON)
+        .values(status=CANCELLED, error=reason)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
