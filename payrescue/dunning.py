@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue import handoff_rules, outbox, reach
 from payrescue.billing import declines
+from payrescue.billing.cases import was_refunded
 from payrescue.config import Settings
 from payrescue.conversations import current_conversation
 from payrescue.db.models import Member, Outbox, PaymentEvent, RecoveryCase, Subscription
@@ -277,6 +278,8 @@ async def _closing_messages(
     rows = await _remove_old_buttons(session, case, member, now) if member.telegram else []
     channel = reach.channel_for(member, settings)
     if not await _was_told(session, case) or member.opted_out or channel is None:
+        return rows
+    if was_refunded(case):  # the business gave the payment back: no word of ours fits
         return rows
     template = "recovered" if case.status == RECOVERED else "lost"
     if channel == outbox.EMAIL:

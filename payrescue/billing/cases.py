@@ -1,8 +1,13 @@
 """The recovery-case state machine: the one place where a case changes status.
 
-    (none) ──failure──▶ open ──success──▶ recovered
+    (none) ──failure──▶ open ──success──▶ recovered ──refunded──▶ lost
                          │  ◀─failure (newer than the close)─┘
-                         └──subscription ends──▶ lost
+                         ├──subscription ends──▶ lost
+                         └──provider gives up (void, uncollectible, unpaid)──▶ lost
+                              ──the invoice paid after all──▶ recovered
+
+A refunded case keeps when it was paid (`recovered_at`): it was won back, and the money
+went back; it counts as lost, and the member is told nothing more.
 
 Deliveries repeat and come out of order, so every rule compares the event's own time
 (`occurred_at`, the provider's `created`) with the case: a success older than the case's last
@@ -155,8 +160,14 @@ def apply_next_attempt(case: RecoveryCase, next_attempt_at: datetime | None,
 
 
 def apply_recovery(case: RecoveryCase, occurred_at: datetime, amount_minor: int | None,
-                   attribution: str, now: datetime) -> str | None:
-    """Paid: closes the case unless the success is older than the case's last failure."""
+                   attribution: str, now: datetime, *, after_give_up: bool = False
+                   ) -> str | None:
+    """Paid: closes the case unless the success is older than the case's last failure.
+    `after_give_up`: the provider had stopped collecting (the case is lost), and the invoice
+    was paid after all — recovered, if the payment came after the loss."""
+    if after_give_up and case.status == LOST and case.lost_at is not None \
+            and occurred_at >= case.lost_at:
+        case.status, case.lost_at = OPEN, None
     if case.status != OPEN or occurred_at < case.last_failure_at:
         return None
     case.status = RECOVERED
@@ -178,6 +189,21 @@ def apply_loss(case: RecoveryCase, occurred_at: datetime, now: datetime) -> str 
     case.next_attempt_at = None
     case.updated_at = now
     return LOST
+
+
+def apply_refund(case: RecoveryCase, occurred_at: datetime, now: datetime) -> str | None:
+    """The payment that recovered the case was given back: it was not saved after all."""
+    if case.status != RECOVERED:
+        return None
+    case.status = LOST
+    case.lost_at = max(occurred_at, case.recovered_at or occurred_at)
+    case.attribution = None
+    case.updated_at = now
+    return LOST
+
+
+def was_refunded(case: RecoveryCase) -> bool:
+    return case.status == LOST and case.recovered_at is not None
 
 
 def set_held(case: RecoveryCase, held: bool, now: datetime) -> str | None:

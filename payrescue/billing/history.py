@@ -10,7 +10,8 @@ events gives the same cases and subscription whatever the order they came in.
 
 Order (`order_key`): provider time (Stripe `created`, MemberPress `created_at`, generic
 `occurred_at`); within the same second failures and their details come first, then status
-changes, then payments, then the end of the subscription (a payment in the second of a
+changes, then the provider giving up, then payments, refunds, then the end of the
+subscription (a payment in the second of a
 failure came after it; a subscription cancelled in the second of its last failure ended
 because of it); then the event id, so that even equal events have one order.
 
@@ -21,6 +22,10 @@ The fold:
 - a payment recovers the case it pays; one that arrived before its failures therefore still
   closes the case they open, "no contact" (the provider's own retry did it);
 - the end of the subscription (deleted, cancelled, expired) loses its open cases;
+- the provider giving up (an invoice voided or marked uncollectible: its case; a subscription
+  left `unpaid`: all its open cases) loses them too, but a later payment of such an invoice
+  still recovers its case;
+- a refund of the payment that recovered a case makes it lost (it was not saved);
 - a decline code that came before its failure waits for it.
 
 Events that name a customer nobody knows yet are parked (`outcome = parked`, no member); when
@@ -54,7 +59,7 @@ from payrescue.db.models import (
 PARKED = "parked"  # the outcome of an event whose member is not known yet
 # the kinds that change a subscription or its cases, and their place within one second
 _RANK = {s.FAILED: 0, s.DECLINE_INFO: 1, s.NEXT_ATTEMPT: 2, s.SUBSCRIPTION_STATUS: 3,
-         s.RECOVERED: 4, s.CANCELED: 5}
+         s.GAVE_UP: 4, s.RECOVERED: 5, s.REFUNDED: 6, s.CANCELED: 7}
 HISTORY_KINDS = frozenset(_RANK)
 _LAST = len(_RANK)
 
@@ -164,6 +169,8 @@ class _Fold:
     now: datetime
     by_ref: dict[str, Derived] = field(default_factory=dict)
     waiting_codes: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    paid_by: dict[str, Derived] = field(default_factory=dict)  # a payment's ref → its case
+    given_up: set[int] = field(default_factory=set)  # id() of cases lost to a give-up
 
     def take(self, fact: Fact) -> None:
         r = self.result
@@ -226,10 +233,33 @@ class _Fold:
             targets = [d for d in r.cases if d.case.status == cases.OPEN]
         for derived in targets:
             change = cases.apply_recovery(derived.case, fact.occurred_at, fact.amount_minor,
-                                          cases.NO_CONTACT, self.now)
+                                          cases.NO_CONTACT, self.now,
+                                          after_give_up=id(derived) in self.given_up)
+            if change is not None and fact.invoice_ref:
+                self.paid_by[fact.invoice_ref] = derived
             self._mark(fact, derived, change)
         if r.status != "canceled":
             r.status = "active"
+
+    def _refunded(self, fact: Fact) -> None:
+        derived = self.paid_by.get(fact.invoice_ref or "")
+        if derived is not None:
+            self._mark(fact, derived, cases.apply_refund(derived.case, fact.occurred_at,
+                                                         self.now))
+
+    def _gave_up(self, fact: Fact) -> None:
+        r = self.result
+        if fact.invoice_ref:  # an invoice voided or marked uncollectible: its case
+            targets = [self.by_ref[fact.invoice_ref]] if fact.invoice_ref in self.by_ref else []
+        else:  # a subscription left unpaid: all its open cases
+            targets = [d for d in r.cases if d.case.status == cases.OPEN]
+            if r.status != "canceled" and fact.subscription_status:
+                r.status = fact.subscription_status
+        for derived in targets:
+            change = cases.apply_loss(derived.case, fact.occurred_at, self.now)
+            if change is not None:
+                self.given_up.add(id(derived))
+            self._mark(fact, derived, change)
 
     def _canceled(self, fact: Fact) -> None:
         r = self.result
@@ -456,4 +486,5 @@ async def adopt(session: AsyncSession, member: Member, provider_ids: dict[str, s
         PaymentEvent.id.in_([r.id for r in rows])).values(member_id=member.id)
         .execution_options(synchronize_session=False))
     return sorted({(r.provider, r.subscription_ref, r.invoice_ref) for r in rows
-                   if r.kind in HISTORY_KINDS}, key=str)
+                   if r.kind in HISTORY_KINDS and (r.subscription_ref or r.invoice_ref)},
+                  key=str)

@@ -16,15 +16,17 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue import dunning, reach
 from payrescue.billing import generic, links, memberpress, pages, rejected, stripe_events
 from payrescue.billing import signals as s
 from payrescue.billing.batches import Ingestor
-from payrescue.billing.ingest import already_stored
+from payrescue.billing.ingest import CREATING_KINDS, already_stored
 from payrescue.billing.stripe_api import StripeApi, StripeUnavailable
 from payrescue.config import Settings
+from payrescue.db.models import Member
 from payrescue.events import Event
 from payrescue.i18n import normalise
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
@@ -182,21 +184,39 @@ async def _reject(request: web.Request, reason: str) -> web.Response:
 
 
 async def _enrich(request: web.Request, signal: s.Signal) -> str | None:
-    """Ask Stripe what the webhook leaves out (the decline code, a dispute's customer),
-    after a cheap check that this is not a repeat we already acted on."""
+    """Ask Stripe what the webhook leaves out (the decline code, a dispute's customer, the
+    e-mail, name and language of a customer not known yet, the plan's name), after a cheap
+    check that this is not a repeat we already acted on."""
     api = request.app.get(STRIPE_API)
+    if api is None or signal.provider != stripe_events.PROVIDER:
+        return None
     wants_dispute_customer = (signal.kind == s.DISPUTE and not signal.member.customer_id
                               and signal.payment_intent_ref)
-    if api is None or not (signal.needs_decline_lookup or wants_dispute_customer):
+    wants_plan = signal.kind == s.FAILED and signal.plan_from_description and signal.price_ref
+    customer_id = signal.member.customer_id if signal.kind in CREATING_KINDS else None
+    if not (signal.needs_decline_lookup or wants_dispute_customer or wants_plan or customer_id):
         return None
     async with request.app[SESSIONMAKER]() as session:
         if await already_stored(session, signal.provider, signal.event_id):
             return "duplicate"
+        wants_customer = customer_id is not None and not await _settled_member(session,
+                                                                                customer_id)
     if signal.needs_decline_lookup:
         await api.lookup_decline(signal)
     elif wants_dispute_customer:
         signal.member.customer_id = await api.customer_of_charge(signal.payment_intent_ref)
+    if wants_customer:
+        await api.fill_customer(signal)
+    if wants_plan:
+        signal.plan_name = await api.plan_name(signal.price_ref) or signal.plan_name
     return None
+
+
+async def _settled_member(session: AsyncSession, customer_id: str) -> bool:
+    """A member we know with a language: nothing to ask Stripe about them."""
+    language = await session.scalar(select(Member.language).where(
+        Member.stripe_customer_id == customer_id))
+    return language is not None
 
 
 # --- update links ------------------------------------------------------------------------

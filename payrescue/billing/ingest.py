@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -42,6 +42,7 @@ from payrescue.billing.members import (
 from payrescue.config import Settings
 from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription
 from payrescue.events import Event
+from payrescue.i18n import normalise
 
 log = logging.getLogger(__name__)
 
@@ -182,17 +183,24 @@ def _name_subscription_attempt(signal: s.Signal) -> None:
 
 
 _Handler = Callable[[_Work], Awaitable[None]]
+# events that carry enough to create a member not known yet: a failed renewal, and a card
+# about to expire (the warning comes before any failure)
+CREATING_KINDS = frozenset({s.FAILED, s.CARD_EXPIRING})
 
 
 async def _resolve_member(work: _Work) -> None:
     signal, known = work.signal, work.known
     work.member = resolve_member(work.session, known, signal, work.now,
-                                 create=signal.kind == s.FAILED)
+                                 create=signal.kind in CREATING_KINDS)
     sub = known.subscription(signal)
     if work.member is None and sub is not None:  # a known subscription names its member
         work.member = await work.session.get(Member, sub.member_id)
     if work.member is not None and signal.kind == s.MEMBER_UPDATED:
         await take_profile(work.session, known, work.member, signal.member)
+    if work.member is not None and work.member.language is None:
+        # the provider's word on their language (Stripe's preferred_locales, the billing
+        # country); a language the member chose is never overwritten
+        work.member.language = normalise(signal.member.language)
 
 
 async def _adopt(work: _Work) -> list[tuple[str, str | None, str | None]]:
@@ -213,6 +221,8 @@ async def apply_parked(session: AsyncSession, member: Member, now: datetime) -> 
 async def _act(work: _Work) -> None:
     if work.signal.kind == s.IGNORED:
         work.status = "ignored"
+    elif work.signal.kind == s.NOTICE:
+        work.status = "recorded"  # kept, nothing to do (see docs/billing.md)
     elif work.member is None:
         # kept for when the member becomes known (a later event, an import)
         work.status = history.PARKED if customer_ref(work.signal) else "unknown_member"
@@ -226,18 +236,62 @@ async def _in_history(work: _Work) -> None:
     if signal.kind == s.FAILED and (
             not signal.invoice_ref or signal.amount_minor is None or not signal.currency):
         raise s.BadEvent("a failed payment needs an invoice, an amount and a currency")
+    if signal.kind == s.FAILED and not (signal.decline_code or signal.error_code):
+        await _pair_with_waiting_decline(work)
+
+
+# a decline code that names no invoice (basil PaymentIntents, Charges) belongs to the
+# failure of the same customer and amount nearest in time: Stripe sends both within seconds
+_PAIRING_WINDOW = timedelta(hours=1)
+
+
+def _nearest(rows: list[PaymentEvent], signal: s.Signal) -> PaymentEvent | None:
+    fitting = [r for r in rows if r.occurred_at is not None and (
+        r.amount_minor is None or signal.amount_minor is None
+        or r.amount_minor == signal.amount_minor)]
+    return min(fitting, key=lambda r: (abs(r.occurred_at - signal.occurred_at), r.id),
+               default=None)
+
+
+def _near(signal: s.Signal, kind: str) -> Select[tuple[PaymentEvent]]:
+    return select(PaymentEvent).where(
+        PaymentEvent.provider == signal.provider, PaymentEvent.kind == kind,
+        PaymentEvent.customer_ref == customer_ref(signal),
+        PaymentEvent.occurred_at >= signal.occurred_at - _PAIRING_WINDOW,
+        PaymentEvent.occurred_at <= signal.occurred_at + _PAIRING_WINDOW)
+
+
+async def _pair_with_waiting_decline(work: _Work) -> None:
+    """The decline code came first, naming no invoice: it now joins this failure's invoice,
+    and the replay gives the case its category."""
+    signal = work.signal
+    if customer_ref(signal) is None:
+        return
+    waiting = list(await work.session.scalars(_near(signal, s.DECLINE_INFO).where(
+        PaymentEvent.invoice_ref.is_(None), PaymentEvent.subscription_ref.is_(None))))
+    row = _nearest(waiting, signal)
+    if row is not None:  # through the ORM: the replay reads this very object
+        row.invoice_ref = signal.invoice_ref
+        row.facts = dict(row.facts or {}, invoice_ref=signal.invoice_ref)
 
 
 async def _decline_info(work: _Work) -> None:
     signal = work.signal
     if signal.invoice_ref or signal.subscription_ref:
         return  # replayed with its invoice
-    # newer API versions no longer name the invoice: the member's latest open case
-    open_ones = await cases.open_cases(work.session, member_id=work.member.id,
-                                       provider=signal.provider)
-    if not open_ones:
-        return
-    signal.invoice_ref = work.raw_ref = open_ones[0].invoice_ref
+    # newer API versions no longer name the invoice: the failure it belongs to, if stored
+    # already (else that failure takes this code when it comes), else the latest open case
+    failure = _nearest(list(await work.session.scalars(_near(signal, s.FAILED))), signal) \
+        if customer_ref(signal) else None
+    if failure is not None:
+        signal.invoice_ref = failure.invoice_ref
+    else:
+        open_ones = await cases.open_cases(work.session, member_id=work.member.id,
+                                           provider=signal.provider)
+        if not open_ones:
+            return
+        signal.invoice_ref = open_ones[0].invoice_ref
+    work.raw_ref = signal.invoice_ref
     await work.session.execute(update(_EVENTS).where(_EVENTS.c.id == work.row_id).values(
         invoice_ref=signal.invoice_ref, facts=facts_of(signal)))
 
@@ -351,6 +405,8 @@ _HANDLERS: dict[str, _Handler] = {
     s.FAILED: _in_history,
     s.RECOVERED: _in_history,
     s.CANCELED: _in_history,
+    s.GAVE_UP: _in_history,
+    s.REFUNDED: _in_history,
     s.SUBSCRIPTION_STATUS: _in_history,
     s.DECLINE_INFO: _decline_info,
     s.NEXT_ATTEMPT: _in_history,

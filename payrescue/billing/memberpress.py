@@ -2,8 +2,15 @@
 
 MemberPress signs nothing and sends no event id: the request carries the static key from
 Developer Tools in the `MEMBERPRESS-WEBHOOK-KEY` header (compared in constant time), and
-repeats are recognised by event name + object id (+ status). Amounts are decimal strings in
-the site's currency, which MemberPress does not send, so it comes from the settings.
+repeats are recognised by event name + object id + status + the payload's own moments (a
+second pause, a second card reminder are news, a repeat delivery is not). Amounts are
+decimal strings in the site's currency, which MemberPress does not send, so it comes from
+the settings.
+
+MemberPress sends `transaction-failed` for every failed transaction and, for a renewal,
+`recurring-transaction-failed` as well; a failure at sign-up is no renewal and opens no case
+(the transaction's `rebill` / `subscription_payment_index`, else the subscription's
+`txn_count`, tell which it is).
 """
 
 from __future__ import annotations
@@ -27,8 +34,14 @@ KEY_HEADER = "MEMBERPRESS-WEBHOOK-KEY"
 _FAILED = {"transaction-failed", "recurring-transaction-failed"}
 _PAID = {"transaction-completed", "recurring-transaction-completed",
          "renewal-transaction-completed"}
+_REFUNDED = "transaction-refunded"
+_TXN_EXPIRED = "recurring-transaction-expired"
 _ENDED = {"subscription-stopped", "subscription-expired"}
 _STATUS = {"subscription-paused": "paused", "subscription-resumed": "active"}
+_CARD = {"before-cc-expires-reminder", "after-cc-expires-reminder"}
+# every event read; docs/billing.md has a row for each (tests/billing/test_event_table.py)
+EVENT_TYPES = frozenset(_FAILED | _PAID | _ENDED | _STATUS.keys() | _CARD | {
+    _REFUNDED, _TXN_EXPIRED, "member-account-updated"})
 
 
 class BadKey(Exception):
@@ -57,15 +70,20 @@ def parse(raw_body: bytes, settings: Settings, now: datetime) -> s.Signal:
     signal = s.Signal(provider=PROVIDER, event_id=_event_id(event, object_id, data),
                       event_type=event[:100], kind=s.IGNORED, occurred_at=now, payload=body,
                       cases_by_subscription=True)  # each retry is a new transaction
-    if event in _FAILED or event in _PAID:
+    if event in _FAILED or event in _PAID or event == _REFUNDED:
         _transaction(signal, data, settings)
-        signal.kind = s.FAILED if event in _FAILED else s.RECOVERED
         signal.invoice_ref = object_id
-    elif event in _ENDED or event in _STATUS or event == "before-cc-expires-reminder":
+        signal.kind = (s.RECOVERED if event in _PAID else s.REFUNDED if event == _REFUNDED
+                       else s.FAILED if _is_renewal(event, data) else s.IGNORED)
+        if signal.kind == s.REFUNDED:  # the transaction's own time is that of its payment
+            signal.occurred_at = now
+    elif event == _TXN_EXPIRED:
+        _transaction(signal, data, settings)
+        _expired_transaction(signal, data)
+    elif event in _ENDED or event in _STATUS or event in _CARD:
         _subscription(signal, data, object_id, settings)
         signal.kind = (s.CANCELED if event in _ENDED else
-                       s.CARD_EXPIRING if event == "before-cc-expires-reminder" else
-                       s.SUBSCRIPTION_STATUS)
+                       s.CARD_EXPIRING if event in _CARD else s.SUBSCRIPTION_STATUS)
         signal.subscription_status = "canceled" if event in _ENDED else _STATUS.get(event)
     elif event == "member-account-updated":
         signal.member = _member(data)
@@ -73,12 +91,66 @@ def parse(raw_body: bytes, settings: Settings, now: datetime) -> s.Signal:
     return signal
 
 
+def _is_renewal(event: str, data: dict[str, Any]) -> bool:
+    """`recurring-transaction-failed` is a renewal; `transaction-failed` is one only when
+    the transaction says so (`rebill`, a payment index above 1) or its subscription had a
+    transaction before (`txn_count`, as MemberPress's own notices decide)."""
+    if event == "recurring-transaction-failed":
+        return True
+    if _truthy(data.get("rebill")):
+        return True
+    index = _number(data.get("subscription_payment_index"))
+    if index is not None and index > 1:
+        return True
+    subscription = data.get("subscription")
+    count = _number(subscription.get("txn_count")) if isinstance(subscription, dict) else None
+    return count is not None and count > 0
+
+
+def _expired_transaction(signal: s.Signal, data: dict[str, Any]) -> None:
+    """A renewal's paid period ran out. Of a cancelled subscription, that is its end (the
+    open case is lost); otherwise the gateway may still collect, so the case stays open."""
+    signal.occurred_at = _when(data.get("expires_at"), signal.occurred_at, "data.expires_at")
+    subscription = data.get("subscription")
+    status = subscription.get("status") if isinstance(subscription, dict) else None
+    if status in ("cancelled", "expired") and signal.subscription_ref:
+        signal.kind = s.CANCELED
+        signal.subscription_status = "canceled"
+    else:
+        signal.kind = s.NOTICE
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, int | str) and str(value).strip().lower()
+                             in {"1", "true", "yes"})
+
+
+def _number(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() \
+            and len(value.strip()) <= 9:
+        return int(value.strip())
+    return None
+
+
+# the payload's own moments and card: what tells a second pause or reminder from a repeat
+_MOMENTS = ("created_at", "expires_at", "updated_at", "paused_at", "resumed_at",
+            "cancelled_at", "txn_count", "cc_last4", "cc_exp_month", "cc_exp_year")
+
+
 def _event_id(event: str, object_id: str, data: dict[str, Any]) -> str:
     status = data.get("status") if isinstance(data.get("status"), str) else ""
     if event == "member-account-updated":  # each change of name or address is news
-        fields = json.dumps([data.get(k) for k in ("email", "first_name", "last_name")])
-        status = hashlib.sha256(fields.encode()).hexdigest()[:16]
-    return f"{event}:{object_id}:{status}"[:200]
+        fields = [data.get(k) for k in ("email", "first_name", "last_name")]
+    else:
+        subscription = data.get("subscription")
+        nested = subscription if isinstance(subscription, dict) else {}
+        fields = [data.get(k) for k in _MOMENTS] + [nested.get(k) for k in _MOMENTS]
+    digest = hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:16]
+    return f"{event}:{object_id}:{status}:{digest}"[:200]
 
 
 def _ref(value: Any) -> str | None:
@@ -148,16 +220,16 @@ def _minor(value: Any, currency: str) -> int:
     return int(amount.scaleb(digits).to_integral_value())
 
 
-def _when(value: Any, default: datetime) -> datetime:
-    """MemberPress writes "2026-01-05 09:00:00" in UTC (GMT in its tables)."""
-    if not isinstance(value, str):
+def _when(value: Any, default: datetime, what: str = "data.created_at") -> datetime:
+    """MemberPress writes "2026-01-05 09:00:00" in UTC (GMT in its tables); "0000-00-00
+    00:00:00" is its "never"."""
+    if not isinstance(value, str) or value.strip().startswith("0000-00-00"):
         return default
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise s.BadEvent("data.created_at: expected YYYY-MM-DD HH:MM:SS") from None
-    return s.sane_moment(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC),
-                         "data.created_at")
+        raise s.BadEvent(f"{what}: expected YYYY-MM-DD HH:MM:SS") from None
+    return s.sane_moment(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC), what)
 
 
 def _update_url(settings: Settings, subscription_ref: str | None) -> str | None:

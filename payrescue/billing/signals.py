@@ -16,6 +16,10 @@ from typing import Any
 FAILED = "failed"  # a renewal payment failed (opens or updates a case)
 RECOVERED = "recovered"  # a payment succeeded (closes the open case of that invoice)
 CANCELED = "canceled"  # the subscription ended (open cases are lost)
+# the provider stopped collecting (an invoice voided or marked uncollectible, a subscription
+# left `unpaid`): the case is lost, but a later payment of that invoice still recovers it
+GAVE_UP = "gave_up"
+REFUNDED = "refunded"  # a payment was given back: a case it recovered was not saved
 SUBSCRIPTION_STATUS = "sub_status"  # past_due, unpaid, active, paused …
 CARD_EXPIRING = "card_expiring"
 CARD_UPDATED = "card_updated"  # the network updated the card silently
@@ -23,6 +27,7 @@ DECLINE_INFO = "decline_info"  # the decline code of an attempt arrives on its o
 NEXT_ATTEMPT = "next_attempt"  # the provider rescheduled its retry
 DISPUTE = "dispute"  # a chargeback: a human takes over
 MEMBER_UPDATED = "member_updated"
+NOTICE = "notice"  # read and kept, but nothing to do (e.g. an invoice that is not due yet)
 IGNORED = "ignored"
 
 
@@ -52,6 +57,8 @@ class Signal:
     member: MemberRef = field(default_factory=MemberRef)
     subscription_ref: str | None = None
     plan_name: str | None = None
+    price_ref: str | None = None  # the price the plan name may be looked up from (Stripe)
+    plan_from_description: bool = False  # the name is only the invoice line's text
     interval: str | None = None  # the plan bills every `interval_count` days/weeks/months/years
     interval_count: int | None = None
     invoice_ref: str | None = None

@@ -1,6 +1,8 @@
-"""Calls to Stripe's API through the official library: Billing Portal sessions and the
-decline code of a failed attempt. The base address comes from the settings, so tests point
-it at a local stand-in; the library's aiohttp client keeps the calls non-blocking."""
+"""Calls to Stripe's API through the official library: Billing Portal sessions, the
+decline code of a failed attempt, a customer the webhook does not describe (e-mail, name,
+language) and a plan's name (price → nickname or product). The base address comes from
+the settings, so tests point it at a local stand-in; the library's aiohttp client keeps
+the calls non-blocking."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 import stripe
 
 from payrescue.billing import signals as s
+from payrescue.billing.stripe_events import language_of
 from payrescue.config import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,8 @@ class StripeUnavailable(Exception):
 class StripeApi:
     """One `StripeClient` per process, with an aiohttp session closed at shutdown."""
 
+    _PLAN_NAMES_KEPT = 1000  # a price's nickname and product name rarely change
+
     def __init__(self, settings: Settings) -> None:
         if settings.stripe_api_key is None:
             raise ValueError("stripe_api_key is not set")
@@ -33,6 +38,7 @@ class StripeApi:
             http_client=self._http,
             max_network_retries=2,
         )
+        self._plan_names: dict[str, str | None] = {}
 
     async def close(self) -> None:
         await self._http.close_async()
@@ -81,6 +87,41 @@ class StripeApi:
             if isinstance(intent, dict) and created >= newest:
                 newest, latest = created, intent.get("last_payment_error") or {}
         return latest
+
+    async def fill_customer(self, signal: s.Signal) -> None:
+        """E-mail, name and language of the customer the event names, from the Customer:
+        its `preferred_locales` first, else the invoice's country guess, else its own."""
+        customer_id = signal.member.customer_id or ""
+        try:
+            customer = (await self.client.v1.customers.retrieve_async(customer_id)).to_dict()
+        except stripe.StripeError as exc:
+            log.warning("customer look-up failed",
+                        extra={"error": type(exc).__name__, "event_id": signal.event_id})
+            return
+        ref = signal.member
+        ref.email = ref.email or _text(customer.get("email"))
+        ref.name = ref.name or _text(customer.get("name"))
+        country = _text((customer.get("address") or {}).get("country"))
+        ref.language = (language_of(customer.get("preferred_locales"), None) or ref.language
+                        or language_of(None, country))
+
+    async def plan_name(self, price_id: str) -> str | None:
+        """The price's nickname, else its product's name; None when Stripe cannot say."""
+        if price_id in self._plan_names:
+            return self._plan_names[price_id]
+        try:
+            price = (await self.client.v1.prices.retrieve_async(
+                price_id, params={"expand": ["product"]})).to_dict()
+        except stripe.StripeError as exc:
+            log.warning("price look-up failed", extra={"error": type(exc).__name__})
+            return None
+        product = price.get("product")
+        name = _text(price.get("nickname")) or (
+            _text(product.get("name")) if isinstance(product, dict) else None)
+        if len(self._plan_names) >= self._PLAN_NAMES_KEPT:
+            self._plan_names.clear()
+        self._plan_names[price_id] = name[:200] if name else None
+        return self._plan_names[price_id]
 
     async def customer_of_charge(self, charge_id: str) -> str | None:
         try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from payrescue.billing import signals as s
 from payrescue.edge import same_secret
+from payrescue.i18n import normalise
 
 PROVIDER = "stripe"
 TOLERANCE_SECONDS = 300
@@ -128,20 +129,37 @@ def _currency(obj: dict, what: str) -> str:
 
 
 def _customer(signal: s.Signal, obj: dict) -> None:
+    """Who the object names: the customer (an id, or the object when expanded), and the
+    member's language from the Customer's `preferred_locales`, else the invoice's billing
+    country, else the account's country (no Stripe object has `customer_preferred_locales`)."""
     customer = obj.get("customer")
+    expanded = customer if isinstance(customer, dict) else {}
     signal.member = s.MemberRef(
         customer_id=_id(customer),
-        email=_str(obj, "customer_email") or (_str(customer, "email") if isinstance(
-            customer, dict) else None),
-        name=_str(obj, "customer_name") or (_str(customer, "name") if isinstance(
-            customer, dict) else None),
-        language=_first_locale(obj.get("customer_preferred_locales")),
+        email=_str(obj, "customer_email") or _str(expanded, "email"),
+        name=_str(obj, "customer_name") or _str(expanded, "name"),
+        language=language_of(expanded.get("preferred_locales"),
+                             _str(_dict(expanded, "address"), "country")
+                             or _str(_dict(obj, "customer_address"), "country"),
+                             _str(obj, "account_country")),
     )
 
 
-def _first_locale(locales: Any) -> str | None:
-    first = locales[0] if isinstance(locales, list) and locales else None
-    return first[:16] if isinstance(first, str) else None
+# where German is what members read; anywhere else English (the languages we speak)
+_GERMAN_COUNTRIES = {"DE", "AT", "CH", "LI"}
+
+
+def language_of(locales: Any, country: str | None, account_country: str | None = None
+                ) -> str | None:
+    """The first of the customer's `preferred_locales` that we speak, else a guess from the
+    customer's country, else from the Stripe account's country."""
+    for locale in locales if isinstance(locales, list) else []:
+        if isinstance(locale, str) and (spoken := normalise(locale)):
+            return spoken
+    for place in (country, account_country):
+        if isinstance(place, str) and len(place) == 2 and place.isalpha():
+            return "de" if place.upper() in _GERMAN_COUNTRIES else "en"
+    return None
 
 
 def _error_codes(error: Any) -> tuple[str | None, str | None]:
@@ -165,31 +183,47 @@ def _invoice(signal: s.Signal, invoice: dict) -> None:
     signal.hosted_invoice_url = _str(invoice, "hosted_invoice_url")
     lines = _dict(invoice, "lines").get("data")
     if isinstance(lines, list) and lines and isinstance(lines[0], dict):
-        line = _plan_line(lines) or lines[0]
-        signal.plan_name = _plan_name(line)
+        _plan_name(signal, _plan_line(lines) or lines[0])
         _set_interval(signal, _plan_line(lines))
 
 
-# Stripe's line description: "1 × Pro (at €29.00 / month)", "3 × Seat (at $5.00 / month)"
-_DESCRIPTION = re.compile(r"^\s*\d+\s*[×x]\s*(?P<name>.+?)(?:\s*\(at [^()]*\))?\s*$")
+# Stripe's line descriptions: "1 × Pro (at €29.00 / month)", "3 × Seat (at $5.00 / month)",
+# "Trial period for Pro", "Remaining time on 1 × Pro after 05 Jan 2026", "Pro (Tier 1 at …)"
+_TIME_ON = re.compile(r"^(?:Remaining|Unused) time on (?P<name>.+?) (?:after|from) .+$")
+_TRIAL = re.compile(r"^Trial period for (?P<name>.+)$")
+_QUANTITY = re.compile(r"^\d+\s*[×x]\s*")
+_PRICE_NOTE = re.compile(r"\s*\((?:at|Tier \d+ at) [^()]*\)$")
 
 
-def _plan_name(item: dict) -> str | None:
-    """What members call their plan: the price's nickname or the product's name (objects
-    where the event carries them expanded), else the line's description without Stripe's
-    "1 × … (at …)" wrapper — never the raw description."""
-    price = item.get("price") if isinstance(item.get("price"), dict) else \
-        _dict(_dict(item, "pricing"), "price_details").get("price")
-    price = price if isinstance(price, dict) else {}
+def clean_plan_name(description: str) -> str | None:
+    """The plan's name inside a line description, without Stripe's wrapper."""
+    name = description.strip()
+    for wrapper in (_TIME_ON, _TRIAL):
+        if match := wrapper.match(name):
+            name = match["name"]
+    name = _PRICE_NOTE.sub("", _QUANTITY.sub("", name)).strip()
+    return name[:200] or None
+
+
+def _plan_name(signal: s.Signal, item: dict) -> None:
+    """What members call their plan: the price's nickname or the product's name (where the
+    event carries them expanded), else the line's description without Stripe's
+    "1 × … (at …)" wrapper — never the raw description. The price's id is kept, so that
+    with an API key the nickname or product name is looked up (`stripe_api.plan_name`)."""
+    details = _dict(_dict(item, "pricing"), "price_details")
+    price = item.get("price") if item.get("price") is not None else details.get("price")
     plan = _dict(item, "plan")
-    product = price.get("product") or plan.get("product") or \
-        _dict(_dict(item, "pricing"), "price_details").get("product")
-    name = (_str(price, "nickname") or _str(plan, "nickname")
+    expanded = price if isinstance(price, dict) else {}
+    product = expanded.get("product") or plan.get("product") or details.get("product")
+    name = (_str(expanded, "nickname") or _str(plan, "nickname")
             or (_str(product, "name") if isinstance(product, dict) else None))
-    if name is None and (description := _str(item, "description")):
-        match = _DESCRIPTION.match(description)
-        name = match["name"] if match else description
-    return name.strip()[:200] or None if name else None
+    signal.plan_from_description = False
+    if name is None:
+        signal.price_ref = _id(price) or _id(plan)
+        description = _str(item, "description")
+        name = clean_plan_name(description) if description else None
+        signal.plan_from_description = True
+    signal.plan_name = name.strip()[:200] or None if name else None
 
 
 def _plan_line(lines: list) -> dict:
@@ -261,10 +295,37 @@ def _invoice_action_required(signal: s.Signal, invoice: dict) -> None:
     signal.needs_decline_lookup = False
 
 
+def _invoice_overdue(signal: s.Signal, invoice: dict) -> None:
+    """An invoice sent to the member (`send_invoice`) is past its due date unpaid: that is
+    its failed renewal. One Stripe charges by itself has had its `payment_failed` already."""
+    if invoice.get("collection_method") != "send_invoice":
+        _invoice(signal, invoice)
+        signal.kind = s.NOTICE
+        return
+    _invoice_failed(signal, invoice)
+    signal.needs_decline_lookup = False  # nothing was charged: no decline to look up
+    if signal.kind == s.FAILED:
+        signal.attempt_count = max(signal.attempt_count or 0, 1)
+
+
+def _invoice_notice(signal: s.Signal, invoice: dict) -> None:
+    """Read and kept, nothing to do: an invoice that will be due (not late yet), or one
+    the business charges outside Stripe (`payment_attempt_required`)."""
+    _invoice(signal, invoice)
+    signal.kind = s.NOTICE
+
+
 def _invoice_paid(signal: s.Signal, invoice: dict) -> None:
     _invoice(signal, invoice)
     signal.kind = s.RECOVERED
     signal.amount_minor = _int(invoice, "amount_paid", "invoice")
+
+
+def _invoice_gave_up(signal: s.Signal, invoice: dict) -> None:
+    """Voided, or marked uncollectible: Stripe stops collecting, so its case is lost (an
+    uncollectible invoice that is paid after all still recovers it)."""
+    _invoice(signal, invoice)
+    signal.kind = s.GAVE_UP
 
 
 def _invoice_updated(signal: s.Signal, invoice: dict) -> None:
@@ -288,9 +349,11 @@ def _subscription(signal: s.Signal, sub: dict) -> None:
     signal.subscription_status = status
     items = _dict(sub, "items").get("data")
     if isinstance(items, list) and items and isinstance(items[0], dict):
-        signal.plan_name = _plan_name(items[0])
+        _plan_name(signal, items[0])
         _set_interval(signal, items[0])
-    if status in _LOST_STATUSES:
+    if status == "unpaid":  # retries exhausted, the subscription kept: collecting stopped
+        signal.kind = s.GAVE_UP
+    elif status in _LOST_STATUSES:
         signal.kind = s.CANCELED
         ended = sub.get("ended_at") or sub.get("canceled_at")
         if isinstance(ended, int) and not isinstance(ended, bool):
@@ -308,10 +371,14 @@ def _subscription_deleted(signal: s.Signal, sub: dict) -> None:
 
 
 def _intent_failed(signal: s.Signal, intent: dict) -> None:
+    """The decline code of an attempt. From basil on a PaymentIntent no longer names its
+    invoice: `ingest` then pairs it with the failure of the same customer and amount
+    nearest in time, whichever of the two arrives first."""
     _customer(signal, intent)
     signal.kind = s.DECLINE_INFO
     signal.invoice_ref = _id(intent.get("invoice"))
     signal.decline_code, signal.error_code = _error_codes(intent.get("last_payment_error"))
+    _attempt_amount(signal, intent)
 
 
 def _charge_failed(signal: s.Signal, charge: dict) -> None:
@@ -320,6 +387,14 @@ def _charge_failed(signal: s.Signal, charge: dict) -> None:
     signal.invoice_ref = _id(charge.get("invoice"))
     signal.decline_code = _str(_dict(charge, "outcome"), "reason")
     signal.error_code = _str(charge, "failure_code")
+    _attempt_amount(signal, charge)
+
+
+def _attempt_amount(signal: s.Signal, obj: dict) -> None:
+    signal.amount_minor = _int(obj, "amount", "object")
+    value = obj.get("currency")
+    signal.currency = value.upper() if isinstance(value, str) and len(value) == 3 \
+        and value.isalpha() else None
 
 
 def _source_expiring(signal: s.Signal, card: dict) -> None:
@@ -342,17 +417,28 @@ def _dispute(signal: s.Signal, dispute: dict) -> None:
     signal.payment_intent_ref = _id(charge)  # the charge, for finding the customer
 
 
+# every event type read, and what it becomes; docs/billing.md has a row for each
+# (tests/billing/test_event_table.py keeps the two in step)
 _READERS = {
     "invoice.payment_failed": _invoice_failed,
     "invoice.payment_action_required": _invoice_action_required,
+    "invoice.overdue": _invoice_overdue,
+    "invoice.will_be_due": _invoice_notice,
+    "invoice.payment_attempt_required": _invoice_notice,
     "invoice.paid": _invoice_paid,
     "invoice.payment_succeeded": _invoice_paid,
     "invoice.updated": _invoice_updated,
+    "invoice.marked_uncollectible": _invoice_gave_up,
+    "invoice.voided": _invoice_gave_up,
     "customer.subscription.updated": _subscription,
+    "customer.subscription.paused": _subscription,
+    "customer.subscription.resumed": _subscription,
     "customer.subscription.deleted": _subscription_deleted,
     "charge.dispute.created": _dispute,
     "customer.source.expiring": _source_expiring,
-    "payment_method.card_automatically_updated": _card_updated,
+    "payment_method.automatically_updated": _card_updated,
+    "payment_method.card_automatically_updated": _card_updated,  # its name before 2020
     "payment_intent.payment_failed": _intent_failed,
     "charge.failed": _charge_failed,
 }
+EVENT_TYPES = frozenset(_READERS)
