@@ -208,24 +208,43 @@ def mp_membership(period_type: str = "months") -> dict[str, Any]:
 def mp_transaction(event: str, txn_id: int, *, created: datetime, total: str = "29.00",
                    status: str = "failed", sub_id: int = 77,
                    member: dict[str, Any] | None = None,
-                   period_type: str = "months") -> dict[str, Any]:
+                   period_type: str = "months", renewal: bool = True,
+                   expires: datetime | None = None, sub_status: str = "active"
+                   ) -> dict[str, Any]:
+    """A transaction as MemberPress's Developer Tools sends it: ids and flags often as
+    strings, `rebill` / `subscription_payment_index` saying whether it renews, and the
+    subscription nested with its `txn_count` (transactions it had before)."""
+    expires = expires or created + timedelta(days=31)
     return {"event": event, "type": "transaction", "data": {
         "id": txn_id, "amount": total, "total": total, "tax_amount": "0.00",
+        "tax_rate": "0.000", "tax_desc": "", "tax_class": "standard",
         "trans_num": f"mp-txn-{txn_id}", "status": status, "txn_type": "payment",
-        "gateway": "stripe_gateway", "created_at": created.strftime("%Y-%m-%d %H:%M:%S"),
-        "expires_at": "2026-02-05 09:00:00", "membership": mp_membership(period_type),
+        "gateway": "stripe_gateway", "prorated": "0",
+        "created_at": created.strftime("%Y-%m-%d %H:%M:%S"),
+        "expires_at": expires.strftime("%Y-%m-%d %H:%M:%S"), "corporate_account_id": "0",
+        "parent_transaction_id": "0", "tax_compound": "0", "tax_shipping": "1",
+        "response": None, "rebill": renewal, "subscription_payment_index": 2 if renewal else 1,
+        "membership": mp_membership(period_type),
         "member": member or mp_member(),
-        "subscription": {"id": sub_id, "subscr_id": f"sub_{sub_id}", "status": "active",
-                         "period": "1", "period_type": period_type},
+        "subscription": {"id": sub_id, "subscr_id": f"sub_{sub_id}", "status": sub_status,
+                         "period": "1", "period_type": period_type,
+                         "txn_count": "1" if renewal else "0",
+                         "created_at": "2025-04-18 16:47:14"},
     }}
 
 
-def mp_subscription(event: str, sub_id: int = 77, status: str = "cancelled") -> dict[str, Any]:
+def mp_subscription(event: str, sub_id: int = 77, status: str = "cancelled", *,
+                    member: dict[str, Any] | None = None, txn_count: int = 3,
+                    card: tuple[str, int, int] = ("4242", 2, 2026)) -> dict[str, Any]:
+    """A subscription as Developer Tools sends it (no event time of its own)."""
+    last4, month, year = card
     return {"event": event, "type": "subscription", "data": {
         "id": sub_id, "subscr_id": f"sub_{sub_id}", "gateway": "stripe_gateway",
-        "price": "29.00", "total": "29.00", "status": status, "period": "1",
-        "period_type": "months", "created_at": "2025-04-18 16:47:14", "member": mp_member(),
-        "membership": mp_membership()}}
+        "price": "29.00", "total": "29.00", "tax_amount": "0.00", "status": status,
+        "period": "1", "period_type": "months", "limit_cycles": "0", "trial": "0",
+        "created_at": "2025-04-18 16:47:14", "cc_last4": last4, "cc_exp_month": str(month),
+        "cc_exp_year": str(year), "txn_count": str(txn_count),
+        "member": member or mp_member(), "membership": mp_membership()}}
 
 
 async def post_mp(client: TestClient, body: dict[str, Any], key: str = MP_KEY):  # noqa: ANN201

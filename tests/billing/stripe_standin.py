@@ -1,7 +1,8 @@
 """A local stand-in for the Stripe API, speaking Stripe's JSON shapes.
 
 Only what PayRescue calls: Billing Portal sessions, invoice payments (basil), payment
-intents, charges, and paying an open invoice (an agent's retry). Tests fill `state` with
+intents, charges, customers, prices (with `expand[]=product`), and paying an open invoice
+(an agent's retry). Tests fill `state` with
 the objects Stripe would hold and read back the requests it received; `state.fail_with`
 makes every call answer a Stripe error.
 """
@@ -20,6 +21,9 @@ class StandinState:
     invoice_payments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    products: dict[str, dict[str, Any]] = field(default_factory=dict)
     portal_requests: list[dict[str, str]] = field(default_factory=list)
     paid_invoices: list[str] = field(default_factory=list)  # POST /v1/invoices/{id}/pay
     decline_pay: bool = False
@@ -86,6 +90,23 @@ async def retrieve_charge(request: web.Request) -> web.Response:
     return web.json_response(charge)
 
 
+async def retrieve_customer(request: web.Request) -> web.Response:
+    customer = request.app[STATE].customers.get(request.match_info["id"])
+    if customer is None:
+        return _error(404, "No such customer", "resource_missing")
+    return web.json_response(customer)
+
+
+async def retrieve_price(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    price = state.prices.get(request.match_info["id"])
+    if price is None:
+        return _error(404, "No such price", "resource_missing")
+    if "product" in request.query.getall("expand[]", []) and price["product"] in state.products:
+        price = {**price, "product": state.products[price["product"]]}
+    return web.json_response(price)
+
+
 async def pay_invoice(request: web.Request) -> web.Response:
     """Stripe charges the customer's default payment method; the webhook tells the end."""
     state = request.app[STATE]
@@ -107,6 +128,8 @@ def create_standin() -> web.Application:
         web.get("/v1/invoice_payments", list_invoice_payments),
         web.get("/v1/payment_intents/{id}", retrieve_payment_intent),
         web.get("/v1/charges/{id}", retrieve_charge),
+        web.get("/v1/customers/{id}", retrieve_customer),
+        web.get("/v1/prices/{id}", retrieve_price),
         web.post("/v1/invoices/{id}/pay", pay_invoice),
     ])
     return app
@@ -137,3 +160,38 @@ def invoice_payment(invoice_id: str, intent: dict[str, Any], created: int) -> di
         "status": "open",
         "status_transitions": {"canceled_at": None, "paid_at": None},
     }
+
+
+def customer(customer_id: str, *, email: str | None, name: str | None = None,
+             locales: list[str] | None = None, country: str | None = None) -> dict[str, Any]:
+    """A Customer as Stripe returns it."""
+    return {
+        "id": customer_id, "object": "customer", "balance": 0, "created": 1767600000,
+        "currency": "eur", "default_source": None, "delinquent": True, "description": None,
+        "email": email, "invoice_prefix": "A1B2C3D4", "livemode": False, "metadata": {},
+        "name": name, "phone": None, "preferred_locales": locales or [],
+        "address": {"city": None, "country": country, "line1": None, "line2": None,
+                    "postal_code": None, "state": None} if country else None,
+        "invoice_settings": {"custom_fields": None, "default_payment_method": None,
+                             "footer": None, "rendering_options": None},
+        "shipping": None, "tax_exempt": "none", "test_clock": None,
+    }
+
+
+def price(price_id: str, product_id: str, *, nickname: str | None = None, amount: int = 2900
+          ) -> dict[str, Any]:
+    return {
+        "id": price_id, "object": "price", "active": True, "billing_scheme": "per_unit",
+        "created": 1767600000, "currency": "eur", "livemode": False, "lookup_key": None,
+        "metadata": {}, "nickname": nickname, "product": product_id,
+        "recurring": {"interval": "month", "interval_count": 1, "meter": None,
+                      "usage_type": "licensed"},
+        "tax_behavior": "unspecified", "type": "recurring", "unit_amount": amount,
+        "unit_amount_decimal": str(amount),
+    }
+
+
+def product(product_id: str, name: str) -> dict[str, Any]:
+    return {"id": product_id, "object": "product", "active": True, "created": 1767600000,
+            "description": None, "images": [], "livemode": False, "metadata": {},
+            "name": name, "type": "service", "updated": 1767600000}
