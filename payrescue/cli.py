@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sends a correctly signed provider event through the real webhook path.",
     )
     simulate.add_argument("action", choices=["failed-payment", "recovered", "canceled",
-                                             "card-expiring"])
+                                             "card-expiring", "event"])
+    simulate.add_argument("event_type", nargs="?", metavar="TYPE",
+                          help="with `event`: any provider event PayRescue reads, e.g. "
+                               "invoice.voided or transaction-refunded (docs/billing.md)")
     simulate.add_argument("--member", required=True, metavar="EMAIL")
     simulate.add_argument("--reason", default="insufficient_funds",
                           help="decline code such as expired_card (default insufficient_funds)")
@@ -608,6 +611,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
             session, settings, action=args.action, email=args.member, base_url=url,
             now=Clock().now(), reason=args.reason, provider=args.provider,
             amount_minor=args.amount, currency=args.currency.upper(),
+            event_type=args.event_type,
             # in the demo, the update link leads to its stand-in account page, as from /demo
             update_url=account_url(url, member.id) if member is not None else None)
 

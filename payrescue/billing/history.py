@@ -205,8 +205,9 @@ class _Fold:
             billing_reason=fact.billing_reason, action_required=fact.action_required,
             hosted_invoice_url=fact.hosted_invoice_url, update_url=fact.update_url,
             next_attempt_at=fact.next_attempt_at)
-        if not (failure.decline_code or failure.error_code) and ref in self.waiting_codes:
-            failure.decline_code, failure.error_code = self.waiting_codes[ref]
+        waiting = self.waiting_codes.pop(ref, None)  # one attempt's code: used once
+        if not (failure.decline_code or failure.error_code) and waiting is not None:
+            failure.decline_code, failure.error_code = waiting
         derived = self.by_ref.get(ref)
         if derived is None and fact.cases_by_subscription:
             derived = self._open_run()

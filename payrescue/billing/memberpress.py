@@ -2,8 +2,9 @@
 
 MemberPress signs nothing and sends no event id: the request carries the static key from
 Developer Tools in the `MEMBERPRESS-WEBHOOK-KEY` header (compared in constant time), and
-repeats are recognised by event name + object id + status + the payload's own moments (a
-second pause, a second card reminder are news, a repeat delivery is not). Amounts are
+repeats are recognised by event name + object id + status + the payload's own moments
+(subscription events, which carry none, add the minute they arrived): a second pause or card
+reminder is news, the same event fired twice is not. Amounts are
 decimal strings in the site's currency, which MemberPress does not send, so it comes from
 the settings.
 
@@ -67,7 +68,7 @@ def parse(raw_body: bytes, settings: Settings, now: datetime) -> s.Signal:
     object_id = _ref(data.get("id"))
     if object_id is None:
         raise s.BadEvent("data.id: missing")
-    signal = s.Signal(provider=PROVIDER, event_id=_event_id(event, object_id, data),
+    signal = s.Signal(provider=PROVIDER, event_id=_event_id(event, object_id, data, now),
                       event_type=event[:100], kind=s.IGNORED, occurred_at=now, payload=body,
                       cases_by_subscription=True)  # each retry is a new transaction
     if event in _FAILED or event in _PAID or event == _REFUNDED:
@@ -141,14 +142,20 @@ _MOMENTS = ("created_at", "expires_at", "updated_at", "paused_at", "resumed_at",
             "cancelled_at", "txn_count", "cc_last4", "cc_exp_month", "cc_exp_year")
 
 
-def _event_id(event: str, object_id: str, data: dict[str, Any]) -> str:
+def _event_id(event: str, object_id: str, data: dict[str, Any], now: datetime) -> str:
+    """MemberPress sends no id: the event, its object, the status and the payload's own
+    moments (and card) name it. A subscription event has no moment of its own (a second
+    pause looks like the first), so the minute it arrived joins them: the same event fired
+    twice in one go is one, a pause after a resume is news."""
     status = data.get("status") if isinstance(data.get("status"), str) else ""
     if event == "member-account-updated":  # each change of name or address is news
-        fields = [data.get(k) for k in ("email", "first_name", "last_name")]
+        fields: list[Any] = [data.get(k) for k in ("email", "first_name", "last_name")]
     else:
         subscription = data.get("subscription")
         nested = subscription if isinstance(subscription, dict) else {}
         fields = [data.get(k) for k in _MOMENTS] + [nested.get(k) for k in _MOMENTS]
+    if event in _ENDED or event in _STATUS or event in _CARD:
+        fields.append(f"{now:%Y-%m-%dT%H:%M}")
     digest = hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:16]
     return f"{event}:{object_id}:{status}:{digest}"[:200]
 

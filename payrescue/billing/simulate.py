@@ -23,10 +23,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payrescue.billing import cases, generic, memberpress
+from payrescue.billing import stripe_events as stripe_webhooks
 from payrescue.config import Settings
 from payrescue.db.models import Member, RecoveryCase, Subscription
 
-ACTIONS = ("failed-payment", "recovered", "canceled", "card-expiring")
+ACTIONS = ("failed-payment", "recovered", "canceled", "card-expiring", "event")
 PROVIDERS = ("stripe", "memberpress", "generic")
 SIMULATED_API_VERSION = "2024-06-20"  # the shape whose invoice still names its payment
 
@@ -76,7 +77,7 @@ async def find_target(session: AsyncSession, provider: str, action: str, email: 
                     f"in_sim_{secrets.token_hex(6)}" if not numeric
                     else str(secrets.randbelow(10**8)), amount_minor, currency)
     if member is None:
-        if action != "failed-payment":
+        if action not in ("failed-payment", "event"):
             raise SimulationError(f"no member with the e-mail address {email}; "
                                   "simulate a failed payment first")
         return target
@@ -91,7 +92,7 @@ async def find_target(session: AsyncSession, provider: str, action: str, email: 
     if case is not None:
         target.amount_minor, target.currency = case.amount_minor, case.currency
         target.attempt = case.attempt_count + 1
-        if action in {"recovered", "failed-payment"} and provider == "stripe":
+        if action in {"recovered", "failed-payment", "event"} and provider == "stripe":
             target.invoice_ref = case.invoice_ref
     elif action == "recovered":
         raise SimulationError(f"the member has no open {provider} case to recover")
@@ -103,68 +104,122 @@ async def find_target(session: AsyncSession, provider: str, action: str, email: 
 
 def stripe_events(action: str, target: Target, reason: str, now: datetime
                   ) -> list[dict[str, Any]]:
-    created = int(now.timestamp())
-
-    def event(event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
-        return {"id": f"evt_sim_{secrets.token_hex(8)}", "object": "event",
-                "api_version": SIMULATED_API_VERSION, "created": created,
-                "data": {"object": obj}, "livemode": False, "pending_webhooks": 1,
-                "request": {"id": None, "idempotency_key": None}, "type": event_type}
-
+    types = {"failed-payment": ["invoice.payment_failed", "payment_intent.payment_failed"],
+             "recovered": ["invoice.paid"], "canceled": ["customer.subscription.deleted"],
+             "card-expiring": ["customer.source.expiring"]}[action]
     intent_id = f"pi_sim_{secrets.token_hex(6)}"
-    invoice = {
-        "id": target.invoice_ref, "object": "invoice", "customer": target.customer_id,
-        "customer_email": target.email, "subscription": target.subscription_ref,
-        "amount_due": target.amount_minor, "amount_paid": 0,
-        "amount_remaining": target.amount_minor, "currency": target.currency.lower(),
-        "attempt_count": target.attempt, "billing_reason": "subscription_cycle", "status": "open",
-        "next_payment_attempt": created + 3 * 86400, "payment_intent": intent_id,
-        "charge": None, "hosted_invoice_url": None,
-    }
-    if action == "failed-payment":
-        intent = {"id": intent_id, "object": "payment_intent", "customer": target.customer_id,
-                  "invoice": target.invoice_ref, "amount": target.amount_minor,
-                  "currency": target.currency.lower(), "status": "requires_payment_method",
-                  "last_payment_error": {"type": "card_error", "code": "card_declined",
-                                         "decline_code": reason}}
-        return [event("invoice.payment_failed", invoice),
-                event("payment_intent.payment_failed", intent)]
-    if action == "recovered":
-        paid = {**invoice, "status": "paid", "amount_paid": target.amount_minor,
-                "amount_remaining": 0, "next_payment_attempt": None}
-        return [event("invoice.paid", paid)]
-    if action == "canceled":
-        return [event("customer.subscription.deleted", {
-            "id": target.subscription_ref, "object": "subscription",
-            "customer": target.customer_id, "status": "canceled", "ended_at": created,
-            "canceled_at": created})]
-    return [event("customer.source.expiring", {
-        "id": f"card_sim_{secrets.token_hex(6)}", "object": "card",
-        "customer": target.customer_id, "exp_month": now.month, "exp_year": now.year,
-        "last4": "4242", "brand": "Visa"})]
+    return [stripe_event(name, target, reason, now, intent_id) for name in types]
+
+
+_INVOICE_STATUS = {"invoice.paid": "paid", "invoice.payment_succeeded": "paid",
+                   "invoice.marked_uncollectible": "uncollectible", "invoice.voided": "void"}
+_SUBSCRIPTION_STATUS = {"customer.subscription.updated": "past_due",
+                        "customer.subscription.paused": "paused",
+                        "customer.subscription.resumed": "active",
+                        "customer.subscription.deleted": "canceled"}
+
+
+def stripe_event(event_type: str, target: Target, reason: str, now: datetime,
+                 intent_id: str | None = None) -> dict[str, Any]:
+    """One event of any type PayRescue reads, in Stripe's shape, about `target`."""
+    if event_type not in stripe_webhooks.EVENT_TYPES:
+        raise SimulationError(f"PayRescue does not read the Stripe event {event_type!r}; see "
+                              "docs/billing.md for the ones it does")
+    created = int(now.timestamp())
+    intent_id = intent_id or f"pi_sim_{secrets.token_hex(6)}"
+    decline = {"type": "card_error", "code": "card_declined", "decline_code": reason}
+    card = {"brand": "visa", "exp_month": now.month, "exp_year": now.year, "last4": "4242"}
+    if event_type.startswith("invoice."):
+        status = _INVOICE_STATUS.get(event_type, "open")
+        paid = target.amount_minor if status == "paid" else 0
+        obj: dict[str, Any] = {
+            "id": target.invoice_ref, "object": "invoice", "customer": target.customer_id,
+            "customer_email": target.email, "subscription": target.subscription_ref,
+            "amount_due": target.amount_minor, "amount_paid": paid,
+            "amount_remaining": target.amount_minor - paid,
+            "currency": target.currency.lower(), "attempt_count": target.attempt,
+            "billing_reason": "subscription_cycle", "status": status,
+            "collection_method": "send_invoice" if event_type == "invoice.overdue"
+            else "charge_automatically",
+            "next_payment_attempt": created + 3 * 86400 if status == "open" else None,
+            "payment_intent": intent_id, "charge": None, "hosted_invoice_url": None,
+        }
+    elif event_type.startswith("customer.subscription."):
+        obj = {"id": target.subscription_ref, "object": "subscription",
+               "customer": target.customer_id, "status": _SUBSCRIPTION_STATUS[event_type]}
+        if obj["status"] == "canceled":
+            obj.update(ended_at=created, canceled_at=created)
+    elif event_type == "payment_intent.payment_failed":
+        obj = {"id": intent_id, "object": "payment_intent", "customer": target.customer_id,
+               "invoice": target.invoice_ref, "amount": target.amount_minor,
+               "currency": target.currency.lower(), "status": "requires_payment_method",
+               "last_payment_error": decline}
+    elif event_type == "charge.failed":
+        obj = {"id": f"ch_sim_{secrets.token_hex(6)}", "object": "charge",
+               "customer": target.customer_id, "invoice": target.invoice_ref,
+               "amount": target.amount_minor, "currency": target.currency.lower(),
+               "status": "failed", "failure_code": "card_declined",
+               "outcome": {"type": "issuer_declined", "reason": reason}}
+    elif event_type == "charge.dispute.created":
+        obj = {"id": f"dp_sim_{secrets.token_hex(6)}", "object": "dispute",
+               "amount": target.amount_minor, "currency": target.currency.lower(),
+               "charge": {"id": f"ch_sim_{secrets.token_hex(6)}", "object": "charge",
+                          "customer": target.customer_id},
+               "reason": "fraudulent", "status": "needs_response",
+               "evidence": {"customer_email_address": target.email}}
+    elif event_type == "customer.source.expiring":
+        obj = {"id": f"card_sim_{secrets.token_hex(6)}", "object": "card",
+               "customer": target.customer_id, **card}
+    else:  # the card network updated the card (either name)
+        obj = {"id": f"pm_sim_{secrets.token_hex(6)}", "object": "payment_method",
+               "customer": target.customer_id, "type": "card", "card": card,
+               "billing_details": {"email": target.email}}
+    return {"id": f"evt_sim_{secrets.token_hex(8)}", "object": "event",
+            "api_version": SIMULATED_API_VERSION, "created": created,
+            "data": {"object": obj}, "livemode": False, "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None}, "type": event_type}
 
 
 def memberpress_events(action: str, target: Target, now: datetime) -> list[dict[str, Any]]:
+    name = {"failed-payment": "recurring-transaction-failed",
+            "recovered": "recurring-transaction-completed", "canceled": "subscription-stopped",
+            "card-expiring": "before-cc-expires-reminder"}[action]
+    return [memberpress_event(name, target, now)]
+
+
+_MP_TRANSACTION_STATUS = {"failed": "failed", "completed": "complete",
+                          "refunded": "refunded", "expired": "complete"}
+_MP_SUBSCRIPTION_STATUS = {"subscription-paused": "suspended",
+                           "subscription-resumed": "active"}
+
+
+def memberpress_event(event: str, target: Target, now: datetime) -> dict[str, Any]:
+    """One event of any type PayRescue reads, shaped as Developer Tools sends it."""
+    if event not in memberpress.EVENT_TYPES:
+        raise SimulationError(f"PayRescue does not read the MemberPress event {event!r}; see "
+                              "docs/billing.md for the ones it does")
     member = {"id": _number(target.customer_id), "email": target.email,
               "first_name": "", "last_name": ""}
+    if event == "member-account-updated":
+        return {"event": event, "type": "member", "data": member}
     subscription = {"id": _number(target.subscription_ref), "subscr_id":
-                    f"sub_{target.subscription_ref}", "status": "active", "member": member}
+                    f"sub_{target.subscription_ref}", "status": _MP_SUBSCRIPTION_STATUS.get(
+                        event, "cancelled" if event.startswith("subscription-") else "active"),
+                    "txn_count": str(target.attempt), "cc_last4": "4242",
+                    "cc_exp_month": str(now.month), "cc_exp_year": str(now.year),
+                    "member": member}
+    if not event.endswith(("-failed", "-completed", "-refunded", "-expired")) \
+            or event == "subscription-expired":
+        return {"event": event, "type": "subscription", "data": subscription}
     total = f"{target.amount_minor / 100:.2f}"
-    transaction = {"id": _number(target.invoice_ref), "amount": total, "total": total,
-                   "trans_num": f"mp-txn-{target.invoice_ref}", "txn_type": "payment",
-                   "created_at": now.strftime("%Y-%m-%d %H:%M:%S"), "member": member,
-                   "subscription": subscription}
-    if action == "failed-payment":
-        return [{"event": "recurring-transaction-failed", "type": "transaction",
-                 "data": {**transaction, "status": "failed"}}]
-    if action == "recovered":
-        return [{"event": "recurring-transaction-completed", "type": "transaction",
-                 "data": {**transaction, "status": "complete"}}]
-    if action == "canceled":
-        return [{"event": "subscription-stopped", "type": "subscription",
-                 "data": {**subscription, "status": "cancelled"}}]
-    return [{"event": "before-cc-expires-reminder", "type": "subscription",
-             "data": subscription}]
+    moment = now.strftime("%Y-%m-%d %H:%M:%S")
+    return {"event": event, "type": "transaction", "data": {
+        "id": _number(target.invoice_ref), "amount": total, "total": total,
+        "trans_num": f"mp-txn-{target.invoice_ref}", "txn_type": "payment",
+        "status": _MP_TRANSACTION_STATUS[event.rsplit("-", 1)[1]],
+        "created_at": moment, "expires_at": moment, "rebill": True,
+        "subscription_payment_index": target.attempt + 1, "member": member,
+        "subscription": subscription}}
 
 
 def _number(ref: str) -> int | str:
@@ -237,9 +292,19 @@ async def send(base_url: str, provider: str, events: list[dict[str, Any]],
 
 
 def build_events(provider: str, action: str, target: Target, reason: str, now: datetime,
-                 update_url: str | None = None) -> list[dict[str, Any]]:
+                 update_url: str | None = None, event_type: str | None = None
+                 ) -> list[dict[str, Any]]:
     if action not in ACTIONS:
         raise SimulationError(f"unknown action {action!r}; choose from {', '.join(ACTIONS)}")
+    if action == "event":
+        if not event_type:
+            raise SimulationError("name the event type, e.g. invoice.voided")
+        if provider == "stripe":
+            return [stripe_event(event_type, target, reason, now)]
+        if provider == "memberpress":
+            return [memberpress_event(event_type, target, now)]
+        raise SimulationError("the generic API has its own four types: use failed-payment, "
+                              "recovered, canceled or card-expiring")
     if provider == "stripe":
         return stripe_events(action, target, reason, now)
     if provider == "memberpress":
@@ -250,8 +315,8 @@ def build_events(provider: str, action: str, target: Target, reason: str, now: d
 async def trigger(session: AsyncSession, settings: Settings, *, action: str, email: str,
                   base_url: str, now: datetime, reason: str = "insufficient_funds",
                   provider: str | None = None, amount_minor: int = 2900,
-                  currency: str = "EUR", update_url: str | None = None
-                  ) -> list[tuple[str, int, str]]:
+                  currency: str = "EUR", update_url: str | None = None,
+                  event_type: str | None = None) -> list[tuple[str, int, str]]:
     """One call for `payrescue simulate` and the demo page's buttons: find the member's case,
     build, sign and send.
 
@@ -259,5 +324,5 @@ async def trigger(session: AsyncSession, settings: Settings, *, action: str, ema
     """
     chosen = provider or default_provider(settings)
     target = await find_target(session, chosen, action, email, amount_minor, currency)
-    events = build_events(chosen, action, target, reason, now, update_url)
+    events = build_events(chosen, action, target, reason, now, update_url, event_type)
     return await send(base_url, chosen, events, settings)

@@ -102,7 +102,8 @@ async def retrieve_price(request: web.Request) -> web.Response:
     price = state.prices.get(request.match_info["id"])
     if price is None:
         return _error(404, "No such price", "resource_missing")
-    if "product" in request.query.getall("expand[]", []) and price["product"] in state.products:
+    expand = [v for k, v in request.query.items() if k.startswith("expand[")]
+    if "product" in expand and price["product"] in state.products:
         price = {**price, "product": state.products[price["product"]]}
     return web.json_response(price)
 
