@@ -127,8 +127,8 @@ def stripe_history(draw, n: int, start: datetime) -> History:  # noqa: ANN001
                 add("customer.subscription.updated",
                     subscription(sub, status="past_due", customer=cus), t)
             t += _gap(draw)
-        end = draw(st.sampled_from(["paid", "open", "paid_twice"] +
-                                   (["deleted"] if k == invoices - 1 else [])))
+        end = draw(st.sampled_from(["paid", "open", "paid_twice", "uncollectible"] +
+                                   (["deleted", "unpaid"] if k == invoices - 1 else [])))
         if end in ("paid", "paid_twice"):
             paid = invoice(ref, customer=cus, email=email, subscription=sub, basil=basil,
                            paid=True)
@@ -136,6 +136,16 @@ def stripe_history(draw, n: int, start: datetime) -> History:  # noqa: ANN001
             if end == "paid_twice":  # Stripe sends both for one payment
                 add("invoice.payment_succeeded", paid, t)
             add("customer.subscription.updated", subscription(sub, status="active",
+                                                               customer=cus), t)
+        elif end == "uncollectible":  # Stripe gives up; sometimes paid after all
+            add("invoice.marked_uncollectible", invoice(ref, customer=cus, email=email,
+                                                        subscription=sub, basil=basil,
+                                                        status="uncollectible"), t)
+            if draw(st.booleans()):
+                add("invoice.paid", invoice(ref, customer=cus, email=email, subscription=sub,
+                                            basil=basil, paid=True), t + _gap(draw))
+        elif end == "unpaid":
+            add("customer.subscription.updated", subscription(sub, status="unpaid",
                                                                customer=cus), t)
         elif end == "deleted":
             add("customer.subscription.deleted",
@@ -177,14 +187,21 @@ def memberpress_history(draw, n: int, start: datetime) -> History:  # noqa: ANN0
             if draw(st.booleans()):  # MemberPress sends both names for a renewal
                 failed = dict(failed, event="transaction-failed")
                 events.append(Delivery("memberpress", failed))
-            t += _gap(draw)
-        end = draw(st.sampled_from(["paid", "open"] + (["stopped"] if cycle == cycles - 1
-                                                        else [])))
-        if end == "paid":
+        if cycle == 0 and draw(st.booleans()):  # a failure at sign-up: no case, any order
             txn += 1
-            events.append(Delivery("memberpress", mp_transaction(
-                "recurring-transaction-completed", txn, created=t, status="complete",
-                sub_id=sub_id, member=member)))
+            events.insert(0, Delivery("memberpress", mp_transaction(
+                "transaction-failed", txn, created=start, sub_id=sub_id, member=member,
+                renewal=False)))
+            t += _gap(draw)
+        end = draw(st.sampled_from(["paid", "open", "refunded"] +
+                                   (["stopped"] if cycle == cycles - 1 else [])))
+        if end in ("paid", "refunded"):
+            txn += 1
+            paid = mp_transaction("recurring-transaction-completed", txn, created=t,
+                                  status="complete", sub_id=sub_id, member=member)
+            events.append(Delivery("memberpress", paid))
+            if end == "refunded":  # no time of its own: its arrival, after the payment
+                events.append(Delivery("memberpress", dict(paid, event="transaction-refunded")))
         elif end == "stopped":  # no event time: its arrival (after every transaction) counts
             events.append(Delivery("memberpress", _mp_subscription(
                 "subscription-stopped", sub_id, member)))
