@@ -171,6 +171,7 @@ def email_subject(template: str) -> str:
         "recovered": lambda: _("Thank you: your payment arrived"),
         "lost": lambda: _("Your membership has ended"),
         "card_expiring": lambda: _("Your card expires soon"),
+        "card_expired": lambda: _("Your card has expired"),
     }
     return subjects[template]()
 
@@ -369,6 +370,10 @@ async def _remove_old_buttons(
     return rows
 
 
+# the card-expiry events that say the card has expired already (the others: it soon will)
+CARD_EXPIRED_EVENTS = frozenset({"after-cc-expires-reminder"})
+
+
 async def _pre_dunning(session: AsyncSession, settings: Settings, now: datetime) -> list[int]:
     """One "please update before it expires" per expiring card the provider told us about."""
     events = await session.scalars(
@@ -385,21 +390,23 @@ async def _pre_dunning(session: AsyncSession, settings: Settings, now: datetime)
                 or not await _subscribed(session, member):
             continue
         month = (event.occurred_at or event.received_at).strftime("%Y-%m")
+        expired = event.event_type in CARD_EXPIRED_EVENTS
         url = await session.scalar(select(Subscription.update_url).where(
             Subscription.member_id == member.id, Subscription.update_url.is_not(None)).limit(1))
         channel = reach.channel_for(member, settings) or outbox.TELEGRAM
         language = language_of(member, settings)
         with use_language(language):
-            payload = card_expiring_payload(member.first_name, url)
+            payload = card_expiring_payload(member.first_name, url, expired)
             if channel == outbox.EMAIL:
                 payload = {"template": "card_expiring", "language": language,
-                           "subject": email_subject("card_expiring"),
+                           "subject": email_subject("card_expired" if expired
+                                                    else "card_expiring"),
                            "body": payload["text"], "update_url": url}
         row = await outbox.queue_message(
             session, member, "reminder", payload, now,
             priority=outbox.PRIORITY_REMINDER,
             not_before=send_time(member, settings, now),
-            dedupe_key=f"card_expiring:{member.id}:{month}",
+            dedupe_key=f"card_{'expired' if expired else 'expiring'}:{member.id}:{month}",
             channel=channel,
         )
         if row is not None:
@@ -517,11 +524,13 @@ def human_keyboard(case: RecoveryCase | None = None) -> dict[str, Any]:
     ]]}
 
 
-def card_expiring_payload(first_name: str | None, url: str | None) -> dict[str, Any]:
-    """"Your card expires soon", with a button to add the new one (or to reach a person when
-    the billing system gave us no page for it). Not tied to a case: the human button's
-    case id 0 only asks for a person."""
-    text = render("dunning/card_expiring.j2", first_name=first_name or None, url=url)
+def card_expiring_payload(first_name: str | None, url: str | None, expired: bool = False
+                          ) -> dict[str, Any]:
+    """"Your card expires soon" (or "has expired", MemberPress's after-expiry reminder), with
+    a button to add the new one (or to reach a person when the billing system gave us no page
+    for it). Not tied to a case: the human button's case id 0 only asks for a person."""
+    text = render("dunning/card_expiring.j2", first_name=first_name or None, url=url,
+                  expired=expired)
     rows = [[{"text": _("Add my new card"), "url": url}]] if url else []
     rows.append([{"text": _("Talk to a person"), "callback_data": f"{HUMAN_PREFIX}0"}])
     return {"text": text, "parse_mode": "HTML", "reply_markup": {"inline_keyboard": rows}}

@@ -143,6 +143,9 @@ def _variants(root: Root, name: str) -> Iterator[tuple[str, dict[str, Any], list
             yield label, {"first_name": "Anna", "url": url}, _buttons(payload["reply_markup"])
         payload = dunning.card_expiring_payload(None, UPDATE_URL)
         yield "no name", {"first_name": None, "url": UPDATE_URL}, _buttons(payload["reply_markup"])
+        payload = dunning.card_expiring_payload("Anna", UPDATE_URL, expired=True)
+        yield "has expired (MemberPress)", {"first_name": "Anna", "url": UPDATE_URL,
+                                            "expired": True}, _buttons(payload["reply_markup"])
         return
     if name == "faq/why_failed.j2":
         for category in declines.CATEGORIES:

@@ -1,10 +1,15 @@
 """Stripe webhooks: signature check with the official library, then event → `Signal`.
 
-Webhook endpoints keep the API version they were created with, so both invoice shapes
-arrive: before 2025-03-31 ("basil") an invoice names its `payment_intent` / `charge` (ids, or
-objects when expanded); from basil on these are gone and the attempt is found through the
-invoice's payments (`InvoicePayment.list`, see `stripe_api.lookup_decline`). Either way the
-decline code may also arrive on its own in `payment_intent.payment_failed` / `charge.failed`.
+Webhook endpoints keep the API version they were created with, so every invoice shape
+arrives: up to 2025-01-27 ("acacia") an invoice names its `subscription` and its
+`payment_intent` / `charge` (ids, or objects when expanded); from 2025-03-31 ("basil", and so
+in "dahlia") the subscription is under `parent.subscription_details`, the lines name their
+price only by id, and the attempt is found through the invoice's payments
+(`InvoicePayment.list`, see `stripe_api.lookup_decline`). Either way the decline code may also
+arrive on its own in `payment_intent.payment_failed` / `charge.failed`, whose PaymentIntent
+names no invoice from basil on (`ingest` pairs it with its failure).
+
+`_READERS` at the bottom is every event type read; docs/billing.md says what each does.
 """
 
 from __future__ import annotations

@@ -316,8 +316,7 @@ async def _send_due(sessionmaker, billing_settings, clock) -> list[str]:  # noqa
         rows = list(await session.scalars(select(Outbox).where(Outbox.status == "queued")))
         for row in rows:
             row.status, row.sent_at = "sent", clock.now()
-        return [row.payload.get("template") or row.payload.get("text", "")[:30]
-                for row in rows]
+        return [row.payload.get("template") or row.payload.get("text", "") for row in rows]
 
 
 async def test_a_refunded_recovery_is_not_saved_and_says_nothing_more(
@@ -362,15 +361,23 @@ async def test_memberpress_expired_transaction(client, session, clock, sub_statu
     assert case.status == expected
 
 
-async def test_memberpress_card_expired_reminder_warns(client, session, clock, bus):
-    await post_mp(client, mp_transaction("recurring-transaction-failed", 901, created=clock.now()))
+async def test_memberpress_card_expired_reminder_warns(client, session, sessionmaker, clock,
+                                                      bus, billing_settings):
+    member = Member(email="max@example.org", memberpress_member_id="56",
+                    created_at=clock.now())
+    session.add(member)
+    await session.flush()
+    session.add(TelegramLink(member_id=member.id, chat_id=9001, telegram_user_id=9001,
+                             linked_at=clock.now()))
+    await session.commit()
     async with bus.subscribe() as queue:
         response = await post_mp(client, mp_subscription("after-cc-expires-reminder",
                                                          status="active"))
         events = [queue.get_nowait() for _ in range(queue.qsize())]
     assert await _status(response) == "recorded"
-    assert ("case.changed", "card_expiring") in {(e.topic, e.data.get("change"))
-                                                 for e in events}
+    assert ("member.card_expiring", None) in {(e.topic, e.data.get("change")) for e in events}
+    [text] = await _send_due(sessionmaker, billing_settings, clock)
+    assert "has expired" in text or "abgelaufen" in text
 
 
 # --- 8. plan names ------------------------------------------------------------------------
