@@ -89,6 +89,10 @@ async def find_target(session: AsyncSession, provider: str, action: str, email: 
     case = await session.scalar(select(RecoveryCase).where(
         RecoveryCase.member_id == member.id, RecoveryCase.provider == provider,
         RecoveryCase.status == cases.OPEN).order_by(RecoveryCase.id.desc()).limit(1))
+    if case is None and action == "event":  # e.g. a refund of the payment that recovered it
+        case = await session.scalar(select(RecoveryCase).where(
+            RecoveryCase.member_id == member.id, RecoveryCase.provider == provider)
+            .order_by(RecoveryCase.id.desc()).limit(1))
     if case is not None:
         target.amount_minor, target.currency = case.amount_minor, case.currency
         target.attempt = case.attempt_count + 1
@@ -160,6 +164,12 @@ def stripe_event(event_type: str, target: Target, reason: str, now: datetime,
                "amount": target.amount_minor, "currency": target.currency.lower(),
                "status": "failed", "failure_code": "card_declined",
                "outcome": {"type": "issuer_declined", "reason": reason}}
+    elif event_type == "charge.refunded":
+        obj = {"id": f"ch_sim_{secrets.token_hex(6)}", "object": "charge",
+               "customer": target.customer_id, "invoice": target.invoice_ref,
+               "amount": target.amount_minor, "amount_refunded": target.amount_minor,
+               "currency": target.currency.lower(), "status": "succeeded", "paid": True,
+               "refunded": True}
     elif event_type == "charge.dispute.created":
         obj = {"id": f"dp_sim_{secrets.token_hex(6)}", "object": "dispute",
                "amount": target.amount_minor, "currency": target.currency.lower(),

@@ -395,6 +395,17 @@ def _charge_failed(signal: s.Signal, charge: dict) -> None:
     _attempt_amount(signal, charge)
 
 
+def _charge_refunded(signal: s.Signal, charge: dict) -> None:
+    """A payment given back. Refunded in full, the case it recovered was not saved; the
+    charge names its invoice up to acacia (from basil on it does not, and the refund is only
+    kept)."""
+    _customer(signal, charge)
+    signal.invoice_ref = _id(charge.get("invoice"))
+    signal.amount_minor = _int(charge, "amount_refunded", "charge")
+    signal.kind = s.REFUNDED if charge.get("refunded") is True and signal.invoice_ref \
+        else s.NOTICE
+
+
 def _attempt_amount(signal: s.Signal, obj: dict) -> None:
     signal.amount_minor = _int(obj, "amount", "object")
     value = obj.get("currency")
@@ -445,5 +456,6 @@ _READERS = {
     "payment_method.card_automatically_updated": _card_updated,  # its name before 2020
     "payment_intent.payment_failed": _intent_failed,
     "charge.failed": _charge_failed,
+    "charge.refunded": _charge_refunded,
 }
 EVENT_TYPES = frozenset(_READERS)

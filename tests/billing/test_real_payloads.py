@@ -349,6 +349,30 @@ async def test_a_refunded_recovery_is_not_saved_and_says_nothing_more(
     assert await _send_due(sessionmaker, billing_settings, clock) == []  # no "it has ended"
 
 
+@pytest.mark.parametrize("full", [True, False])
+async def test_a_stripe_refund_in_full_of_the_recovering_charge_loses_the_case(
+        client, session, clock, billing_settings, full):
+    t0 = clock.now() - timedelta(days=3)
+    await post_stripe(client, event("invoice.payment_failed", real_invoice(ACACIA), t0, ACACIA))
+    await post_stripe(client, event("invoice.paid", real_invoice(ACACIA, status="paid"),
+                                    t0 + timedelta(days=1), ACACIA))
+    charge = {"id": "ch_1Real", "object": "charge", "amount": 1400,
+              "amount_captured": 1400, "amount_refunded": 1400 if full else 400,
+              "captured": True, "currency": "eur", "customer": "cus_Real",
+              "invoice": "in_1Real", "paid": True, "payment_intent": "pi_in_1Real",
+              "refunded": full, "status": "succeeded", "livemode": False}
+    answer = await _status(await post_stripe(client, event("charge.refunded", charge,
+                                                           clock.now(), ACACIA)))
+    [case] = await _cases(session)
+    figures = await compute(session, Period.last_days(7, clock.now(), ZoneInfo("UTC")),
+                            billing_settings.hours, "en")
+    if full:
+        assert (answer, case.status, figures.recovered, figures.lost) == (
+            "processed", "lost", 0, 1)
+    else:  # a partial refund leaves the renewal paid
+        assert (answer, case.status, figures.recovered) == ("recorded", "recovered", 1)
+
+
 @pytest.mark.parametrize(("sub_status", "expected"), [("cancelled", "lost"), ("active", "open")])
 async def test_memberpress_expired_transaction(client, session, clock, sub_status, expected):
     t0 = clock.now() - timedelta(days=5)
