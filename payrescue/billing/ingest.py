@@ -241,16 +241,18 @@ async def _in_history(work: _Work) -> None:
 
 
 # a decline code that names no invoice (basil PaymentIntents, Charges) belongs to the
-# failure of the same customer and amount nearest in time: Stripe sends both within seconds
+# failure of the same customer nearest in time (the same amount first): Stripe sends both
+# within seconds, in either order
 _PAIRING_WINDOW = timedelta(hours=1)
 
 
 def _nearest(rows: list[PaymentEvent], signal: s.Signal) -> PaymentEvent | None:
-    fitting = [r for r in rows if r.occurred_at is not None and (
-        r.amount_minor is None or signal.amount_minor is None
-        or r.amount_minor == signal.amount_minor)]
-    return min(fitting, key=lambda r: (abs(r.occurred_at - signal.occurred_at), r.id),
-               default=None)
+    def distance(row: PaymentEvent) -> tuple[bool, timedelta, int]:
+        other = row.amount_minor is not None and signal.amount_minor is not None \
+            and row.amount_minor != signal.amount_minor
+        return other, abs(row.occurred_at - signal.occurred_at), row.id
+
+    return min((r for r in rows if r.occurred_at is not None), key=distance, default=None)
 
 
 def _near(signal: s.Signal, kind: str) -> Select[tuple[PaymentEvent]]:
@@ -280,18 +282,13 @@ async def _decline_info(work: _Work) -> None:
     if signal.invoice_ref or signal.subscription_ref:
         return  # replayed with its invoice
     # newer API versions no longer name the invoice: the failure it belongs to, if stored
-    # already (else that failure takes this code when it comes), else the latest open case
+    # already; else that failure takes this code when it comes (`_pair_with_waiting_decline`)
     failure = _nearest(list(await work.session.scalars(_near(signal, s.FAILED))), signal) \
         if customer_ref(signal) else None
-    if failure is not None:
-        signal.invoice_ref = failure.invoice_ref
-    else:
-        open_ones = await cases.open_cases(work.session, member_id=work.member.id,
-                                           provider=signal.provider)
-        if not open_ones:
-            return
-        signal.invoice_ref = open_ones[0].invoice_ref
-    work.raw_ref = signal.invoice_ref
+    if failure is None:
+        work.status = "recorded"
+        return
+    signal.invoice_ref = work.raw_ref = failure.invoice_ref
     await work.session.execute(update(_EVENTS).where(_EVENTS.c.id == work.row_id).values(
         invoice_ref=signal.invoice_ref, facts=facts_of(signal)))
 
