@@ -44,7 +44,7 @@ def invitation_payload(member: Member, settings: Settings) -> dict[str, Any]:
     with use_language(language):
         return {"template": "invite", "language": language,
                 "subject": _("Reminders and help, right in the Telegram chat"),
-                "body": render("invite.j2", first_name=member.first_name or _("there")),
+                "body": render("email/invite.j2", first_name=member.first_name or None),
                 "update_url": None, "button": "connect"}
 
 
