@@ -45,6 +45,7 @@ BACK_AT = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)  # a Monday, 9:00 in Berlin
 UPDATE_URL = "https://club.example.org/u/Xy3kP9-link"
 REFERRAL_URL = "https://club.example.org/invite/anna"
 BUSINESS = "Studio Linde"  # the sample business whose voice the gallery shows
+SAMPLE_VOICE = Voice(BUSINESS)
 
 
 @dataclass
@@ -148,7 +149,8 @@ def _variants(root: Root, name: str) -> Iterator[tuple[str, dict[str, Any], list
             yield category, _case_facts(category), _case_buttons(category, why=True)
         bare = {**_case_facts(declines.UNKNOWN), "first_name": None, "plan": None}
         yield "no name, no plan", bare, _case_buttons(declines.UNKNOWN, why=True)
-        if name == "dunning/failed.j2":  # the sign-off's other forms, once
+        # the sign-off's other forms, unless the gallery shows the owner's own voice
+        if name == "dunning/failed.j2" and current_voice() == SAMPLE_VOICE:
             usual = _case_facts(declines.INSUFFICIENT_FUNDS)
             for label, voice in (("signed by a person", Voice(BUSINESS, "Lena Berger")),
                                  ("no business name or sign-off set", Voice())):
@@ -219,7 +221,7 @@ def gallery_voice() -> Voice:
     """The owner's voice when the settings name one (they preview their own messages), else
     a sample business's, so the docs show where the name and the sign-off appear."""
     voice = current_voice()
-    return voice if voice.business or voice.sign_off else Voice(BUSINESS)
+    return voice if voice.business or voice.sign_off else SAMPLE_VOICE
 
 
 def samples(language: str) -> list[Sample]:

@@ -357,3 +357,26 @@ async def test_a_member_who_blocked_the_bot_gets_that_step_by_email(
     rows = await wait_for_rows(svc, 2, kind="reminder", channel="email", status="sent")
     assert [r.dunning_step for r in rows] == [0, 1]
     assert len(await wait_for_rows(svc, 3, kind="reminder")) == 3  # no Telegram try again
+
+
+async def test_the_owner_s_voice_signs_e_mails_and_chat_messages(
+    engine, clock, tmp_path, mailbox: Mailbox  # noqa: ANN001
+) -> None:
+    from tests.conversations.helpers import linked_member, texts
+    from tests.harness import BOT_USERNAME, running_service
+    from tests.mail.smtp import smtp_settings
+
+    async with running_service(engine=engine, clock=clock, data_dir=tmp_path,
+                               bot_username=BOT_USERNAME, business_name="Beispiel Club",
+                               sign_off="Lena Berger", **smtp_settings(mailbox)) as svc:
+        by_mail = await unlinked_member(svc)
+        await open_case(svc, by_mail, decline_category="expired_card")
+        [message] = await mailbox.wait_for("mia.muster@example.org")
+        text, html = parts(message)
+        assert "Herzliche Grüße\r\nLena Berger\r\n" in text
+        assert "weil Sie Mitglied bei Beispiel Club sind" in text and "Beispiel Club" in html
+
+        member, chat = await linked_member(svc, language="en")
+        await open_case(svc, member, decline_category="insufficient_funds")
+        messages = await svc.emulator.wait_for_messages(chat, 2)
+        assert texts(messages)[-1].endswith("Warm wishes,\nLena Berger")
