@@ -165,10 +165,10 @@ def _may_contact(member: Member, settings: Settings) -> bool:
 def email_subject(template: str) -> str:
     """The subject line of a dunning e-mail, in the current language."""
     subjects = {
-        "failed": lambda: _("Your payment did not go through"),
+        "failed": lambda: _("Your payment didn't go through"),
         "reminder": lambda: _("Reminder: your payment is still open"),
         "final": lambda: _("Last reminder: your membership is about to end"),
-        "recovered": lambda: _("Thank you: your payment arrived"),
+        "recovered": lambda: _("Thank you – your payment has arrived"),
         "lost": lambda: _("Your membership has ended"),
         "card_expiring": lambda: _("Your card expires soon"),
     }

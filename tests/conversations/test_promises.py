@@ -16,7 +16,7 @@ async def test_a_card_the_bank_blocked_goes_to_the_team_with_its_own_reason(svc)
     await open_case(svc, member, decline_category="fraud", next_attempt_at=None)
     messages = await svc.emulator.wait_for_messages(chat, 2)
     text = texts(messages)[-1]
-    assert "Someone from our team will get in touch with you personally" in text
+    assert "Someone from our team will also get in touch with you personally" in text
     # kind words: the member never reads the bank's suspicion
     assert not any(word in text.lower() for word in ("fraud", "stolen", "lost"))
     conversation = await conversation_of(svc, member.id)

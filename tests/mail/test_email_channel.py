@@ -73,7 +73,7 @@ async def test_member_without_telegram_gets_the_notice_by_email_in_german(
     [message] = await mailbox.wait_for("mia.muster@example.org")
     [row] = await wait_for_rows(svc, 1, channel="email", status="sent")
 
-    assert message["Subject"] == "Ihre Zahlung ist nicht durchgegangen"
+    assert message["Subject"] == "Ihre Zahlung hat leider nicht geklappt"
     assert message["From"] == "Beispiel Club <club@example.org>"
     assert message["To"] == "Mia Muster <mia.muster@example.org>"
     assert message["Reply-To"] == "antwort@example.org"
@@ -173,11 +173,11 @@ async def test_recovery_stops_reminders_and_thanks_by_email(
     member = await unlinked_member(svc, "John Smith", language="en")
     case = await open_case(svc, member)
     [notice] = await mailbox.wait_for("john.smith@example.org")
-    assert notice["Subject"] == "Your payment did not go through"
+    assert notice["Subject"] == "Your payment didn't go through"
     await set_case(svc, case, "recovered", status="recovered", recovered_at=svc.clock.now(),
                    recovered_amount_minor=2900)
     [_, thanks] = await mailbox.wait_for("john.smith@example.org", 2)
-    assert thanks["Subject"] == "Thank you: your payment arrived"
+    assert thanks["Subject"] == "Thank you – your payment has arrived"
     text = parts(thanks)[0]
     assert "Thank you, John!" in text and "Your payment of €29.00 went through" in text
     await advance(svc, case, seconds=8 * DAY)
@@ -347,7 +347,7 @@ async def test_a_member_who_blocked_the_bot_gets_that_step_by_email(
     svc.emulator.block(chat)
     case = await open_case(svc, member)
     [message] = await mailbox.wait_for("anna.schmidt@example.org")
-    assert message["Subject"] == "Ihre Zahlung ist nicht durchgegangen"
+    assert message["Subject"] == "Ihre Zahlung hat leider nicht geklappt"
     await wait_for_rows(svc, 1, kind="reminder", channel="email", status="sent")
     rows = await wait_for_rows(svc, 2, kind="reminder")
     assert sorted((r.channel, r.status) for r in rows) == [("email", "sent"),
