@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -247,6 +248,26 @@ async def test_a_fresh_update_link_goes_out_in_the_member_s_language(make_client
     assert "http://127.0.0.1:8080/u/" in text and outbox.kind == "agent_reply"
     page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
     assert "sent" in page and link.case_id is not None
+
+
+async def test_the_owner_s_own_fresh_link_text_goes_out_as_they_wrote_it(
+        make_client, world, tmp_path, monkeypatch):
+    texts = tmp_path / "texts"
+    for language, words in (("de", "Hier Ihr Link – für Sie & nur für Sie"),
+                            ("en", "Your link, just for you")):
+        (texts / language / "agent").mkdir(parents=True)
+        (texts / language / "agent" / "fresh_link.j2").write_text(
+            f"{{{{ '{words}' }}}}:\n{{{{ url }}}}\n\n{{{{ signature or 'Ihr Team' }}}}",
+            encoding="utf-8")
+    monkeypatch.setenv("PAYRESCUE_TEXTS_DIR", str(texts))
+    client, token, conversation_id = await _claimed(make_client, world, language="de")
+    await client.post(f"/console/conversations/{conversation_id}/update-link",
+                      data={"csrf_token": token}, headers=JSON)
+    async with world.sessionmaker() as db:
+        text = (await db.scalars(select(Outbox))).one().payload["text"]
+    # plain text, as the member reads it: no "&amp;" from the template's escaping
+    assert re.fullmatch(r"Hier Ihr Link – für Sie & nur für Sie:\nhttp://127\.0\.0\.1:8080/u/"
+                        r"[\w-]+\n\nIhr Team", text), text
 
 
 async def test_an_admin_edits_a_canned_answer(make_client, world):
