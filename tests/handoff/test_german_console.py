@@ -22,7 +22,7 @@ ENGLISH = re.compile(
     r"resolved|queued|sending|sent|failed|cancelled|blocked|delivered|document|photo|voice|"
     r"animation|file|member|recovered|lost|open|opened|held|released|reminder|agent_reply|"
     r"unknown|expired_card|insufficient_funds|no_contact|bot_only|refused|undeliverable|"
-    r"address|case|any|minutes?|hours?|days?|queue|new|too|long|viewing|typing)\b")
+    r"address|case|any|minutes?|hours?|days?|queue|new|too|long|viewing|typing|admin|agent)\b")
 
 
 class _Visible(HTMLParser):
