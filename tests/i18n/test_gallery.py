@@ -135,7 +135,7 @@ def test_the_preview_shows_the_owner_s_voice_and_the_e_mails_html(
     assert main(["messages", "preview", "--language", "de"]) == 0
     out = capsys.readouterr().out
     assert "> Herzliche Grüße\n> Lena Berger\n" in out
-    assert "weil Sie Mitglied bei Gold Club sind" in out
+    assert "Sie erhalten diese E-Mail zu Ihrer Mitgliedschaft bei Gold Club." in out
     assert "Ihrer Mitgliedschaft bei Gold Club verbunden" in out
     assert main(["messages", "preview", "--language", "en", "--format", "html"]) == 0
     page = capsys.readouterr().out

@@ -374,7 +374,7 @@ async def test_the_owner_s_voice_signs_e_mails_and_chat_messages(
         [message] = await mailbox.wait_for("mia.muster@example.org")
         text, html = parts(message)
         assert "Herzliche Grüße\r\nLena Berger\r\n" in text
-        assert "weil Sie Mitglied bei Beispiel Club sind" in text and "Beispiel Club" in html
+        assert "zu Ihrer Mitgliedschaft bei Beispiel Club" in text and "Beispiel Club" in html
 
         member, chat = await linked_member(svc, language="en")
         await open_case(svc, member, decline_category="insufficient_funds")
