@@ -41,6 +41,7 @@ from payrescue.i18n import (
     format_date,
     format_money,
     member_text_environment,
+    plain_text,
     render_member_text,
     texts_dir,
     use_language,
@@ -163,16 +164,9 @@ def _may_contact(member: Member, settings: Settings) -> bool:
 
 
 def email_subject(template: str) -> str:
-    """The subject line of a dunning e-mail, in the current language."""
-    subjects = {
-        "failed": lambda: _("Your payment didn't go through"),
-        "reminder": lambda: _("Reminder: your payment is still open"),
-        "final": lambda: _("Last reminder: your membership is about to end"),
-        "recovered": lambda: _("Thank you – your payment has arrived"),
-        "lost": lambda: _("Your membership has ended"),
-        "card_expiring": lambda: _("Your card expires soon"),
-    }
-    return subjects[template]()
+    """The subject line of a member e-mail (`email/subject/<template>.j2`, which an owner may
+    replace like any member text), in the current language: plain text on one line."""
+    return " ".join(plain_text(render(f"email/subject/{template}.j2")).split())
 
 
 def paused(case: RecoveryCase, now: datetime) -> bool:

@@ -23,7 +23,7 @@ from payrescue.config import Settings
 from payrescue.conversations import current_conversation
 from payrescue.db.models import Conversation, Member, Message, Outbox
 from payrescue.events import Event
-from payrescue.i18n import _, current_language
+from payrescue.i18n import current_language
 from payrescue.members import find_by_email
 
 
@@ -105,6 +105,8 @@ async def thread_of(session: AsyncSession, member: Member) -> tuple[str | None, 
 def reply_email(text: str, in_reply_to: str | None, references: str | None) -> dict[str, Any]:
     """An agent's answer to a member by e-mail, in the current language: their words as they
     typed them (escaped, as a Telegram text would be), threaded under the member's e-mail."""
-    return {"subject": _("Our answer to your message"), "body": html.escape(text),
+    from payrescue.dunning import email_subject
+
+    return {"subject": email_subject("agent_reply"), "body": html.escape(text),
             "language": current_language(), "in_reply_to": in_reply_to,
             "references": references}

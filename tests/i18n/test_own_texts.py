@@ -89,3 +89,12 @@ def test_own_texts_may_name_the_business_and_the_signature(
     _write(texts, "en/dunning/_sign_off.j2", "See you\n{{ firm }}")
     assert main(["messages", "check", str(texts)]) == 1
     assert "en/dunning/_sign_off.j2: never given firm" in capsys.readouterr().out
+
+
+def test_an_owner_may_word_the_e_mail_subjects_too(texts: Path) -> None:
+    _write(texts, "de/email/subject/failed.j2", "{{ business }}: Ihre Zahlung braucht Sie")
+    _write(texts, "en/email/subject/failed.j2", "{{ business }}: your payment needs you")
+    assert gallery.check_texts(texts) == []
+    german = {(s.template, s.variant): s.text for s in gallery.samples("de")}
+    assert german[("email/dunning/failed.j2", "expired_card")].startswith(
+        "Subject: Studio Linde: Ihre Zahlung braucht Sie\n")
