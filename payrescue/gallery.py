@@ -446,9 +446,9 @@ def as_html(language: str, found: list[Sample]) -> str:
 
 # --- the owner's own texts ----------------------------------------------------------------
 
-# names every member template may use besides its own data
+# names every member template may use besides its own data (`email`: true in an e-mail)
 _GLOBALS = {"greeting", "money", "commands", "_", "gettext", "ngettext", "range", "loop",
-            "business", "signature"}
+            "business", "signature", "email"}
 
 
 def check_texts(folder: Path) -> list[str]:

@@ -91,10 +91,16 @@ def test_own_texts_may_name_the_business_and_the_signature(
     assert "en/dunning/_sign_off.j2: never given firm" in capsys.readouterr().out
 
 
-def test_an_owner_may_word_the_e_mail_subjects_too(texts: Path) -> None:
+def test_an_owner_may_word_the_e_mail_subjects_and_e_mails_too(texts: Path) -> None:
+    _write(texts, "de/dunning/final.j2", "Letzte Erinnerung{% if email %} per E-Mail{% endif %}."
+           "\n\n{% include 'dunning/_facts.j2' %}")
+    _write(texts, "en/dunning/final.j2", "Last reminder.\n\n{% include 'dunning/_facts.j2' %}")
     _write(texts, "de/email/subject/failed.j2", "{{ business }}: Ihre Zahlung braucht Sie")
     _write(texts, "en/email/subject/failed.j2", "{{ business }}: your payment needs you")
     assert gallery.check_texts(texts) == []
     german = {(s.template, s.variant): s.text for s in gallery.samples("de")}
     assert german[("email/dunning/failed.j2", "expired_card")].startswith(
         "Subject: Studio Linde: Ihre Zahlung braucht Sie\n")
+    # a text may say something else in an e-mail than in the chat
+    assert german[("dunning/final.j2", "expired_card")].startswith("Letzte Erinnerung.\n")
+    assert "Letzte Erinnerung per E-Mail." in german[("email/dunning/final.j2", "expired_card")]
