@@ -50,15 +50,19 @@ _WITHDRAWN = {
 }
 
 
-def delivery_error(error: str | None, channel: str = outbox.TELEGRAM) -> tuple[str, str]:
+def delivery_error(error: str | None, channel: str = outbox.TELEGRAM,
+                   status: str = outbox.FAILED) -> tuple[str, str]:
     """Why a message did not reach the member, in the agent's language, and the technical
-    detail in the server's own (English) words, shown apart as code ("" when none)."""
+    detail in the server's own (English) words, shown apart as code ("" when none). A row
+    withdrawn for a reason not named here shows that reason as the detail only."""
     if not error:
         return "", ""
     if error == outbox.BLOCKED_REASON:
         return _("the member blocked the bot"), ""
     if error in _WITHDRAWN:
         return _(_WITHDRAWN[error]), ""
+    if status == outbox.CANCELLED and error != outbox.EMAIL_PROBLEM_REASON:
+        return "", error
     if error == outbox.EMAIL_PROBLEM_REASON or error.startswith("address "):
         return _("the member's e-mail address doesn't accept mail"), error.partition(" ")[2]
     if error.startswith("cannot build the e-mail"):

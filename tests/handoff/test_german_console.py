@@ -116,6 +116,7 @@ async def _realistic_data(world) -> dict[str, int]:  # noqa: ANN001
                 ("failed", "Bad Request: message is too long", "telegram"),
                 ("cancelled", "blocked by the member", "telegram"),
                 ("cancelled", "case recovered", "telegram"),
+                ("cancelled", "some reason added later", "telegram"),
                 ("failed", "address rejected 550", "email"),
                 ("cancelled", "e-mail address undeliverable", "email"),
                 ("failed", "refused by the server: 554 spam", "email"),
