@@ -15,7 +15,15 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand
 
-from payrescue.i18n import FALLBACK, LANGUAGES, _, current_language, lazy_gettext, use_language
+from payrescue.i18n import (
+    FALLBACK,
+    LANGUAGES,
+    _,
+    current_language,
+    current_voice,
+    lazy_gettext,
+    use_language,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +69,7 @@ async def describe_bot(bot: Bot) -> None:
             code = language or None
             try:
                 await bot.set_my_commands(commands, language_code=code)
-                await bot.set_my_description(_(
-                    "I'm the membership assistant: if a renewal payment fails, I'll tell you "
-                    "why and help you sort it out in a minute – and put you through to our "
-                    "team whenever you like."), language_code=code)
+                await bot.set_my_description(_description(), language_code=code)
                 await bot.set_my_short_description(_(
                     "Help with your membership payments – and a direct line to our team."),
                     language_code=code)
@@ -72,3 +77,15 @@ async def describe_bot(bot: Bot) -> None:
                 log.warning("Telegram refused the bot's profile texts (%s: %s)",
                             exc.__class__.__name__, exc.message)
                 return
+
+
+def _description() -> str:
+    """The bot's profile text, naming the business when its name is set."""
+    business = current_voice().business
+    if business:
+        return _("I'm the membership assistant of {business}: if a renewal payment fails, "
+                 "I'll tell you why and help you sort it out in a minute – and put you "
+                 "through to our team whenever you like.").format(business=business)
+    return _("I'm the membership assistant: if a renewal payment fails, I'll tell you why "
+             "and help you sort it out in a minute – and put you through to our team "
+             "whenever you like.")

@@ -31,8 +31,9 @@ from aiogram.types import Chat, TelegramObject, Update, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import timeline
+from bot.replies import render
 from payrescue.config import Settings
-from payrescue.i18n import _, choose_language, use_language
+from payrescue.i18n import choose_language, use_language
 from payrescue.members import find_by_chat
 from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog, is_database_unavailable
 
@@ -138,7 +139,7 @@ async def _apologise(bot: Bot | None, chat: Chat | None, language: str) -> None:
     if bot is None or chat is None:
         return
     with use_language(language):
-        text = _("Sorry, something went wrong on our side. Please try again in a few minutes.")
+        text = render("outage/sorry.j2")
     try:
         await bot.send_message(chat.id, text)
     except TelegramAPIError as exc:

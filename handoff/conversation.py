@@ -7,7 +7,6 @@ delivery state. Notes are `Message(sender="note")` and never leave the console.
 
 from __future__ import annotations
 
-import html
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -24,9 +23,10 @@ from payrescue.config import Settings
 from payrescue.conversations import ASSIGNED
 from payrescue.db.models import Agent, Conversation, Member, Message, Outbox
 from payrescue.dunning import language_of
+from payrescue.dunning import render as member_text
 from payrescue.edge import bounded_id
 from payrescue.events import Event
-from payrescue.i18n import _, use_language
+from payrescue.i18n import _, plain_text, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 
 MAX_REPLY_CHARS = 4096  # Telegram's limit for one message
@@ -54,15 +54,11 @@ async def _queue_email_reply(db: AsyncSession, settings: Settings, conversation:
                              member: Member, text: str, now: datetime) -> Outbox:
     """The answer to a member who is not on Telegram, threaded under their last e-mail."""
     in_reply_to, references = await email_replies.thread_of(db, member)
-    language = language_of(member, settings)
-    with use_language(language):
-        subject = _("Our answer to your message")
+    with use_language(language_of(member, settings)):
+        payload = email_replies.reply_email(text, in_reply_to, references)
     row = await outbox_rules.queue_message(
-        db, member, "agent_reply",
-        {"subject": subject, "body": html.escape(text), "language": language,
-         "in_reply_to": in_reply_to, "references": references},
-        now, priority=outbox_rules.PRIORITY_AGENT, case_id=conversation.case_id,
-        channel=outbox_rules.EMAIL)
+        db, member, "agent_reply", payload, now, priority=outbox_rules.PRIORITY_AGENT,
+        case_id=conversation.case_id, channel=outbox_rules.EMAIL)
     assert row is not None  # no dedupe key: always queued
     return row
 
@@ -216,13 +212,14 @@ def _explain(exc: AssignmentError) -> str:
         "claim it first": _("Claim the conversation first."),
         "no such agent": _("That agent does not exist."),
         "pick a time in the future": _("Pick a time in the future."),
+        "no such conversation": _("This conversation doesn't exist (any more)."),
     }
     text = str(exc)
     if text in known:
         return known[text]
     if text.startswith("not possible while"):
         return _("That is not possible in the conversation's current state.")
-    return text
+    return text  # raised here, already in the agent's language
 
 
 @login_required
@@ -401,9 +398,8 @@ async def update_link_view(request: web.Request) -> web.StreamResponse:
             if ctx.case is None:
                 raise ReplyError(_("This member has no open payment case."))
             url = await create_update_link(db, ctx.case, settings, now)
-            with use_language(ctx.member.language or settings.default_language):
-                text = _("Here is your personal link to update your payment method: "
-                         "%(url)s") % {"url": url}
+            with use_language(language_of(ctx.member, settings)):
+                text = plain_text(member_text("agent/fresh_link.j2", url=url))
             message = await queue_agent_message(db, conversation, agent, text, now, settings)
     except (AssignmentError, ReplyError) as exc:
         error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)

@@ -14,6 +14,7 @@ from aiohttp import web
 from handoff.auth import login_required
 from handoff.security import HEADERS
 from payrescue.db.models import Message
+from payrescue.i18n import _
 from payrescue.keys import SESSIONMAKER, SETTINGS
 
 INLINE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "audio/ogg", "audio/mpeg",
@@ -35,7 +36,8 @@ async def media_view(request: web.Request) -> web.StreamResponse:
     if message.file_id.startswith(MAIL_FILE):
         return _mail_file(settings.data_dir, message)
     if settings.bot_token is None:
-        raise web.HTTPServiceUnavailable(text="No bot token configured.")
+        raise web.HTTPServiceUnavailable(
+            text=_("Files cannot be shown: no Telegram bot token is configured."))
     base = str(settings.telegram_api_base).rstrip("/")
     token = settings.bot_token.get_secret_value()
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:

@@ -14,6 +14,7 @@ from handoff.render import render
 from payrescue import handoff_rules, timeline
 from payrescue.conversations import ASSIGNED, BOT, RESOLVED, WAITING
 from payrescue.db.models import Agent, Conversation, Member, RecoveryCase
+from payrescue.i18n import _
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
 
 VIEWS = ("waiting", "mine", "open", "resolved", "bot", "all")  # "bot": handed back, cancelled
@@ -108,7 +109,7 @@ async def load_queue(
 async def _queue_context(request: web.Request) -> dict:
     view = request.query.get("view", "waiting")
     if view not in VIEWS:
-        raise web.HTTPBadRequest(text="unknown view")
+        raise web.HTTPBadRequest(text=_("There is no such list of conversations."))
     search = request.query.get("q", "").strip()[:100]
     agent = request_agent(request)
     assert agent is not None  # noqa: S101 - login_required ran

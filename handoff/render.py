@@ -18,6 +18,7 @@ from payrescue.i18n import (
     _,
     current_language,
     format_datetime,
+    lazy_gettext,
     ngettext,
     template_environment,
 )
@@ -32,17 +33,56 @@ def create_environment() -> Environment:
     env.filters["waited"] = waited
     env.filters["reason"] = handoff_rules.badge
     env.filters["case_status"] = cases.status_label
-    env.filters["delivery_error"] = delivery_error
-    env.globals["blocked_reason"] = outbox.BLOCKED_REASON
+    env.globals["delivery_error"] = delivery_error
+    env.globals["file_kind"] = file_kind
+    env.filters["subscription_status"] = cases.subscription_status_label
     return env
 
 
-def delivery_error(error: str) -> str:
-    """Why a message did not reach the member, in the agent's language; Telegram's own
-    words (English) only as the detail."""
+# why a queued message was withdrawn (`outbox.error` of a cancelled row)
+_WITHDRAWN = {
+    "case recovered": lazy_gettext("no longer needed: the payment came in"),
+    "case lost": lazy_gettext("no longer needed: the case was closed"),
+    "case held": lazy_gettext("held back: the payment provider has a fault"),
+    "case withdrawn: subscription ended": lazy_gettext("no longer needed: the subscription "
+                                                       "ended"),
+    "no longer wanted by its case": lazy_gettext("no longer needed: the payment case changed"),
+}
+
+
+def delivery_error(error: str | None, channel: str = outbox.TELEGRAM,
+                   status: str = outbox.FAILED) -> tuple[str, str]:
+    """Why a message did not reach the member, in the agent's language, and the technical
+    detail in the server's own (English) words, shown apart as code ("" when none). A row
+    withdrawn for a reason not named here shows that reason as the detail only."""
+    if not error:
+        return "", ""
     if error == outbox.BLOCKED_REASON:
-        return _("the member blocked the bot")
-    return _("Telegram refused it (%(detail)s)") % {"detail": error}
+        return _("the member blocked the bot"), ""
+    if error in _WITHDRAWN:
+        return _(_WITHDRAWN[error]), ""
+    if status == outbox.CANCELLED and error != outbox.EMAIL_PROBLEM_REASON:
+        return "", error
+    if error == outbox.EMAIL_PROBLEM_REASON or error.startswith("address "):
+        return _("the member's e-mail address doesn't accept mail"), error.partition(" ")[2]
+    if error.startswith("cannot build the e-mail"):
+        return _("the e-mail could not be put together"), error.partition(": ")[2]
+    if channel == outbox.EMAIL:
+        return _("the mail server refused it"), error.removeprefix("refused by the server: ")
+    return _("Telegram refused it"), error
+
+
+_FILE_KINDS = {
+    "photo": lazy_gettext("Photo"), "video": lazy_gettext("Video"),
+    "voice": lazy_gettext("Voice message"), "audio": lazy_gettext("Audio file"),
+    "video_note": lazy_gettext("Video message"), "sticker": lazy_gettext("Sticker"),
+    "animation": lazy_gettext("Animated GIF"), "document": lazy_gettext("File"),
+}
+
+
+def file_kind(kind: str) -> str:
+    """What a member sent, when the file has no name of its own: "Datei", "Sprachnachricht"."""
+    return _(_FILE_KINDS.get(kind, _FILE_KINDS["document"]))
 
 
 def waited(seconds: float) -> str:

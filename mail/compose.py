@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import html
 import io
 import re
 from datetime import datetime, timedelta
@@ -30,13 +29,12 @@ from markupsafe import Markup
 from payrescue import members, tokens
 from payrescue.config import Settings
 from payrescue.db.models import Member, Outbox
-from payrescue.i18n import template_environment, use_language
+from payrescue.i18n import plain_text, template_environment, use_language, voice_context
 
 TEMPLATES = Path(__file__).parent / "templates"
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
 UNSUBSCRIBE_DAYS = 365
 QR_CID = "telegram-qr"
-_TAG = re.compile(r"<[^>]+>")
 
 
 class BadAddress(ValueError):
@@ -123,10 +121,6 @@ def html_paragraphs(body: str) -> Markup:
         f'<p style="{style}">{p.replace(chr(10), "<br>")}</p>' for p in paragraphs))
 
 
-def plain_text(body: str) -> str:
-    return html.unescape(_TAG.sub("", body)).strip()
-
-
 def compose(row: Outbox, member: Member, settings: Settings, now: datetime) -> EmailMessage:
     """The e-mail for one row; raises `BadAddress` when the member's address is unusable."""
     to = recipient(member)
@@ -139,6 +133,7 @@ def compose(row: Outbox, member: Member, settings: Settings, now: datetime) -> E
     context = {
         "subject": payload["subject"],
         "button": payload.get("button") or "update",
+        "button_text": payload.get("button_text"),
         "body_html": html_paragraphs(payload["body"]),
         "body_text": plain_text(payload["body"]),
         "update_url": button_url,
@@ -146,6 +141,7 @@ def compose(row: Outbox, member: Member, settings: Settings, now: datetime) -> E
         "qr_cid": QR_CID,
         "unsubscribe_url": unsubscribe,
         "language": payload.get("language", settings.default_language),
+        **voice_context(),
     }
     with use_language(context["language"]):
         text = _environment().get_template("mail/message.txt.j2").render(**context).strip()

@@ -108,7 +108,8 @@ async def connect_page(request: web.Request) -> web.Response:
         qr = Markup(segno.make(deep_link, error="m").svg_inline(scale=6))  # noqa: S704
         return _connect(language, 200, _("Connect Telegram"),
                         [_("Reminders and help right in the chat."),
-                         _("One tap connects the chat with your membership; /stop ends it.")],
+                         _("One tap connects the chat with your membership; /stop switches "
+                           "the reminders off there at any time.")],
                         deep_link=deep_link, qr_svg=qr)
 
 

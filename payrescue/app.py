@@ -30,6 +30,9 @@ def init_app(
     with_bot: bool = True,
 ) -> web.Application:
     """Build the application; `engine` lets a caller (tests, the demo) share its own."""
+    from payrescue.i18n import set_voice
+
+    set_voice(settings.business_name, settings.sign_off)
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
     app[CLOCK] = clock or Clock()

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from payrescue.clock import Clock
 from payrescue.config import ConfigError, Settings, load_settings
 from payrescue.db import create_engine, create_sessionmaker
+from payrescue.i18n import set_voice
 
 Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
 
@@ -231,6 +232,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         from payrescue.demo import demo_data
 
         settings = demo_data(settings, Path(args.data_dir) if args.data_dir else None)
+    set_voice(settings.business_name, settings.sign_off)  # for the texts a command queues
     return settings
 
 

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     demo_emulator_port: int | None = Field(default=None, ge=1, le=65535)  # unset: port + 1
     link_token_days: int = Field(default=14, ge=1, le=365)
     admin_chat_id: int | None = None
+    # the owner's voice in every member message and e-mail (README, "Your own voice")
+    business_name: str | None = Field(default=None, max_length=80)  # e.g. "Gold Club"
+    sign_off: str | None = Field(default=None, max_length=80)  # "Lena Berger"; default: the team
     # payment events in (payrescue/billing)
     stripe_webhook_secret: SecretStr | None = None  # whsec_…; several during rotation: "a,b"
     stripe_api_key: SecretStr | None = None  # for Billing Portal sessions and payment look-ups

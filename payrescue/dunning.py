@@ -38,9 +38,11 @@ from payrescue.hours import quiet_until
 from payrescue.i18n import (
     _,
     choose_language,
+    current_language,
     format_date,
     format_money,
     member_text_environment,
+    plain_text,
     render_member_text,
     texts_dir,
     use_language,
@@ -163,17 +165,9 @@ def _may_contact(member: Member, settings: Settings) -> bool:
 
 
 def email_subject(template: str) -> str:
-    """The subject line of a dunning e-mail, in the current language."""
-    subjects = {
-        "failed": lambda: _("Your payment did not go through"),
-        "reminder": lambda: _("Reminder: your payment is still open"),
-        "final": lambda: _("Last reminder: your membership is about to end"),
-        "recovered": lambda: _("Thank you: your payment arrived"),
-        "lost": lambda: _("Your membership has ended"),
-        "card_expiring": lambda: _("Your card expires soon"),
-        "card_expired": lambda: _("Your card has expired"),
-    }
-    return subjects[template]()
+    """The subject line of a member e-mail (`email/subject/<template>.j2`, which an owner may
+    replace like any member text), in the current language: plain text on one line."""
+    return " ".join(plain_text(render(f"email/subject/{template}.j2")).split())
 
 
 def paused(case: RecoveryCase, now: datetime) -> bool:
@@ -396,12 +390,9 @@ async def _pre_dunning(session: AsyncSession, settings: Settings, now: datetime)
         channel = reach.channel_for(member, settings) or outbox.TELEGRAM
         language = language_of(member, settings)
         with use_language(language):
-            payload = card_expiring_payload(member.first_name, url, expired)
-            if channel == outbox.EMAIL:
-                payload = {"template": "card_expiring", "language": language,
-                           "subject": email_subject("card_expired" if expired
-                                                    else "card_expiring"),
-                           "body": payload["text"], "update_url": url}
+            payload = (card_expiring_email(member.first_name, url, expired)
+                       if channel == outbox.EMAIL
+                       else card_expiring_payload(member.first_name, url, expired))
         row = await outbox.queue_message(
             session, member, "reminder", payload, now,
             priority=outbox.PRIORITY_REMINDER,
@@ -457,10 +448,10 @@ async def reminder_payload(
     return {"text": text, "parse_mode": "HTML", "reply_markup": keyboard}
 
 
-def update_label(case: RecoveryCase) -> str:
-    """The link button's words: what the page it opens lets the member do (the messages
-    name the button by these words, so they must match)."""
-    if declines.category(case.decline_category).name == declines.AUTHENTICATION_REQUIRED:
+def update_label(category: str | None) -> str:
+    """The link button's words for a case's decline category: what the page it opens lets
+    the member do (the messages name the button by these words, so they must match)."""
+    if declines.category(category).name == declines.AUTHENTICATION_REQUIRED:
         return _("Confirm the payment")
     return _("Update payment method")
 
@@ -468,7 +459,7 @@ def update_label(case: RecoveryCase) -> str:
 def case_keyboard(case: RecoveryCase, url: str, *, why: bool) -> dict[str, Any]:
     """The buttons every message about an open case carries, so each next step it names is
     one tap away: the update link, (the explanation), a person."""
-    rows = [[{"text": update_label(case), "url": url}]]
+    rows = [[{"text": update_label(case.decline_category), "url": url}]]
     if why:
         rows.append([{"text": _("Why did this fail?"), "callback_data": f"{WHY_PREFIX}{case.id}"}])
     rows.append([{"text": _("Talk to a person"), "callback_data": f"{HUMAN_PREFIX}{case.id}"}])
@@ -492,11 +483,28 @@ async def email_payload(
     language = language_of(member, settings)
     with use_language(language):
         context = await case_context(session, settings, case, member, now)
-        body = render(f"dunning/{template}.j2", **context)
-        subject = email_subject(template)
         url = await create_update_link(session, case, settings, now) if with_link else None
-    return {"template": template, "language": language, "subject": subject, "body": body,
-            "update_url": url, "case_id": case.id}
+        return {**email_content(template, context, url), "case_id": case.id}
+
+
+def email_content(template: str, context: dict[str, Any], url: str | None) -> dict[str, Any]:
+    """A dunning step's e-mail in the current language: subject, body (the step's text, as on
+    Telegram) and the button's link (None: no button, as under a thank-you)."""
+    return {"template": template, "language": current_language(),
+            "subject": email_subject(template),
+            "body": render(f"dunning/{template}.j2", **context, email=True), "update_url": url,
+            "button_text": update_label(context.get("category")) if url else None}
+
+
+def card_expiring_email(first_name: str | None, url: str | None, expired: bool = False
+                        ) -> dict[str, Any]:
+    """"Your card expires soon" (or "has expired") by e-mail, in the current language; the
+    button adds the new card when the billing system gave us a page for it."""
+    return {"template": "card_expiring", "language": current_language(),
+            "subject": email_subject("card_expired" if expired else "card_expiring"),
+            "body": render("dunning/card_expiring.j2", first_name=first_name or None, url=url,
+                           expired=expired, email=True),
+            "update_url": url, "button_text": _("Add my new card") if url else None}
 
 
 async def send_fresh_link(session: AsyncSession, settings: Settings, case: RecoveryCase,

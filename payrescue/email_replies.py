@@ -10,8 +10,10 @@ thread never lands near that member's conversation.
 from __future__ import annotations
 
 import enum
+import html
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +23,7 @@ from payrescue.config import Settings
 from payrescue.conversations import current_conversation
 from payrescue.db.models import Conversation, Member, Message, Outbox
 from payrescue.events import Event
+from payrescue.i18n import current_language
 from payrescue.members import find_by_email
 
 
@@ -97,3 +100,13 @@ async def thread_of(session: AsyncSession, member: Member) -> tuple[str | None, 
                Message.email_message_id.is_not(None))
         .order_by(Message.id.desc()).limit(1))
     return latest, latest
+
+
+def reply_email(text: str, in_reply_to: str | None, references: str | None) -> dict[str, Any]:
+    """An agent's answer to a member by e-mail, in the current language: their words as they
+    typed them (escaped, as a Telegram text would be), threaded under the member's e-mail."""
+    from payrescue.dunning import email_subject
+
+    return {"subject": email_subject("agent_reply"), "body": html.escape(text),
+            "language": current_language(), "in_reply_to": in_reply_to,
+            "references": references}

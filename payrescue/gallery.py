@@ -1,7 +1,9 @@
 """Every member message in one place: `payrescue messages preview`.
 
 The gallery renders each member-facing template that exists (the dunning steps for every
-decline category, the FAQ answers, the handoff texts, …) with realistic data, plus the
+decline category, the FAQ answers, the handoff texts, …) and every e-mail as `mail.compose`
+builds it (subject and text part; the HTML part for `--format html`), in the owner's voice
+(business name and sign-off, or a sample business's), with realistic data, plus the
 variants that used to go wrong: no first name, no plan name, no next attempt, no open
 payment. It is generic on purpose: a new template in one of `template_roots()` joins the
 gallery (and its checks) without a change here; a template whose text depends on a value
@@ -27,13 +29,25 @@ from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 
-from payrescue.i18n import format_date, format_money, format_when, use_language
+from payrescue.i18n import (
+    Voice,
+    _,
+    current_voice,
+    format_date,
+    format_money,
+    format_when,
+    use_language,
+    use_voice,
+    voice_context,
+)
 
 ZONE = ZoneInfo("Europe/Berlin")
 NEXT_ATTEMPT = datetime(2026, 3, 12, 9, 0, tzinfo=UTC)
 BACK_AT = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)  # a Monday, 9:00 in Berlin
 UPDATE_URL = "https://club.example.org/u/Xy3kP9-link"
 REFERRAL_URL = "https://club.example.org/invite/anna"
+BUSINESS = "Studio Linde"  # the sample business whose voice the gallery shows
+SAMPLE_VOICE = Voice(BUSINESS)
 
 
 @dataclass
@@ -42,6 +56,7 @@ class Sample:
     variant: str
     text: str
     buttons: list[str] = field(default_factory=list)
+    html: str | None = None  # an e-mail's HTML part (its text part is `text`)
 
 
 @dataclass(frozen=True)
@@ -58,7 +73,7 @@ def template_roots() -> list[Root]:
     from payrescue import dunning
 
     return [
-        Root(dunning.TEMPLATES, ("dunning",), dunning.render),
+        Root(dunning.TEMPLATES, ("dunning", "agent"), dunning.render),
         Root(replies.TEMPLATES, None, replies.render),
     ]
 
@@ -136,6 +151,13 @@ def _variants(root: Root, name: str) -> Iterator[tuple[str, dict[str, Any], list
             yield category, _case_facts(category), _case_buttons(category, why=True)
         bare = {**_case_facts(declines.UNKNOWN), "first_name": None, "plan": None}
         yield "no name, no plan", bare, _case_buttons(declines.UNKNOWN, why=True)
+        # the sign-off's other forms, unless the gallery shows the owner's own voice
+        if name == "dunning/failed.j2" and current_voice() == SAMPLE_VOICE:
+            usual = _case_facts(declines.INSUFFICIENT_FUNDS)
+            for label, voice in (("signed by a person", Voice(BUSINESS, "Lena Berger")),
+                                 ("no business name or sign-off set", Voice())):
+                yield label, {**usual, **_voice_of(voice)}, _case_buttons(
+                    declines.INSUFFICIENT_FUNDS, why=True)
         return
     if name == "dunning/card_expiring.j2":
         for label, url in (("with the billing system's page", UPDATE_URL), ("no page", None)):
@@ -177,7 +199,8 @@ def _variants(root: Root, name: str) -> Iterator[tuple[str, dict[str, Any], list
     if uses("next_attempt"):
         yield "no date for the next attempt", {**base, "next_attempt": None}, buttons
     # an answer that depends on an open payment (the messages about a case always have one)
-    if uses("has_case") or uses("url") or (name.startswith("faq/") and uses("amount")):
+    if not name.startswith("agent/") and (
+            uses("has_case") or uses("url") or (name.startswith("faq/") and uses("amount"))):
         yield "no open payment", {"has_case": False}, buttons
     if uses("open_now"):
         yield "one minute", {**base, "minutes": 1}, buttons
@@ -194,16 +217,112 @@ def _source(root: Root, name: str) -> str:
     return (root.folder / name).read_text(encoding="utf-8")
 
 
+def _voice_of(voice: Voice) -> dict[str, str | None]:
+    with use_voice(voice):
+        return voice_context()
+
+
+def gallery_voice() -> Voice:
+    """The owner's voice when the settings name one (they preview their own messages), else
+    a sample business's, so the docs show where the name and the sign-off appear."""
+    voice = current_voice()
+    return voice if voice.business or voice.sign_off else SAMPLE_VOICE
+
+
 def samples(language: str) -> list[Sample]:
-    """Every member message, rendered in `language`, then the pages an update link opens."""
+    """Every member message, rendered in `language`: the chat messages, the pages an update
+    link opens, then the e-mails."""
     found: list[Sample] = []
-    with use_language(language):
+    with use_language(language), use_voice(gallery_voice()):
         for root in template_roots():
             for name in template_names(root):
                 for variant, context, buttons in _variants(root, name):
                     text = root.render(name, **context)
                     found.append(Sample(name, variant, str(text), buttons))
-    return found + _pages(language)
+        found += _pages(language)
+        found += _emails(language)
+    return found
+
+
+# --- e-mails ------------------------------------------------------------------------------
+
+# the random part of a signed link: the same in every run of the gallery
+_TOKENS = re.compile(r"(/mail/unsubscribe/|/connect/|\?start=)[A-Za-z0-9_-]{8,}")
+
+
+def _email_payloads() -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+    """(template, variant, outbox kind, payload) for every e-mail a member can get, in the
+    current language, made by the same functions that queue them."""
+    from payrescue import dunning, email_replies, invitations
+    from payrescue.billing import declines
+    from payrescue.config import Settings
+    from payrescue.db.models import Member
+
+    for step in ("failed", "reminder", "final"):
+        for category in declines.CATEGORIES:
+            yield (f"email/dunning/{step}.j2", category, "reminder",
+                   dunning.email_content(step, _case_facts(category), UPDATE_URL))
+        bare = {**_case_facts(declines.UNKNOWN), "first_name": None, "plan": None}
+        yield (f"email/dunning/{step}.j2", "no name, no plan", "reminder",
+               dunning.email_content(step, bare, UPDATE_URL))
+    for step in ("recovered", "lost"):
+        usual = _case_facts(declines.INSUFFICIENT_FUNDS)
+        yield f"email/dunning/{step}.j2", "usual", "bot", dunning.email_content(
+            step, usual, None)
+        yield f"email/dunning/{step}.j2", "no name, no plan", "bot", dunning.email_content(
+            step, {**usual, "first_name": None, "plan": None}, None)
+    yield ("email/dunning/card_expiring.j2", "with the billing system's page", "reminder",
+           dunning.card_expiring_email("Anna", UPDATE_URL))
+    yield ("email/dunning/card_expiring.j2", "no page, no name", "reminder",
+           dunning.card_expiring_email(None, None))
+    yield ("email/dunning/card_expiring.j2", "has expired (MemberPress)", "reminder",
+           dunning.card_expiring_email("Anna", UPDATE_URL, expired=True))
+    settings = Settings.model_construct(default_language="en")
+    for variant, name in (("usual", "Anna Schmidt"), ("no name", None)):
+        member = Member(id=7, name=name, language=_current_language())
+        yield ("email/invite.j2", variant, "invite",
+               invitations.invitation_payload(member, settings))
+    yield ("email/agent_reply", "an agent's answer", "agent_reply", email_replies.reply_email(
+        "Hallo Anna, ich habe die Zahlung für Freitag vorgemerkt. Viele Grüße, Lena"
+        if _current_language() == "de" else
+        "Hi Anna, I've noted the payment for Friday. Best, Lena",
+        "<m1@mail.example.org>", None))
+
+
+def _current_language() -> str:
+    from payrescue.i18n import current_language
+
+    return current_language()
+
+
+def _emails(language: str) -> list[Sample]:
+    """Every e-mail as `mail.compose` builds it: the subject and the text part as the
+    sample, the HTML part beside it (`--format html`)."""
+    from pydantic import AnyHttpUrl, SecretStr
+
+    from mail.compose import compose
+    from payrescue.config import Settings
+    from payrescue.db.models import Member, Outbox
+
+    settings = Settings.model_construct(
+        secret_key=SecretStr("gallery-" * 4), bot_username="club_bot",
+        public_base_url=AnyHttpUrl("https://club.example.org"),
+        smtp_from="Club <club@example.org>", default_language=language)
+    member = Member(id=7, name="Anna Schmidt", email="anna@example.org", language=language)
+    found = []
+    for number, (template, variant, kind, payload) in enumerate(_email_payloads(), start=1):
+        row = Outbox(id=number, kind=kind, payload=payload)
+        message = compose(row, member, settings, NEXT_ATTEMPT)
+        text = message.get_body(("plain",)).get_content()
+        markup = message.get_body(("html",)).get_content()
+        shown = _TOKENS.sub(r"\1Xy3kP9", f"Subject: {message['Subject']}\n\n{text}".strip())
+        button = payload.get("button_text")  # set when there is a link to press
+        if payload.get("button") == "connect":
+            button = _("Connect Telegram")
+        found.append(Sample(template, variant, html.escape(shown, quote=False),
+                            [button] if button else [],
+                            html=_TOKENS.sub(r"\1Xy3kP9", markup)))
+    return found
 
 
 _PAGE_PARTS = re.compile(r"<h1>(.*?)</h1>\s*<p>(.*?)</p>(?:\s*<a class=\"button\"[^>]*>(.*?)</a>)?",
@@ -286,7 +405,11 @@ def as_markdown(language: str, found: list[Sample]) -> str:
         "",
         "Generated by `payrescue messages preview --language "
         f"{language}`; do not edit by hand. Bold is **bold** in Telegram; buttons follow "
-        "each message in [brackets].",
+        "each message in [brackets]. E-mails (`email/…`) show their subject and text part; "
+        "`--format html` shows their HTML part." + (
+            f" The business and its sign-off are a sample's, {BUSINESS}'s (set "
+            "PAYRESCUE_BUSINESS_NAME and PAYRESCUE_SIGN_OFF to see yours)."
+            if gallery_voice() == SAMPLE_VOICE else ""),
     ]
     current = None
     for sample in found:
@@ -307,14 +430,18 @@ def as_html(language: str, found: list[Sample]) -> str:
              "background:#e6ebef;max-width:40rem;margin:auto}.m{background:#fff;"
              "border-radius:12px;padding:.8rem 1rem;white-space:pre-wrap;margin:.4rem 0}"
              ".k span{display:inline-block;background:#d5e4f5;border-radius:8px;"
-             "padding:.3rem .7rem;margin:.2rem}</style></head><body>"]
+             "padding:.3rem .7rem;margin:.2rem}.e{width:100%;height:38rem;border:0}"
+             "</style></head><body>"]
     current = None
     for sample in found:
         if sample.template != current:
             current = sample.template
             parts.append(f"<h2>{html.escape(sample.template)}</h2>")
         parts.append(f"<h3>{html.escape(sample.variant)}</h3>")
-        parts.append(f'<div class="m">{sample.text}</div>')  # our own Telegram HTML
+        if sample.html is not None:  # an e-mail: its HTML part, as a mail client shows it
+            parts.append(f'<iframe class="e" srcdoc="{html.escape(sample.html)}"></iframe>')
+        else:
+            parts.append(f'<div class="m">{sample.text}</div>')  # our own Telegram HTML
         if sample.buttons:
             labels = "".join(f"<span>{html.escape(b)}</span>" for b in sample.buttons)
             parts.append(f'<div class="k">{labels}</div>')
@@ -324,8 +451,9 @@ def as_html(language: str, found: list[Sample]) -> str:
 
 # --- the owner's own texts ----------------------------------------------------------------
 
-# names every member template may use besides its own data
-_GLOBALS = {"greeting", "money", "commands", "_", "gettext", "ngettext", "range", "loop"}
+# names every member template may use besides its own data (`email`: true in an e-mail)
+_GLOBALS = {"greeting", "money", "commands", "_", "gettext", "ngettext", "range", "loop",
+            "business", "signature", "email"}
 
 
 def check_texts(folder: Path) -> list[str]:

@@ -8,12 +8,14 @@ can never serve old texts.
 
 from __future__ import annotations
 
+import html
 import io
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -166,6 +168,15 @@ def tidy(text: str) -> Markup:
     return Markup(_BLANK_RUNS.sub("\n\n", text).strip())  # noqa: S704
 
 
+_TAG = re.compile(r"<[^>]+>")
+
+
+def plain_text(text: str) -> str:
+    """A rendered member text (HTML for Telegram's parse mode) as plain text: for a message
+    sent without a parse mode, or an e-mail's text part."""
+    return html.unescape(_TAG.sub("", str(text))).strip()
+
+
 def greeting(first_name: str | None) -> str:
     """"Hello Anna," — or a greeting that needs no name, never "Hello ,"."""
     if first_name and first_name.strip():
@@ -182,6 +193,55 @@ def format_when(moment: datetime, zone: ZoneInfo, language: str | None = None) -
     return _("on {day} at {time} ({city} time)").format(
         day=babel.dates.format_date(local.date(), format="EEEE", locale=locale),
         time=babel.dates.format_time(local, format="H:mm", locale=locale), city=city)
+
+
+@dataclass(frozen=True)
+class Voice:
+    """Who speaks to members: the business's own name (`business_name`) and who signs its
+    messages (`sign_off`: a person such as "Lena Berger", or a team). Member texts get them as
+    `business` and `signature`."""
+
+    business: str | None = None
+    sign_off: str | None = None
+
+    def signature(self) -> str | None:
+        """The line under "Warm wishes,": the sign-off, else the business's team, else none."""
+        if self.sign_off:
+            return self.sign_off
+        if self.business:
+            return _("The {business} team").format(business=self.business)
+        return None
+
+
+_process_voice = Voice()
+_voice: ContextVar[Voice | None] = ContextVar("payrescue_voice", default=None)
+
+
+def set_voice(business: str | None, sign_off: str | None) -> None:
+    """The process's voice, from its settings (the app and the CLI set it at start)."""
+    global _process_voice  # noqa: PLW0603 - one per process, like the texts folder
+    _process_voice = Voice(business or None, sign_off or None)
+
+
+def current_voice() -> Voice:
+    return _voice.get() or _process_voice
+
+
+@contextmanager
+def use_voice(voice: Voice) -> Iterator[Voice]:
+    """Render in another voice for a while (the gallery's sample business, tests)."""
+    token = _voice.set(voice)
+    try:
+        yield voice
+    finally:
+        _voice.reset(token)
+
+
+def voice_context() -> dict[str, str | None]:
+    """What every member text may name: the business and the signature, in the current
+    language."""
+    voice = current_voice()
+    return {"business": voice.business, "signature": voice.signature()}
 
 
 OWN_TEXTS = "@texts"  # the prefix under which the owner's templates are found
@@ -215,7 +275,8 @@ def member_text_environment(loader: BaseLoader, texts: Path | None) -> Environme
 
 def render_member_text(env: Environment, template: str, **context: object) -> Markup:
     texts = getattr(env, "texts", None)
-    return tidy(env.get_template(own_text_name(template, texts)).render(**context))
+    return tidy(env.get_template(own_text_name(template, texts)).render(
+        **{**voice_context(), **context}))
 
 
 def template_environment(loader: BaseLoader,

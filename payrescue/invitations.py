@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from payrescue import outbox, reach
 from payrescue.config import Settings
 from payrescue.db.models import Member, TelegramLink
-from payrescue.dunning import language_of, render
-from payrescue.i18n import _, use_language
+from payrescue.dunning import email_subject, language_of, render
+from payrescue.i18n import use_language
 
 INVITE_AGAIN_AFTER = timedelta(days=30)
 
@@ -43,8 +43,8 @@ def invitation_payload(member: Member, settings: Settings) -> dict[str, Any]:
     language = language_of(member, settings)
     with use_language(language):
         return {"template": "invite", "language": language,
-                "subject": _("Reminders and help, right in the Telegram chat"),
-                "body": render("invite.j2", first_name=member.first_name or _("there")),
+                "subject": email_subject("invite"),
+                "body": render("email/invite.j2", first_name=member.first_name or None),
                 "update_url": None, "button": "connect"}
 
 

@@ -182,3 +182,12 @@ def _no_outage_from_an_earlier_test() -> None:
     from payrescue import outage
 
     outage.DATABASE.down = False
+
+
+@pytest.fixture(autouse=True)
+def _the_default_voice() -> None:
+    """The owner's voice is one per process (set from the settings at start); a test that
+    started a service with a business name must not sign the next test's messages."""
+    from payrescue.i18n import set_voice
+
+    set_voice(None, None)

@@ -114,7 +114,7 @@ async def _answer(intent: str, session: AsyncSession, member: Member, settings: 
             from payrescue.billing.links import create_update_link
 
             context["url"] = await create_update_link(session, case, settings, now)
-            context["label"] = dunning.update_label(case)
+            context["label"] = dunning.update_label(case.decline_category)
     if intent == "receipt":
         keyboard = dunning.human_keyboard(case)
     markup = InlineKeyboardMarkup.model_validate(keyboard) if keyboard else None

@@ -50,6 +50,20 @@ def status_label(status: str) -> str:
     return _(_STATUS_LABELS[status]) if status in _STATUS_LABELS else status
 
 
+_SUBSCRIPTION_LABELS = {
+    "active": lazy_gettext("active"), "trialing": lazy_gettext("in its trial"),
+    "past_due": lazy_gettext("payment overdue"), "unpaid": lazy_gettext("unpaid"),
+    "paused": lazy_gettext("paused"), "canceled": lazy_gettext("ended"),
+    "incomplete": lazy_gettext("not yet started"),
+    "incomplete_expired": lazy_gettext("never started"),
+}
+
+
+def subscription_status_label(status: str) -> str:
+    """A subscription's status as the billing system names it, in the reader's language."""
+    return _(_SUBSCRIPTION_LABELS[status]) if status in _SUBSCRIPTION_LABELS else status
+
+
 def attribution_label(attribution: str | None) -> str:
     if not attribution:
         return ""

@@ -72,8 +72,8 @@ def settled(language: str) -> web.Response:
 def thanks(language: str) -> web.Response:
     with use_language(language):
         return _page(language, 200, _("Thank you!"),
-                     _("Your payment details are saved. We will take care of the rest and "
-                       "let you know in Telegram."))
+                     _("Your payment details are saved. We'll take care of the rest and let "
+                       "you know once the payment has gone through."))
 
 
 def no_destination(language: str, settings: Settings) -> web.Response:

@@ -102,6 +102,6 @@ async def test_a_database_failure_rolls_back_is_reraised_and_the_member_hears_it
 
     assert await _members(service) == 0
     apology = await service.emulator.wait_for_messages(user["id"], 1)
-    assert apology[-1]["plain_text"].startswith("Entschuldigung, bei uns ist gerade etwas")
+    assert apology[-1]["plain_text"].startswith("Entschuldigung – bei uns ist gerade etwas")
     # sent before each delivery failed: so one message means one apology, not one per delivery
     assert len(service.emulator.sent_messages(user["id"])) == 1

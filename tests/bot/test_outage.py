@@ -31,7 +31,7 @@ from tests.harness import RunningService, eventually, running_service
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 MEMBERS = 3
 MESSAGES = 4  # each member writes this many while the database is away
-APOLOGY = "Sorry, something went wrong on our side"
+APOLOGY = "Sorry – something went wrong on our side just now"
 # what a drill found: stored texts by member, apologies by chat, log lines, relay events
 Drill = tuple[dict[int, list[str]], dict[int, int], list[logging.LogRecord], list[Event]]
 

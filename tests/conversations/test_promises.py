@@ -16,7 +16,7 @@ async def test_a_card_the_bank_blocked_goes_to_the_team_with_its_own_reason(svc)
     await open_case(svc, member, decline_category="fraud", next_attempt_at=None)
     messages = await svc.emulator.wait_for_messages(chat, 2)
     text = texts(messages)[-1]
-    assert "Someone from our team will get back to you here personally" in text
+    assert "Someone from our team will also get in touch with you personally" in text
     # kind words: the member never reads the bank's suspicion
     assert not any(word in text.lower() for word in ("fraud", "stolen", "lost"))
     conversation = await conversation_of(svc, member.id)
@@ -101,3 +101,18 @@ async def test_telegram_shows_each_member_the_menu_and_profile_in_their_language
     assert "/sprache" in help_text and "/human" not in help_text
     assert "In welcher Sprache" in texts(await say(svc, chat, "/sprache"))[-1]
     assert "wirklich" in texts(await say(svc, chat, "/loeschen"))[-1]
+
+
+async def test_the_bot_s_profile_and_welcome_name_the_business(engine, clock, tmp_path) -> None:  # noqa: ANN001
+    from tests.harness import running_service
+
+    async with running_service(engine=engine, clock=clock, data_dir=tmp_path,
+                               business_name="Gold Club") as service:
+        account = service.emulator.state.resolve_bot(None)
+        assert account.descriptions["de"].startswith(
+            "Ich bin der Assistent für Ihre Mitgliedschaft bei Gold Club:")
+        assert account.descriptions["en"].startswith(
+            "I'm the membership assistant of Gold Club:")
+        member, chat = await linked_member(service, language="en")
+        welcome = texts(service.emulator.sent_messages(chat))[-1]
+        assert "connected to your Gold Club membership" in welcome

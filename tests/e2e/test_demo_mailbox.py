@@ -42,7 +42,7 @@ def test_a_member_without_telegram_in_the_demo(tmp_path: Path) -> None:
         failed = payrescue(tmp_path, "simulate", "failed-payment", "--demo", "--member", MIA,
                            "--reason", "expired_card", PAYRESCUE_PORT=str(port))
         assert failed.returncode == 0, failed.stderr
-        assert _mails(base, 1) == ["Ihre Zahlung ist nicht durchgegangen"]
+        assert _mails(base, 1) == ["Ihre Zahlung hat leider nicht geklappt"]
 
         status, page = _get(base + "/demo/mailbox/1")
         html = page.decode()

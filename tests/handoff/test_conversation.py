@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -72,7 +73,9 @@ async def test_delivery_state_shows_sent_and_failed_with_reason(make_client, wor
         second.status, second.error = "failed", "Forbidden: bot was blocked by the user"
     page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
     assert "delivered" in page
-    assert "failed: Telegram refused it (Forbidden: bot was blocked by the user)" in page
+    # Telegram's own words apart, as code: the sentence around them is the agent's language
+    assert ('failed: Telegram refused it <code class="detail">Forbidden: bot was blocked by '
+            "the user</code>") in page
 
 
 async def test_empty_or_too_long_replies_are_refused_and_nothing_is_queued(make_client, world):
@@ -247,6 +250,26 @@ async def test_a_fresh_update_link_goes_out_in_the_member_s_language(make_client
     assert "sent" in page and link.case_id is not None
 
 
+async def test_the_owner_s_own_fresh_link_text_goes_out_as_they_wrote_it(
+        make_client, world, tmp_path, monkeypatch):
+    texts = tmp_path / "texts"
+    for language, words in (("de", "Hier Ihr Link – für Sie & nur für Sie"),
+                            ("en", "Your link, just for you")):
+        (texts / language / "agent").mkdir(parents=True)
+        (texts / language / "agent" / "fresh_link.j2").write_text(
+            f"{{{{ '{words}' }}}}:\n{{{{ url }}}}\n\n{{{{ signature or 'Ihr Team' }}}}",
+            encoding="utf-8")
+    monkeypatch.setenv("PAYRESCUE_TEXTS_DIR", str(texts))
+    client, token, conversation_id = await _claimed(make_client, world, language="de")
+    await client.post(f"/console/conversations/{conversation_id}/update-link",
+                      data={"csrf_token": token}, headers=JSON)
+    async with world.sessionmaker() as db:
+        text = (await db.scalars(select(Outbox))).one().payload["text"]
+    # plain text, as the member reads it: no "&amp;" from the template's escaping
+    assert re.fullmatch(r"Hier Ihr Link – für Sie & nur für Sie:\nhttp://127\.0\.0\.1:8080/u/"
+                        r"[\w-]+\n\nIhr Team", text), text
+
+
 async def test_an_admin_edits_a_canned_answer(make_client, world):
     await world.agent("root@example.org", name="Root", role="admin")
     admin = await make_client()
@@ -292,7 +315,7 @@ async def test_context_lists_subscriptions_and_cases_with_events_in_provider_tim
                            settings, clock.now())
     page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
     panel = page[page.index("Subscriptions and cases"):]
-    assert "<code>sub_P</code>" in panel and "canceled" in panel
+    assert "<code>sub_P</code>" in panel and "<span class=\"badge\">ended</span>" in panel
     assert "<code>in_P</code>" in panel and "lost" in panel
     assert panel.index("invoice.payment_failed") < panel.index("customer.subscription.deleted")
 

@@ -31,7 +31,8 @@ def test_no_member_message_shows_tags_glued_links_empty_greetings_or_placeholder
     templates = {sample.template for sample in found}
     # the gallery finds the templates by itself: each face's are there
     assert {"dunning/failed.j2", "faq/why_failed.j2", "handoff/waiting.j2", "start/linked.j2",
-            "pages/update_link.html"} <= templates
+            "pages/update_link.html", "agent/fresh_link.j2", "outage/sorry.j2",
+            "email/dunning/failed.j2", "email/invite.j2"} <= templates
     broken = {(s.template, s.variant): gallery.problems(s) for s in found
               if gallery.problems(s)}
     assert broken == {}
@@ -100,3 +101,42 @@ def test_console_wait_times_speak_the_agents_language(language: str,
 
     with use_language(language):
         assert [waited(s) for s in (240, 7500, 48 * 3600 - 1, 80 * 3600)] == expected
+
+
+@pytest.mark.parametrize("language", ["de", "en"])
+def test_every_member_e_mail_is_shown_as_mail_compose_builds_it(language: str) -> None:
+    from payrescue.billing import declines
+
+    emails = [s for s in gallery.samples(language) if s.html is not None]
+    assert {"email/dunning/failed.j2", "email/dunning/reminder.j2", "email/dunning/final.j2",
+            "email/dunning/recovered.j2", "email/dunning/lost.j2",
+            "email/dunning/card_expiring.j2", "email/invite.j2",
+            "email/agent_reply"} == {s.template for s in emails}
+    for step in ("failed", "reminder", "final"):
+        shown = {s.variant for s in emails if s.template == f"email/dunning/{step}.j2"}
+        assert set(declines.CATEGORIES) | {"no name, no plan"} == shown
+    for sample in emails:
+        assert sample.text.startswith("Subject: ") and "<html" in sample.html
+    # the e-mail's button carries the words its text names ("Confirm the payment" for 3-D
+    # Secure), and a text never sends the member to a chat button the e-mail lacks
+    confirm = next(s for s in emails if s.template == "email/dunning/failed.j2"
+                   and s.variant == declines.AUTHENTICATION_REQUIRED)
+    with use_language(language):
+        from payrescue.dunning import update_label
+
+        assert confirm.buttons == [update_label(declines.AUTHENTICATION_REQUIRED)]
+        assert update_label(declines.AUTHENTICATION_REQUIRED) in confirm.html
+
+
+def test_the_preview_shows_the_owner_s_voice_and_the_e_mails_html(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("PAYRESCUE_BUSINESS_NAME", "Gold Club")
+    monkeypatch.setenv("PAYRESCUE_SIGN_OFF", "Lena Berger")
+    assert main(["messages", "preview", "--language", "de"]) == 0
+    out = capsys.readouterr().out
+    assert "> Herzliche Grüße\n> Lena Berger\n" in out
+    assert "Sie erhalten diese E-Mail zu Ihrer Mitgliedschaft bei Gold Club." in out
+    assert "Ihrer Mitgliedschaft bei Gold Club verbunden" in out
+    assert main(["messages", "preview", "--language", "en", "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert '<iframe class="e" srcdoc="' in page and "Warm wishes," in page

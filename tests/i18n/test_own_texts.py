@@ -71,3 +71,36 @@ def test_messages_check_renders_what_members_would_get(texts: Path,
     lines = capsys.readouterr().out
     assert "de/faq/thanks.j2 (usual): visible HTML tag" in lines
     assert "en/faq/thanks.j2 (usual): greeting without a name" in lines
+
+
+def test_own_texts_may_name_the_business_and_the_signature(
+        texts: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(texts, "de/dunning/_sign_off.j2", "Bis bald\n{{ signature }} · {{ business }}")
+    _write(texts, "en/dunning/_sign_off.j2", "See you\n{{ signature }} · {{ business }}")
+    # a text naming the business while no business name is set would read "None"
+    assert main(["messages", "check", str(texts)]) == 1
+    assert "de/dunning/failed.j2 (no business name or sign-off set): unfilled placeholder" in (
+        capsys.readouterr().out)
+    monkeypatch.setenv("PAYRESCUE_BUSINESS_NAME", "Gold Club")
+    assert main(["messages", "check", str(texts)]) == 0
+    german = {(s.template, s.variant): s.text for s in gallery.samples("de")}
+    assert german[("dunning/failed.j2", "expired_card")].endswith(
+        "Bis bald\nIhr Team von Gold Club · Gold Club")
+    _write(texts, "en/dunning/_sign_off.j2", "See you\n{{ firm }}")
+    assert main(["messages", "check", str(texts)]) == 1
+    assert "en/dunning/_sign_off.j2: never given firm" in capsys.readouterr().out
+
+
+def test_an_owner_may_word_the_e_mail_subjects_and_e_mails_too(texts: Path) -> None:
+    _write(texts, "de/dunning/final.j2", "Letzte Erinnerung{% if email %} per E-Mail{% endif %}."
+           "\n\n{% include 'dunning/_facts.j2' %}")
+    _write(texts, "en/dunning/final.j2", "Last reminder.\n\n{% include 'dunning/_facts.j2' %}")
+    _write(texts, "de/email/subject/failed.j2", "{{ business }}: Ihre Zahlung braucht Sie")
+    _write(texts, "en/email/subject/failed.j2", "{{ business }}: your payment needs you")
+    assert gallery.check_texts(texts) == []
+    german = {(s.template, s.variant): s.text for s in gallery.samples("de")}
+    assert german[("email/dunning/failed.j2", "expired_card")].startswith(
+        "Subject: Studio Linde: Ihre Zahlung braucht Sie\n")
+    # a text may say something else in an e-mail than in the chat
+    assert german[("dunning/final.j2", "expired_card")].startswith("Letzte Erinnerung.\n")
+    assert "Letzte Erinnerung per E-Mail." in german[("email/dunning/final.j2", "expired_card")]

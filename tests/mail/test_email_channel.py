@@ -73,7 +73,7 @@ async def test_member_without_telegram_gets_the_notice_by_email_in_german(
     [message] = await mailbox.wait_for("mia.muster@example.org")
     [row] = await wait_for_rows(svc, 1, channel="email", status="sent")
 
-    assert message["Subject"] == "Ihre Zahlung ist nicht durchgegangen"
+    assert message["Subject"] == "Ihre Zahlung hat leider nicht geklappt"
     assert message["From"] == "Beispiel Club <club@example.org>"
     assert message["To"] == "Mia Muster <mia.muster@example.org>"
     assert message["Reply-To"] == "antwort@example.org"
@@ -173,11 +173,11 @@ async def test_recovery_stops_reminders_and_thanks_by_email(
     member = await unlinked_member(svc, "John Smith", language="en")
     case = await open_case(svc, member)
     [notice] = await mailbox.wait_for("john.smith@example.org")
-    assert notice["Subject"] == "Your payment did not go through"
+    assert notice["Subject"] == "Your payment didn't go through"
     await set_case(svc, case, "recovered", status="recovered", recovered_at=svc.clock.now(),
                    recovered_amount_minor=2900)
     [_, thanks] = await mailbox.wait_for("john.smith@example.org", 2)
-    assert thanks["Subject"] == "Thank you: your payment arrived"
+    assert thanks["Subject"] == "Thank you – your payment has arrived"
     text = parts(thanks)[0]
     assert "Thank you, John!" in text and "Your payment of €29.00 went through" in text
     await advance(svc, case, seconds=8 * DAY)
@@ -347,7 +347,7 @@ async def test_a_member_who_blocked_the_bot_gets_that_step_by_email(
     svc.emulator.block(chat)
     case = await open_case(svc, member)
     [message] = await mailbox.wait_for("anna.schmidt@example.org")
-    assert message["Subject"] == "Ihre Zahlung ist nicht durchgegangen"
+    assert message["Subject"] == "Ihre Zahlung hat leider nicht geklappt"
     await wait_for_rows(svc, 1, kind="reminder", channel="email", status="sent")
     rows = await wait_for_rows(svc, 2, kind="reminder")
     assert sorted((r.channel, r.status) for r in rows) == [("email", "sent"),
@@ -357,3 +357,26 @@ async def test_a_member_who_blocked_the_bot_gets_that_step_by_email(
     rows = await wait_for_rows(svc, 2, kind="reminder", channel="email", status="sent")
     assert [r.dunning_step for r in rows] == [0, 1]
     assert len(await wait_for_rows(svc, 3, kind="reminder")) == 3  # no Telegram try again
+
+
+async def test_the_owner_s_voice_signs_e_mails_and_chat_messages(
+    engine, clock, tmp_path, mailbox: Mailbox  # noqa: ANN001
+) -> None:
+    from tests.conversations.helpers import linked_member, texts
+    from tests.harness import BOT_USERNAME, running_service
+    from tests.mail.smtp import smtp_settings
+
+    async with running_service(engine=engine, clock=clock, data_dir=tmp_path,
+                               bot_username=BOT_USERNAME, business_name="Beispiel Club",
+                               sign_off="Lena Berger", **smtp_settings(mailbox)) as svc:
+        by_mail = await unlinked_member(svc)
+        await open_case(svc, by_mail, decline_category="expired_card")
+        [message] = await mailbox.wait_for("mia.muster@example.org")
+        text, html = parts(message)
+        assert "Herzliche Grüße\r\nLena Berger\r\n" in text
+        assert "zu Ihrer Mitgliedschaft bei Beispiel Club" in text and "Beispiel Club" in html
+
+        member, chat = await linked_member(svc, language="en")
+        await open_case(svc, member, decline_category="insufficient_funds")
+        messages = await svc.emulator.wait_for_messages(chat, 2)
+        assert texts(messages)[-1].endswith("Warm wishes,\nLena Berger")

@@ -79,7 +79,7 @@ async def test_tls_and_log_in(engine: AsyncEngine, clock: FakeClock, tmp_path: P
         member = await svc.add_member(name="Mia Muster", language="de")
         await open_case(svc, member)
         [message] = await box.wait_for("mia.muster@example.org")
-        assert message["Subject"] == "Ihre Zahlung ist nicht durchgegangen"
+        assert message["Subject"] == "Ihre Zahlung hat leider nicht geklappt"
 
 
 async def test_an_untrusted_certificate_is_a_temporary_failure(
