@@ -27,6 +27,7 @@ from payrescue.agents import add_agent
 from payrescue.app import init_app
 from payrescue.config import load_settings
 from payrescue.db import create_engine, create_sessionmaker
+from payrescue.service import settle_heap
 
 SIZES = {"members": 10_000, "messages": 1_000_000, "events": 5_000}
 RUNS = 200
@@ -107,6 +108,7 @@ async def main() -> None:
                                 password=PASSWORD, now=datetime.now(UTC), language="de")
             server = TestServer(init_app(settings, engine=engine, with_bot=False))
             await server.start_server()
+            settle_heap()  # as `payrescue run` does once it listens
             try:
                 async with ClientSession(base_url=str(server.make_url("")),
                                          cookie_jar=CookieJar(unsafe=True)) as browser:

@@ -18,6 +18,7 @@ from payrescue.i18n import (
     _,
     current_language,
     format_datetime,
+    lazy_gettext,
     ngettext,
     template_environment,
 )
@@ -33,8 +34,27 @@ def create_environment() -> Environment:
     env.filters["reason"] = handoff_rules.badge
     env.filters["case_status"] = cases.status_label
     env.filters["delivery_error"] = delivery_error
+    env.filters["sender_label"] = sender_label
+    env.filters["channel_label"] = channel_label
     env.globals["blocked_reason"] = outbox.BLOCKED_REASON
     return env
+
+
+# who wrote a timeline line and where: plain lookups, since a timeline shows hundreds of lines
+# and a template's own `_()` costs many times a function's per call
+SENDERS = {"member": lazy_gettext("Member"), "bot": lazy_gettext("Bot"),
+           "agent": lazy_gettext("Agent"), "note": lazy_gettext("Internal note"),
+           "system": lazy_gettext("Event")}
+CHANNELS = {"telegram": lazy_gettext("Telegram"), "email": lazy_gettext("E-mail"),
+            "console": lazy_gettext("Console"), "billing": lazy_gettext("Billing")}
+
+
+def sender_label(sender: str) -> str:
+    return _(SENDERS[sender]) if sender in SENDERS else sender
+
+
+def channel_label(channel: str) -> str:
+    return _(CHANNELS[channel]) if channel in CHANNELS else channel
 
 
 def delivery_error(error: str) -> str:

@@ -40,7 +40,7 @@ from payrescue.demo_mailbox import (
 from payrescue.demo_page import setup_demo_page
 from payrescue.logs import setup_logging
 from payrescue.members import add_member, find_by_email, link_token
-from payrescue.service import wait_for_stop_signal
+from payrescue.service import settle_heap, wait_for_stop_signal
 
 DEMO_TOKEN = "424242:DEMO-payrescue-token"  # noqa: S105 - only the local emulator knows it
 DEMO_BOT = "payrescue_demo_bot"
@@ -256,6 +256,7 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
         await engine.dispose()
         mailbox.close()
         return 1
+    settle_heap()
     try:
         await wait_for_stop_signal(ready=lambda: _print_welcome(
             settings, emulator_url, password, tokens, chat_users))
