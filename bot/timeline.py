@@ -17,10 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from aiogram import Bot
+from aiogram.client.default import Default
 from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
+from aiogram.enums import ParseMode
 from aiogram.methods import EditMessageText, SendDocument, SendMessage, SendPhoto, TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, TelegramObject, Update
@@ -103,6 +105,24 @@ def recording(session: AsyncSession, member: Member | None, event: TelegramObjec
         _recording.reset(token)
 
 
+@contextmanager
+def linked(session: AsyncSession, member: Member, message: TelegramMessage,
+           now: datetime) -> Iterator[Recording]:
+    """The update that linked the chat: the member was unknown when it began, so it is
+    recorded from the link on — their /start (without its token, a secret) and the bot's
+    greeting. The caller finishes, commits and announces it as the middleware does."""
+    rec = Recording(session, member, message.chat.id, now)
+    rec.incoming = member_line(member.id, message, now)
+    rec.incoming.text = "/start"
+    session.add(rec.incoming)
+    rec.rows.append(rec.incoming)
+    token = _recording.set(rec)
+    try:
+        yield rec
+    finally:
+        _recording.reset(token)
+
+
 def incoming_line() -> Message | None:
     """The member's message this update recorded, for the routers that act on it."""
     rec = _recording.get()
@@ -147,7 +167,9 @@ class TimelineRequestMiddleware(BaseRequestMiddleware):
 
     @staticmethod
     def _record(rec: Recording, method: TelegramMethod[Any], result: Any) -> None:
-        text = getattr(method, "text", None) or getattr(method, "caption", None)
+        parse_mode = getattr(method, "parse_mode", None)  # unset: the Bot's default, HTML
+        text = timeline.as_seen(getattr(method, "text", None) or getattr(method, "caption", None),
+                                isinstance(parse_mode, Default) or parse_mode == ParseMode.HTML)
         kind = {SendPhoto: "photo", SendDocument: "document",
                 EditMessageText: "edit"}.get(type(method), "text")
         buttons = _buttons(getattr(method, "reply_markup", None))

@@ -36,7 +36,26 @@ def create_environment() -> Environment:
     env.globals["delivery_error"] = delivery_error
     env.globals["file_kind"] = file_kind
     env.filters["subscription_status"] = cases.subscription_status_label
+    env.filters["sender_label"] = sender_label
+    env.filters["channel_label"] = channel_label
     return env
+
+
+# who wrote a timeline line and where: plain lookups, since a timeline shows hundreds of lines
+# and a template's own `_()` costs many times a function's per call
+SENDERS = {"member": lazy_gettext("Member"), "bot": lazy_gettext("Bot"),
+           "agent": lazy_gettext("Agent"), "note": lazy_gettext("Internal note"),
+           "system": lazy_gettext("Event")}
+CHANNELS = {"telegram": lazy_gettext("Telegram"), "email": lazy_gettext("E-mail"),
+            "console": lazy_gettext("Console"), "billing": lazy_gettext("Billing")}
+
+
+def sender_label(sender: str) -> str:
+    return _(SENDERS[sender]) if sender in SENDERS else sender
+
+
+def channel_label(channel: str) -> str:
+    return _(CHANNELS[channel]) if channel in CHANNELS else channel
 
 
 # why a queued message was withdrawn (`outbox.error` of a cancelled row)

@@ -2,8 +2,8 @@
 
 No token and no internet: SQLite in a data directory, the Bot API emulator with its member
 chat page, the bot in polling mode against it, the web server, a few demo members (each
-with a Telegram account in the emulator), canned answers and an admin whose login is
-printed. The data directory keeps the database, the demo's signing key and the emulator's
+with a Telegram account in the emulator), canned answers, and an admin and an agent whose
+logins are printed. The data directory keeps the database, the demo's signing key and the emulator's
 members and chats, so a restart carries on where the last run stopped, and every command
 given `--demo` works on the same data (`demo_data`).
 """
@@ -40,11 +40,12 @@ from payrescue.demo_mailbox import (
 from payrescue.demo_page import setup_demo_page
 from payrescue.logs import setup_logging
 from payrescue.members import add_member, find_by_email, link_token
-from payrescue.service import wait_for_stop_signal
+from payrescue.service import settle_heap, wait_for_stop_signal
 
 DEMO_TOKEN = "424242:DEMO-payrescue-token"  # noqa: S105 - only the local emulator knows it
 DEMO_BOT = "payrescue_demo_bot"
 ADMIN_EMAIL = "admin@demo.payrescue.test"
+AGENT_EMAIL = "lena.koch@demo.payrescue.test"  # a colleague, so two can share the queue
 EMULATOR_STATE = "telegram-emulator.json"  # in the data directory
 
 
@@ -138,8 +139,10 @@ def demo_signing(settings: Settings, data_dir: Path) -> Settings:
     return copied.model_copy(update={"generic_api_secret": SecretStr(copied.secret.decode())})
 
 
-async def seed(session: AsyncSession, settings: Settings, clock: Clock) -> tuple[str, dict]:
-    """Demo members (once) and the admin, whose password is new at every start."""
+async def seed(session: AsyncSession, settings: Settings,
+               clock: Clock) -> tuple[dict[str, str], dict]:
+    """Demo members (once), the admin and a second agent; each login's password is new at
+    every start (printed, never stored in the code)."""
     now = clock.now()
     links: dict[str, str] = {}
     for demo in DEMO_MEMBERS:
@@ -151,16 +154,19 @@ async def seed(session: AsyncSession, settings: Settings, clock: Clock) -> tuple
             links[demo.name] = link_token(settings.secret, member, now,
                                           settings.link_token_days)
     await _seed_canned_answers(session, clock)
-    password = secrets.token_urlsafe(12)
-    admin = await find_agent(session, ADMIN_EMAIL)
-    if admin is None:
-        await add_agent(session, email=ADMIN_EMAIL, name="Demo Admin", role="admin",
-                        password=password, now=now)
-    else:
-        admin.password_hash = hash_password(password)
-        admin.failed_logins = 0
-        admin.locked_until = None
-    return password, links
+    passwords = {}
+    for email, name, role, language in ((ADMIN_EMAIL, "Demo Admin", "admin", None),
+                                        (AGENT_EMAIL, "Lena Koch", "agent", "de")):
+        passwords[email] = secrets.token_urlsafe(12)
+        agent = await find_agent(session, email)
+        if agent is None:
+            await add_agent(session, email=email, name=name, role=role,
+                            password=passwords[email], now=now, language=language)
+        else:
+            agent.password_hash = hash_password(passwords[email])
+            agent.failed_logins = 0
+            agent.locked_until = None
+    return passwords, links
 
 
 async def _seed_canned_answers(session: AsyncSession, clock: Clock) -> None:
@@ -238,7 +244,7 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
     await upgrade(engine)
     async with create_sessionmaker(engine)() as session, session.begin():
         await forget_unknown_chats(session, {u["id"] for u in emulator.users()})
-        password, tokens = await seed(session, settings, clock)
+        passwords, tokens = await seed(session, settings, clock)
 
     app = init_app(settings, clock=clock, engine=engine)
     setup_demo_page(app)
@@ -256,9 +262,10 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
         await engine.dispose()
         mailbox.close()
         return 1
+    settle_heap()
     try:
         await wait_for_stop_signal(ready=lambda: _print_welcome(
-            settings, emulator_url, password, tokens, chat_users))
+            settings, emulator_url, passwords, tokens, chat_users))
     finally:
         print("\nStopping the demo…")
         await runner.cleanup()
@@ -283,7 +290,7 @@ def _data_directory(path: str | Path) -> Path:
     return directory
 
 
-def _print_welcome(settings: Settings, emulator_url: str, password: str,
+def _print_welcome(settings: Settings, emulator_url: str, passwords: dict[str, str],
                    tokens: dict[str, str], chat_users: dict[str, int]) -> None:
     console = settings.public_url("/console")
     lines = [
@@ -292,7 +299,9 @@ def _print_welcome(settings: Settings, emulator_url: str, password: str,
         "",
         f"  Agent console:      {console}",
         f"    log in as         {ADMIN_EMAIL}",
-        f"    password          {password}",
+        f"    password          {passwords[ADMIN_EMAIL]}",
+        f"    or as agent       {AGENT_EMAIL}   (a colleague: try two browsers)",
+        f"    agent password    {passwords[AGENT_EMAIL]}",
         f"  Member chat page:   {emulator_url}/chat   (plays a member in Telegram)",
         f"  Billing events:     {settings.public_url('/demo')}   (fail or recover a payment)",
         f"  Mailbox:            {settings.public_url('/demo/mailbox')}   (e-mails to members "

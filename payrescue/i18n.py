@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import babel
 import babel.dates
 import babel.numbers
 from babel.messages.mofile import write_mo
@@ -130,9 +131,16 @@ def format_money(amount_minor: int, currency: str, language: str | None = None) 
     return babel.numbers.format_currency(amount, code, locale=locale)
 
 
+@cache
+def _parsed(identifier: str) -> babel.Locale:
+    """Babel parses a locale given by name on every call; the console formats hundreds of
+    timestamps a page."""
+    return babel.Locale.parse(identifier)
+
+
 def format_datetime(moment: datetime, zone: ZoneInfo, language: str | None = None,
                     format: str = "medium") -> str:
-    locale = babel_locale(language)
+    locale = _parsed(babel_locale(language))
     return babel.dates.format_datetime(moment, format=format, tzinfo=zone, locale=locale)
 
 

@@ -13,6 +13,8 @@ Writers add the entry in the same transaction as the change it records, and publ
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -45,6 +47,18 @@ def entry(member_id: int, sender: str, kind: str, now: datetime, *,
                    telegram_message_id=telegram_message_id)
 
 
+_TAG = re.compile(r"<[^>]*>")
+
+
+def as_seen(text: str | None, is_html: bool) -> str | None:
+    """What the member reads of a text sent in Telegram's HTML mode: the words without the
+    markup (the console shows every line as text, so `<b>29,00 €</b>` would show its tags).
+    Our HTML texts are our own templates, autoescaped, so unescaping gives the words back."""
+    if text is None or not is_html:
+        return text
+    return html.unescape(_TAG.sub("", text))
+
+
 def outbox_line(row: Outbox, conversation_id: int | None = None) -> Message:
     """What the bot sends a member through the outbox (a reminder, a notice), stored when it
     is queued, so the timeline keeps the order things happened in; its delivery state is
@@ -54,8 +68,9 @@ def outbox_line(row: Outbox, conversation_id: int | None = None) -> Message:
     buttons = [button.get("text") for line in markup.get("inline_keyboard", [])
                for button in line] if isinstance(markup, dict) else None
     assert row.member_id is not None  # noqa: S101 - queue_message names the member
-    return entry(row.member_id, BOT, row.kind, row.created_at,
-                 text=payload.get("text") or payload.get("caption"), case_id=row.case_id,
+    text = as_seen(payload.get("text") or payload.get("caption"),
+                   payload.get("parse_mode") == "HTML")
+    return entry(row.member_id, BOT, row.kind, row.created_at, text=text, case_id=row.case_id,
                  outbox_id=row.id, data={"buttons": buttons} if buttons else None,
                  conversation_id=conversation_id)
 

@@ -91,6 +91,12 @@ class Demo:
         return self.line("    password").split()[-1]
 
     @property
+    def agent(self) -> tuple[str, str]:
+        """The second login (an agent, a colleague of the admin): e-mail and password."""
+        return (self.line("    or as agent").split()[3],
+                self.line("    agent password").split()[-1])
+
+    @property
     def chat_page(self) -> str:
         return self.line("Member chat page:").split()[3]
 

@@ -10,6 +10,7 @@ from aiogram.filters import CommandObject, CommandStart
 from aiogram.types import InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import timeline
 from bot.replies import render
 from payrescue import dunning, handoff_rules
 from payrescue.billing.links import create_update_link
@@ -17,6 +18,7 @@ from payrescue.billing.pages import NEW_LINK_PAYLOAD
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db.models import Member
+from payrescue.events import Bus
 from payrescue.i18n import choose_language, use_language
 from payrescue.members import LinkFailure, link_chat
 
@@ -36,7 +38,7 @@ def build_router() -> Router:
 
 
 async def start_with_token(message: Message, command: CommandObject, session: AsyncSession,
-                           settings: Settings, clock: Clock) -> None:
+                           settings: Settings, clock: Clock, bus: Bus) -> None:
     user = message.from_user
     assert user is not None  # guaranteed by the F.from_user filter
     result = await link_chat(
@@ -58,9 +60,13 @@ async def start_with_token(message: Message, command: CommandObject, session: As
              message.chat.id, result.member.id, result.moved)
     language = choose_language(result.member.language, user.language_code,
                                settings.default_language)
-    with use_language(language):
+    with use_language(language), timeline.linked(session, result.member, message,
+                                                 clock.now()) as lines:
         await message.answer(render("start/linked.j2", first_name=result.member.first_name,
                                     moved=result.moved))
+        await timeline.finish(lines)
+    await session.commit()
+    await timeline.announce(lines, bus)
 
 
 async def send_new_link(message: Message, session: AsyncSession, member: Member | None,

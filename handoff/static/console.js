@@ -86,16 +86,15 @@ function setUpEverywhere(body) {
     }
   }
 
-  async function load(fresh) {
+  async function load(fresh) {  // fresh: the ids of new handoffs, each announced
     const response = await fetch("/console/api/waiting", { credentials: "same-origin" });
     if (!response.ok) return;
     summary = await response.json();
     summary.loadedAt = Date.now();
     const overdue = summary.conversations.filter((c) => c.overdue).map((c) => c.id);
     if (overdueSeen === null) overdueSeen = new Set(overdue);  // the page's first look
-    if (fresh) {
-      const c = summary.conversations.find((item) => item.id === fresh);
-      if (c) announce(`${body.dataset.newText}: ${c.member}`, c.reasons.join(", "));
+    for (const c of summary.conversations.filter((item) => fresh.has(item.id))) {
+      announce(`${body.dataset.newText}: ${c.member}`, c.reasons.join(", "));
     }
     show();
   }
@@ -118,12 +117,13 @@ function setUpEverywhere(body) {
     show();
   }
 
+  // one look at the queue for a burst of events, but a notification for every new handoff
   let pending = null;
-  let fresh = null;
+  let fresh = new Set();
   function loadSoon(conversation) {
-    if (conversation) fresh = conversation;
+    if (conversation) fresh.add(conversation);
     if (pending) return;
-    pending = setTimeout(() => { pending = null; load(fresh); fresh = null; }, 250);
+    pending = setTimeout(() => { pending = null; load(fresh); fresh = new Set(); }, 250);
   }
   const stream = new EventSource("/console/stream/queue");
   stream.addEventListener("open", () => {  // catch up after a reconnect

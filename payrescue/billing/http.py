@@ -19,7 +19,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payrescue import dunning, reach
+from payrescue import dunning, reach, timeline
 from payrescue.billing import generic, links, memberpress, pages, rejected, stripe_events
 from payrescue.billing import signals as s
 from payrescue.billing.batches import Ingestor
@@ -251,6 +251,8 @@ async def update_link(request: web.Request) -> web.StreamResponse:
         return pages.refused(opened.language, settings,
                              expired=opened.refusal is links.Refusal.EXPIRED, renew_url=renew)
     log.info("update link opened", extra={"case_id": opened.case.id})
+    if opened.entry is not None:  # the console shows the opening as it happens
+        await request.app[BUS].publish(timeline.created_event(opened.entry))
     if where.settled:
         return pages.settled(opened.language)
     if where.portal_customer:

@@ -40,7 +40,7 @@ from payrescue.billing.members import (
     upsert_subscription,
 )
 from payrescue.config import Settings
-from payrescue.db.models import Member, PaymentEvent, RecoveryCase, Subscription
+from payrescue.db.models import Member, Message, PaymentEvent, RecoveryCase, Subscription
 from payrescue.events import Event
 from payrescue.i18n import normalise
 
@@ -80,6 +80,7 @@ class _Work:
     case: RecoveryCase | None = None
     changes: list[tuple[RecoveryCase, str]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    lines: list[Message] = field(default_factory=list)  # its entries on members' timelines
 
     def changed(self, case: RecoveryCase, change: str | None) -> None:
         if change is not None:
@@ -89,8 +90,9 @@ class _Work:
         """After the flush, when every new row has its id."""
         changed = [Event("case.changed", {"case_id": case.id, "change": change})
                    for case, change in self.changes]
+        shown = [timeline.created_event(line) for line in self.lines]  # the console, live
         return Outcome(self.status, self.case.id if self.case else None,
-                       self.member.id if self.member else None, changed + self.events)
+                       self.member.id if self.member else None, changed + shown + self.events)
 
 
 async def ingest_batch(sessionmaker: async_sessionmaker[AsyncSession], signals: list[s.Signal],
@@ -135,10 +137,9 @@ def _record_on_timeline(work: _Work) -> None:
     """Case events the member's timeline shows (a detail update is not one of them)."""
     for case, change in work.changes:
         if change != cases.UPDATED:
-            timeline.case_event(work.session, case.member_id, case.id,
-                                timeline.CASE_PREFIX + change, work.now,
-                                data={"amount_minor": case.amount_minor,
-                                      "currency": case.currency})
+            work.lines.append(timeline.case_event(
+                work.session, case.member_id, case.id, timeline.CASE_PREFIX + change, work.now,
+                data={"amount_minor": case.amount_minor, "currency": case.currency}))
 
 
 async def already_stored(session: AsyncSession, provider: str, event_id: str) -> bool:

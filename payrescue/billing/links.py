@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from payrescue import timeline, tokens
 from payrescue.billing import cases
 from payrescue.config import Settings
-from payrescue.db.models import Member, RecoveryCase, Subscription, UpdateLink
+from payrescue.db.models import Member, Message, RecoveryCase, Subscription, UpdateLink
 from payrescue.i18n import choose_language
 
 PURPOSE = "update"
@@ -49,6 +49,7 @@ class Opened:
     member: Member | None
     language: str
     refusal: Refusal | None = None
+    entry: Message | None = None  # the opening on the member's timeline (publish it)
 
 
 async def open_link(session: AsyncSession, token: str, settings: Settings,
@@ -74,9 +75,9 @@ async def open_link(session: AsyncSession, token: str, settings: Settings,
     member = await session.get(Member, case.member_id)
     link.open_count += 1
     link.first_opened_at = link.first_opened_at or now
-    timeline.case_event(session, case.member_id, case.id, timeline.LINK_OPENED, now)
+    entry = timeline.case_event(session, case.member_id, case.id, timeline.LINK_OPENED, now)
     await session.flush()
-    return Opened(case, member, _language(member, settings, fallback_language))
+    return Opened(case, member, _language(member, settings, fallback_language), entry=entry)
 
 
 async def expired_case(session: AsyncSession, token: str, settings: Settings,

@@ -78,8 +78,8 @@ async def _members_with_a_human(svc: RunningService) -> list[int]:
     async with asyncio.timeout(5):
         while True:
             async with svc.sessionmaker() as session:
-                if await session.scalar(select(func.count()).select_from(Message)
-                                        .where(Message.sender == "member")) >= MEMBERS:
+                if await session.scalar(select(func.count()).select_from(Message).where(
+                        Message.sender == "member", Message.text == "/human")) >= MEMBERS:
                     break
             await asyncio.sleep(0.02)
     return chats

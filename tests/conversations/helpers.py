@@ -24,7 +24,16 @@ async def linked_member(svc: RunningService, name: str = "Anna Schmidt", *,
     """A member whose Telegram chat is linked; returns the member and the chat id."""
     member = await svc.add_member(name=name, language=language, time_zone=time_zone)
     user = svc.create_user(name.split()[0], language_code=language)
-    await svc.link(member, user)
+    async with svc.app[BUS].subscribe() as events:
+        await svc.link(member, user)
+        # the link's two timeline lines (/start, the greeting) are announced just after the
+        # greeting reached the chat: once they are, a test's own events are the next ones
+        announced = 0
+        async with asyncio.timeout(5):
+            while announced < 2:
+                event = await events.get()
+                announced += event.topic == "message.created" \
+                    and event.data.get("member_id") == member.id
     return member, user["id"]
 
 

@@ -63,9 +63,9 @@ async def test_an_edit_keeps_the_original_and_a_quoted_reply_reaches_telegram(sv
     conversation = await conversation_of(svc, member.id)
     agent = await agent_takes(svc, conversation.id)
     sent = await svc.emulator.send_text(chat, "my card ends in 4242")
-    # /human, the handoff, the waiting notice, the claim, and this message
-    assert (await timeline_of(svc, member.id, 5))[-1].text == "my card ends in 4242"
-    before = 5
+    # /start and the greeting, /human, the handoff, the waiting notice, the claim, and this
+    assert (await timeline_of(svc, member.id, 7))[-1].text == "my card ends in 4242"
+    before = 7
     await svc.emulator.edit_text(chat, sent["message_id"], "my card ends in 4343")
     lines = await timeline_of(svc, member.id, before + 1)
     original = next(line for line in lines if line.text == "my card ends in 4242")
