@@ -139,6 +139,7 @@ def compose(row: Outbox, member: Member, settings: Settings, now: datetime) -> E
     context = {
         "subject": payload["subject"],
         "button": payload.get("button") or "update",
+        "button_label": payload.get("button_label"),
         "body_html": html_paragraphs(payload["body"]),
         "body_text": plain_text(payload["body"]),
         "update_url": button_url,

@@ -476,7 +476,8 @@ async def email_payload(
     with_link: bool = True,
 ) -> dict[str, Any]:
     """What `mail.compose` turns into the e-mail for this step: the same text as on
-    Telegram (rendered here, in the member's language), its subject and the update link."""
+    Telegram (rendered here, in the member's language), its subject, the update link and
+    its button's words (the same as the Telegram button's, which the text names)."""
     from payrescue.billing.links import create_update_link
 
     language = language_of(member, settings)
@@ -485,8 +486,9 @@ async def email_payload(
         body = render(f"dunning/{template}.j2", **context)
         subject = email_subject(template)
         url = await create_update_link(session, case, settings, now) if with_link else None
+        label = update_label(case)
     return {"template": template, "language": language, "subject": subject, "body": body,
-            "update_url": url, "case_id": case.id}
+            "update_url": url, "button_label": label, "case_id": case.id}
 
 
 async def send_fresh_link(session: AsyncSession, settings: Settings, case: RecoveryCase,

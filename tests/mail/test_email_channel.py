@@ -118,6 +118,21 @@ async def test_member_without_telegram_gets_the_notice_by_email_in_german(
     assert not [line for line in ours if "mia.muster" in line or "Zahlung" in line]
 
 
+async def test_the_button_asks_to_confirm_a_payment_that_needs_authentication(
+    mail_service: RunningService, mailbox: Mailbox
+) -> None:
+    """The same words as the Telegram button (3-D Secure: confirm, not update), which the
+    text names."""
+    svc = mail_service
+    member = await unlinked_member(svc)
+    await open_case(svc, member, decline_category="authentication_required")
+    [message] = await mailbox.wait_for("mia.muster@example.org")
+    text, html = parts(message)
+    assert "Zahlung bestätigen:\r\nhttp" in text
+    assert "Zahlung bestätigen</a>" in html
+    assert "Zahlungsdaten aktualisieren" not in text + html
+
+
 async def test_linked_member_gets_telegram_and_never_both(mail_service: RunningService,
                                                           mailbox: Mailbox) -> None:
     svc = mail_service
