@@ -62,7 +62,7 @@ async def _queue_email_reply(db: AsyncSession, settings: Settings, conversation:
         {"subject": subject, "body": html.escape(text), "language": language,
          "in_reply_to": in_reply_to, "references": references},
         now, priority=outbox_rules.PRIORITY_AGENT, case_id=conversation.case_id,
-        channel=outbox_rules.EMAIL)
+        channel=outbox_rules.EMAIL, settings=settings)
     assert row is not None  # no dedupe key: always queued
     return row
 

@@ -32,11 +32,11 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.compose import our_row_ids
 from payrescue import email_replies
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.edge import same_secret
+from payrescue.email_message import our_row_ids
 from payrescue.events import Bus
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 

@@ -6,11 +6,16 @@ the held rows alive, and a run that dies (kill -9) leaves them to be queued agai
 lease runs out, so a crash loses no e-mail and re-sends at most those in flight (with the
 same Message-ID, so mail clients show one).
 
+The message itself was made when the row was queued (`payrescue.email_message`, stored in
+`outbox.email_raw`): the sender re-checks a dunning row against its case (as the notifier
+does), puts the `Date` before the stored bytes and sends them, on one SMTP connection kept
+open from message to message, and records delivered rows a batch at a time.
+
 Outcomes: a temporary failure (4xx, connection lost, time-out) queues the row again after a
 pause that doubles with each attempt; a permanent 5xx refusal of the recipient marks the
 member's address as rejected (`Member.email_problem`, shown in the console) and cancels the
-e-mails that wait for them; an address that is no address at all is marked "invalid". Logs
-name outbox and member ids only, never an address, subject or text.
+e-mails that wait for them (an address that is no address at all was marked "invalid" when
+queued). Logs name outbox and member ids only, never an address, subject or text.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from email.message import EmailMessage
+from email.utils import parseaddr
 
 import aiosmtplib
 from aiohttp import web
@@ -29,11 +34,11 @@ from aiolimiter import AsyncLimiter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.compose import BadAddress, compose, message_id
-from payrescue import outbox
+from payrescue import dunning, outbox
 from payrescue.clock import Clock
 from payrescue.config import Settings
-from payrescue.db.models import Member, Message, Outbox
+from payrescue.db.models import Message, Outbox
+from payrescue.email_message import date_header
 from payrescue.events import Bus, Event
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 from payrescue.outage import DATABASE, OutageLog
@@ -43,9 +48,11 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8  # claims of one row before it is given up as failed
 RETRY_FIRST_SECONDS, RETRY_LONGEST_SECONDS = 60, 3600  # pauses after a temporary failure
 CLAIM_BATCH = 50
-RECORD_BATCH = 10  # delivered rows recorded per transaction (re-sent if killed before)
+# delivered rows are recorded ("sent") a batch per transaction, at most this many and this
+# late: a kill -9 before that re-sends them (same Message-ID), never loses them
+RECORD_BATCH, RECORD_SECONDS = 50, 1.0
 IDLE_POLL_SECONDS = 2.0
-REJECTED, INVALID = "rejected", "invalid"
+REJECTED = outbox.REJECTED
 
 
 class TemporaryFailure(Exception):
@@ -83,12 +90,14 @@ class SmtpTransport:
             timeout=s.smtp_timeout_seconds,
         )
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, sender: str, recipient: str, message: bytes) -> None:
+        """Send one message (its bytes as they go over the wire, CRLF lines)."""
+        options = [] if recipient.isascii() else ["SMTPUTF8"]
         try:
             if self._client is None or not self._client.is_connected:
                 self._client = self._new_client()
                 await self._client.connect()
-            await self._client.send_message(message)
+            await self._client.sendmail(sender, [recipient], message, mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             await self._reset()
             if all(r.code >= 500 for r in exc.recipients):
@@ -134,8 +143,10 @@ class MailSender:
         self.worker = ""
         self._held: set[int] = set()
         self._sent: list[Outbox] = []  # delivered, not recorded yet
+        self._sent_since = 0.0  # when the first of them went (the event loop's time)
         self._ended_runs: list[str] = []
         self._limiter = AsyncLimiter(1, 1 / settings.smtp_rate_per_second)
+        self._from = parseaddr(settings.smtp_from or "")[1]  # the envelope's sender
         self._wake = asyncio.Event()
         self.sent = 0
         self.outage = OutageLog(log, down="the mail sender stopped; restarting",
@@ -204,15 +215,30 @@ class MailSender:
         async with self.sessionmaker() as session:
             rows = await outbox.claim(session, self.worker, self.clock.now(), CLAIM_BATCH,
                                       channel=outbox.EMAIL)
-            # one read for the batch's members (their address, name and Telegram link)
-            ids = {row.member_id for row in rows if row.member_id is not None}
-            members = {m.id: m for m in await session.scalars(
-                select(Member).where(Member.id.in_(ids)))} if ids else {}
-        self._held.update(row.id for row in rows)
-        for row in rows:
-            await self._deliver(row, members.get(row.member_id or 0))
+            if not rows:
+                return False
+            self._held.update(row.id for row in rows)
+            messages = dict((await session.execute(
+                select(Outbox.id, Outbox.email_raw)
+                .where(Outbox.id.in_([row.id for row in rows])))).all())
+            wanted = [row for row in rows if await self._still_wanted(session, row)]
+        for row in wanted:
+            await self._deliver(row, messages.get(row.id))
         await self._record_sent()
-        return bool(rows)
+        return True
+
+    async def _still_wanted(self, session: AsyncSession, row: Outbox) -> bool:
+        """A dunning e-mail is re-checked against its case just before it goes, as on
+        Telegram: a late payment event may have changed the past since it was queued."""
+        if row.case_id is None or await dunning.still_wanted(session, row):
+            return True
+        await outbox.cancel_claimed(session, row.id, "no longer wanted by its case")
+        await session.commit()
+        self._held.discard(row.id)
+        log.info("dunning e-mail withdrawn before sending",
+                 extra={"outbox_id": row.id, "case_id": row.case_id})
+        await self._published(row, outbox.CANCELLED)
+        return False
 
     async def _idle(self) -> None:
         async with self.sessionmaker() as session:
@@ -229,25 +255,16 @@ class MailSender:
                 task.cancel()
         await self._release_leases()
 
-    async def _deliver(self, row: Outbox, member: Member | None) -> None:
-        if member is None or member.erased_at is not None or not member.email:
+    async def _deliver(self, row: Outbox, message: bytes | None) -> None:
+        recipient = row.payload.get("to")
+        if message is None or not recipient:  # queued without its message: nothing to send
             async with self.sessionmaker() as session:
-                await self._finish(session, row, outbox.FAILED, "no e-mail address")
-            return
-        try:
-            message = compose(row, member, self.settings, self.clock.now())
-        except BadAddress:
-            async with self.sessionmaker() as session:
-                await self._address_problem(session, row, INVALID)
-            return
-        except (KeyError, TypeError) as exc:
-            async with self.sessionmaker() as session:
-                await self._finish(session, row, outbox.FAILED,
-                                   f"cannot build the e-mail: {exc.__class__.__name__}")
+                await self._finish(session, row, outbox.FAILED, "no message stored")
             return
         await self._limiter.acquire()
         try:
-            await self.transport.send(message)
+            await self.transport.send(self._from, recipient,
+                                      date_header(self.clock.now()) + message)
         except RecipientRejected as exc:
             async with self.sessionmaker() as session:
                 await self._address_problem(session, row, REJECTED, str(exc))
@@ -259,23 +276,23 @@ class MailSender:
         except TemporaryFailure as exc:
             await self._retry_later(row, str(exc))
             return
+        if not self._sent:
+            self._sent_since = asyncio.get_running_loop().time()
         self._sent.append(row)
         self.sent += 1
-        if len(self._sent) >= RECORD_BATCH:
+        if (len(self._sent) >= RECORD_BATCH
+                or asyncio.get_running_loop().time() - self._sent_since >= RECORD_SECONDS):
             await self._record_sent()
 
     async def _record_sent(self) -> None:
-        """Mark delivered rows "sent", a few in one transaction (a commit per e-mail would
-        cost more than the e-mail). A kill before this leaves them in "sending": they are
-        sent again, with the same Message-ID — never lost."""
+        """Mark delivered rows "sent", a batch in one statement and transaction (a commit per
+        e-mail would cost more than the e-mail). A kill before this leaves them in
+        "sending": they are sent again, with the same Message-ID — never lost."""
         batch, self._sent = self._sent, []
         if not batch:
             return
-        now = self.clock.now()
         async with self.sessionmaker() as session:
-            for row in batch:
-                await outbox.mark_email_sent(session, row.id, now,
-                                             message_id(self.settings, row.id))
+            await outbox.mark_email_sent(session, [row.id for row in batch], self.clock.now())
             await session.commit()
             # agents' answers: their transcript lines show "delivered"
             result = await session.execute(

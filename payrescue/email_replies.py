@@ -1,10 +1,11 @@
 """A member wrote to us by e-mail: their line in the conversation, and a person to answer.
 
 Every e-mail from a member goes to the human queue with the reason "wrote by e-mail" (the bot
-does not answer e-mails). Which member it is comes from the sender's address; a reply naming
-one of our e-mails (In-Reply-To / References, see `mail.compose.message_id`) must name one
-sent to that same member, or nothing is stored: a forged reference to another member's
-thread never lands near that member's conversation.
+does not answer e-mails). Which member it is comes from the sender's address; a reply
+naming one of our e-mails (In-Reply-To / References, see
+`payrescue.email_message.message_id`) must name one sent to that same member, or nothing is
+stored: a forged reference to another member's thread never lands near that member's
+conversation.
 """
 
 from __future__ import annotations
