@@ -374,3 +374,35 @@ async def test_a_member_who_blocked_the_bot_gets_that_step_by_email(
     rows = await wait_for_rows(svc, 2, kind="reminder", channel="email", status="sent")
     assert [r.dunning_step for r in rows] == [0, 1]
     assert len(await wait_for_rows(svc, 3, kind="reminder")) == 3  # no Telegram try again
+
+
+async def test_a_reminder_is_checked_against_its_case_just_before_it_goes(
+    mail_service: RunningService, mailbox: Mailbox
+) -> None:
+    """A late event recorded the payment after the e-mail was queued: it is withdrawn, as
+    on Telegram, not sent."""
+    from payrescue.db.models import RecoveryCase
+
+    svc = mail_service
+    [task] = [t for t in asyncio.all_tasks() if t.get_name() == "mail-sender"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    member = await unlinked_member(svc)
+    case = await open_case(svc, member)
+    await wait_for_rows(svc, 1, channel="email", status="queued")
+    async with svc.sessionmaker() as session:  # written, not announced: the reconciler
+        stored = await session.get(RecoveryCase, case.id)  # has not seen it yet
+        assert stored is not None
+        stored.status, stored.recovered_at = "recovered", svc.clock.now()
+        await session.commit()
+
+    sender = MailSender(SmtpTransport(svc.settings), svc.sessionmaker, svc.app[BUS],
+                        svc.clock, svc.settings)
+    running = asyncio.create_task(sender.run())
+    try:
+        [row] = await wait_for_rows(svc, 1, channel="email", status="cancelled")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert row.error == "no longer wanted by its case"
+    assert mailbox.messages == []
