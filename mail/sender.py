@@ -11,6 +11,12 @@ The message itself was made when the row was queued (`payrescue.email_message`, 
 does), puts the `Date` before the stored bytes and sends them, on one SMTP connection kept
 open from message to message, and records delivered rows a batch at a time.
 
+The server refusing PayRescue's own settings (a log-in refused with 535, a TLS handshake
+that fails, STARTTLS or AUTH not offered) is nobody's message's fault: the claimed rows go
+back to the queue untried, the log says so once, an alarm (`Alert`, kind
+"smtp_configuration") shows on admins' console pages, and the sender tries again after a
+pause that doubles while it lasts; the first message that goes out ends the alarm.
+
 Outcomes: a temporary failure (4xx, connection lost, time-out) queues the row again after a
 pause that doubles with each attempt; a permanent 5xx refusal of the recipient marks the
 member's address as rejected (`Member.email_problem`, shown in the console) and cancels the
@@ -37,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from payrescue import dunning, outbox
 from payrescue.clock import Clock
 from payrescue.config import Settings
-from payrescue.db.models import Message, Outbox
+from payrescue.db.models import Alert, Message, Outbox
 from payrescue.email_message import date_header
 from payrescue.events import Bus, Event
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
@@ -67,6 +73,27 @@ class MessageRejected(Exception):
     """The server refused this message for good (5xx, not about the address)."""
 
 
+LOGIN, TLS = "login", "tls"  # what of the operator's settings the server refuses
+LOGIN_CODES = {530, 534, 535, 538}  # authentication required / too weak / refused / needs TLS
+
+
+class ConfigurationProblem(Exception):
+    """The server refuses PayRescue's own settings (the log-in, TLS), whatever the message:
+    the operator's to fix. No row is at fault: they all wait."""
+
+    def __init__(self, problem: str, detail: str) -> None:
+        super().__init__(f"{problem}: {detail}")
+        self.problem, self.detail = problem, detail
+
+
+SMTP_ALARM = "smtp_configuration"  # Alert.kind: the console shows it until a message goes out
+
+
+async def active_alarm(session: AsyncSession) -> Alert | None:
+    return await session.scalar(select(Alert).where(
+        Alert.kind == SMTP_ALARM, Alert.released_at.is_(None)).order_by(Alert.id).limit(1))
+
+
 class SmtpTransport:
     """One SMTP connection, opened when needed and kept for the next message."""
 
@@ -90,13 +117,36 @@ class SmtpTransport:
             timeout=s.smtp_timeout_seconds,
         )
 
+    async def _connect(self) -> aiosmtplib.SMTP:
+        """Connect, STARTTLS and log in. A network failure or a 4xx is temporary; a refused
+        log-in, a TLS handshake that fails (an untrusted certificate, TLS on a plain port)
+        or a server without the STARTTLS or AUTH we are set to use is a configuration
+        problem — never a fall-back to plain text or to no log-in."""
+        client = self._new_client()
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            if exc.code < 500:
+                raise TemporaryFailure(str(exc.code)) from None
+            raise ConfigurationProblem(LOGIN, str(exc.code)) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            client.close()
+            if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+                raise ConfigurationProblem(TLS, type(exc.__cause__ or exc).__name__) from None
+            if isinstance(exc, aiosmtplib.SMTPNotSupported) or type(exc) is \
+                    aiosmtplib.SMTPException:  # no STARTTLS, no AUTH (method) on offer
+                problem = TLS if "STARTTLS" in str(exc) else LOGIN
+                raise ConfigurationProblem(problem, "not offered by the server") from None
+            raise TemporaryFailure(type(exc).__name__) from None
+        return client
+
     async def send(self, sender: str, recipient: str, message: bytes) -> None:
         """Send one message (its bytes as they go over the wire, CRLF lines)."""
+        if self._client is None or not self._client.is_connected:
+            self._client = await self._connect()
         options = [] if recipient.isascii() else ["SMTPUTF8"]
         try:
-            if self._client is None or not self._client.is_connected:
-                self._client = self._new_client()
-                await self._client.connect()
             await self._client.sendmail(sender, [recipient], message, mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             await self._reset()
@@ -105,6 +155,8 @@ class SmtpTransport:
             raise TemporaryFailure(str(exc.recipients[0].code)) from None
         except aiosmtplib.SMTPResponseException as exc:
             await self._reset()
+            if exc.code in LOGIN_CODES:  # e.g. 530 on MAIL FROM: a log-in is needed
+                raise ConfigurationProblem(LOGIN, str(exc.code)) from None
             if exc.code >= 500 and not isinstance(exc, aiosmtplib.SMTPServerDisconnected):
                 raise MessageRejected(str(exc.code)) from None
             raise TemporaryFailure(str(exc.code)) from None
@@ -147,6 +199,13 @@ class MailSender:
         self._ended_runs: list[str] = []
         self._limiter = AsyncLimiter(1, 1 / settings.smtp_rate_per_second)
         self._from = parseaddr(settings.smtp_from or "")[1]  # the envelope's sender
+        # the server refusing our settings (log-in, TLS): said once, an alarm meanwhile
+        self._refusals = OutageLog(
+            log, down="e-mails cannot be sent: the mail server refuses PayRescue's "
+                      "settings (log-in or TLS, see `problem`); they wait until it is fixed",
+            back="e-mails go out again after %d refused tries")
+        self._alarm_checked = False  # whether an alarm from an earlier run was looked for
+        self._pause = 0.0
         self._wake = asyncio.Event()
         self.sent = 0
         self.outage = OutageLog(log, down="the mail sender stopped; restarting",
@@ -222,8 +281,13 @@ class MailSender:
                 select(Outbox.id, Outbox.email_raw)
                 .where(Outbox.id.in_([row.id for row in rows])))).all())
             wanted = [row for row in rows if await self._still_wanted(session, row)]
-        for row in wanted:
-            await self._deliver(row, messages.get(row.id))
+        for index, row in enumerate(wanted):
+            try:
+                await self._deliver(row, messages.get(row.id))
+            except ConfigurationProblem as exc:
+                await self._record_sent()
+                await self._refused(exc, wanted[index:])
+                return True
         await self._record_sent()
         return True
 
@@ -276,6 +340,8 @@ class MailSender:
         except TemporaryFailure as exc:
             await self._retry_later(row, str(exc))
             return
+        if self._refusals.failures or not self._alarm_checked:
+            await self._works_again()
         if not self._sent:
             self._sent_since = asyncio.get_running_loop().time()
         self._sent.append(row)
@@ -323,6 +389,41 @@ class MailSender:
         await self._published(row, outbox.FAILED)
         await self.bus.publish(Event("member.email_undeliverable",
                                      {"member_id": row.member_id}))
+
+    async def _refused(self, exc: ConfigurationProblem, rows: list[Outbox]) -> None:
+        """The server refuses our settings: the rows go back to the queue untried (no row
+        is at fault, none is failed or marked), the owner hears of it once (the log and
+        an alarm on the console), and the sender tries again after a pause that doubles
+        while the refusal lasts."""
+        async with self.sessionmaker() as session:
+            await outbox.give_back(session, [row.id for row in rows])
+            alarm = await active_alarm(session)
+            if alarm is None:
+                alarm = Alert(kind=SMTP_ALARM, provider="smtp", raised_at=self.clock.now(),
+                              details={"problem": exc.problem, "code": exc.detail})
+                session.add(alarm)
+            await session.commit()
+            raised = self._refusals.failures == 0
+        self._held.difference_update(row.id for row in rows)
+        self._alarm_checked = True
+        self._refusals.failed(exc, problem=exc.problem, code=exc.detail, rows=len(rows))
+        if raised:
+            await self.bus.publish(Event("alert.raised", {"alert_id": alarm.id}))
+        self._pause = min(max(self._pause * 2, RETRY_FIRST_SECONDS), RETRY_LONGEST_SECONDS)
+        await self.clock.sleep(self._pause)
+
+    async def _works_again(self) -> None:
+        """A message went out: an alarm about our settings (raised by this or an earlier
+        run) is over."""
+        async with self.sessionmaker() as session:
+            alarm = await active_alarm(session)
+            if alarm is not None:
+                alarm.released_at, alarm.released_by = self.clock.now(), "mail sender"
+                await session.commit()
+        self._alarm_checked, self._pause = True, 0.0
+        self._refusals.succeeded()
+        if alarm is not None:
+            await self.bus.publish(Event("alert.released", {"alert_id": alarm.id}))
 
     async def _retry_later(self, row: Outbox, error: str) -> None:
         async with self.sessionmaker() as session:

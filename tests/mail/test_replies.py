@@ -80,10 +80,10 @@ async def member_lines(svc: RunningService, member: Member) -> list[Message]:
             .order_by(Message.id)))
 
 
-async def console(svc: RunningService) -> tuple[aiohttp.ClientSession, str]:
+async def console(svc: RunningService, role: str = "agent") -> tuple[aiohttp.ClientSession, str]:
     async with svc.sessionmaker() as session, session.begin():
         await agents.add_agent(session, email="agent@example.org", name="Ada",
-                               password=PASSWORD, now=svc.clock.now(), role="agent")
+                               password=PASSWORD, now=svc.clock.now(), role=role)
     browser = aiohttp.ClientSession(svc.base_url, cookie_jar=aiohttp.CookieJar(unsafe=True))
     async with browser.get("/console/login") as page:
         token = CSRF.search(await page.text()).group(1)  # type: ignore[union-attr]
