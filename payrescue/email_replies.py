@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,21 @@ from payrescue.conversations import current_conversation
 from payrescue.db.models import Conversation, Member, Message, Outbox
 from payrescue.events import Event
 from payrescue.members import find_by_email
+
+# a member's e-mail attachments: files in DATA_DIR/mail-files, named by a random key; the
+# timeline line's file_id is "mail:<key>" (Telegram's files stay at Telegram, by file_id)
+FILES_DIR = "mail-files"
+MAIL_FILE = "mail:"
+
+
+def attachment_path(data_dir: Path, file_id: str | None) -> Path | None:
+    """Where an e-mail attachment's bytes are kept; None for anything else (a Telegram
+    file, a malformed id)."""
+    key = (file_id or "").removeprefix(MAIL_FILE)
+    if not (file_id or "").startswith(MAIL_FILE) or not key.isalnum():
+        return None
+    return data_dir / FILES_DIR / key
+
 
 
 class Refused(enum.Enum):
