@@ -58,7 +58,7 @@ async def _queue_email_reply(db: AsyncSession, settings: Settings, conversation:
         payload = email_replies.reply_email(text, in_reply_to, references)
     row = await outbox_rules.queue_message(
         db, member, "agent_reply", payload, now, priority=outbox_rules.PRIORITY_AGENT,
-        case_id=conversation.case_id, channel=outbox_rules.EMAIL)
+        case_id=conversation.case_id, channel=outbox_rules.EMAIL, settings=settings)
     assert row is not None  # no dedupe key: always queued
     return row
 

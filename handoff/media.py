@@ -13,6 +13,7 @@ from aiohttp import web
 
 from handoff.auth import login_required
 from handoff.security import HEADERS
+from payrescue import email_replies
 from payrescue.db.models import Message
 from payrescue.i18n import _
 from payrescue.keys import SESSIONMAKER, SETTINGS
@@ -33,7 +34,7 @@ async def media_view(request: web.Request) -> web.StreamResponse:
     if message is None or not message.file_id:
         raise web.HTTPNotFound()
     settings = request.config_dict[SETTINGS]
-    if message.file_id.startswith(MAIL_FILE):
+    if message.file_id.startswith(email_replies.MAIL_FILE):
         return _mail_file(settings.data_dir, message)
     if settings.bot_token is None:
         raise web.HTTPServiceUnavailable(
@@ -54,13 +55,10 @@ async def media_view(request: web.Request) -> web.StreamResponse:
             ) from None
 
 
-MAIL_FILE = "mail:"  # an e-mail attachment, kept in the data directory (mail.inbound)
-
-
 def _mail_file(data_dir: Path, message: Message) -> web.StreamResponse:
-    key = (message.file_id or "").removeprefix(MAIL_FILE)
-    path = data_dir / "mail-files" / key
-    if not key.isalnum() or not path.is_file():
+    """An e-mail attachment, kept in the data directory (`payrescue.email_replies`)."""
+    path = email_replies.attachment_path(data_dir, message.file_id)
+    if path is None or not path.is_file():
         raise web.HTTPNotFound()
     mime, inline = _presentation(message)
     return web.FileResponse(path, headers={

@@ -13,9 +13,9 @@ from aiohttp import web
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
-from mail.compose import CONNECT_PURPOSE, UNSUBSCRIBE_PURPOSE, telegram_deep_link
 from payrescue import tokens
 from payrescue.db.models import Member
+from payrescue.email_message import CONNECT_PURPOSE, UNSUBSCRIBE_PURPOSE, telegram_deep_link
 from payrescue.i18n import _, choose_language, template_environment, use_language
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
 

@@ -32,11 +32,11 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mail.compose import our_row_ids
 from payrescue import email_replies
 from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.edge import same_secret
+from payrescue.email_message import our_row_ids
 from payrescue.events import Bus
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 # aiosmtpd logs every envelope (addresses included) under this name at INFO: not in our logs
 logging.getLogger("mail.log").setLevel(logging.WARNING)
 
-FILES_DIR = "mail-files"
 MAX_TEXT_CHARS = 20_000
 MAX_ATTACHMENTS = 10
 # where the quoted history of a reply starts, in the mail clients members use
@@ -80,7 +79,7 @@ def reply_text(message: EmailMessage) -> str:
 
 def _store_attachments(message: EmailMessage, settings: Settings) -> list[tuple[str, str, str]]:
     stored = []
-    directory = settings.data_dir / FILES_DIR
+    directory = settings.data_dir / email_replies.FILES_DIR
     for part in list(message.iter_attachments())[:MAX_ATTACHMENTS]:
         content = part.get_payload(decode=True)
         if not isinstance(content, bytes) or not content:
@@ -89,7 +88,7 @@ def _store_attachments(message: EmailMessage, settings: Settings) -> list[tuple[
         directory.mkdir(parents=True, exist_ok=True)
         key = secrets.token_hex(16)
         (directory / key).write_bytes(content)
-        stored.append((f"mail:{key}", name, part.get_content_type()[:100]))
+        stored.append((f"{email_replies.MAIL_FILE}{key}", name, part.get_content_type()[:100]))
     return stored
 
 
@@ -119,7 +118,9 @@ async def receive(raw: bytes, settings: Settings,
             our_row_ids=row_ids, now=clock.now(), attachments=files)
         if received.refused is not None:
             for file_id, _name, _mime in files:
-                (settings.data_dir / FILES_DIR / file_id.removeprefix("mail:")).unlink()
+                path = email_replies.attachment_path(settings.data_dir, file_id)
+                if path is not None:
+                    path.unlink()
             log.info("inbound e-mail dropped", extra={"reason": received.refused.value})
             return received
         await session.commit()

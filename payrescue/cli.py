@@ -574,12 +574,15 @@ async def _members_import(settings: Settings, args: argparse.Namespace) -> int:
         await engine.dispose()
     print(f"{summary.total} rows: {summary.created} created, {summary.updated} updated, "
           f"{summary.unchanged} unchanged, {len(summary.rejected)} rejected")
+    if summary.unreachable:
+        print(f"{len(summary.unreachable)} imported without a usable e-mail address (not "
+              "reachable by e-mail)")
     if summary.rejected_file:
-        print(f"rejected rows and their reasons: {summary.rejected_file}")
+        print(f"rows to look at and their reasons: {summary.rejected_file}")
     if args.invite and (emails := _emails_in(Path(args.file))):
         await _members_invite(settings, argparse.Namespace(
             emails=emails, all_unlinked=False, dry_run=False))
-    return 1 if summary.rejected else 0
+    return 1 if summary.rejected or summary.unreachable else 0
 
 
 def _emails_in(path: Path) -> list[str]:

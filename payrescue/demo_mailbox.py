@@ -121,8 +121,8 @@ async def mail_page(request: web.Request) -> web.Response:
     html_part = message.get_body(("html",))
     body = html_part.get_content() if html_part is not None else ""
     inner = _BODY.search(body)
-    # our own e-mail (made by mail.compose, member text escaped there): shown as it is, with
-    # its inline images served from here
+    # our own e-mail (made by payrescue.email_message, member text escaped there): shown as
+    # it is, with its inline images served from here
     shown = (inner.group(1) if inner else body).replace(
         'src="cid:', f'src="/demo/mailbox/{number}/cid/')
     with use_language(request.app[SETTINGS].default_language):

@@ -203,7 +203,7 @@ async def _due_step(
             case_id=case.id,
             dedupe_key=key,
             dunning_step=step.index,
-            channel=ch or outbox.TELEGRAM,
+            channel=ch or outbox.TELEGRAM, settings=settings,
         )
         if row is not None:
             log.info("reminder queued",
@@ -235,7 +235,8 @@ async def _after_block(
         session, member, "reminder",
         await email_payload(session, settings, case, member, step.template, now), now,
         priority=outbox.PRIORITY_REMINDER, not_before=send_time(member, settings, now),
-        case_id=case.id, dedupe_key=key, dunning_step=step.index, channel=outbox.EMAIL)]
+        case_id=case.id, dedupe_key=key, dunning_step=step.index, channel=outbox.EMAIL,
+        settings=settings)]
 
 
 async def _ended(session: AsyncSession, case: RecoveryCase) -> bool:
@@ -286,7 +287,7 @@ async def _closing_messages(
             not_before=send_time(member, settings, now) if case.status == LOST else now,
             case_id=case.id,
             dedupe_key=f"dunning:{case.id}:{template}",
-            channel=outbox.EMAIL,
+            channel=outbox.EMAIL, settings=settings,
         ))
         return rows
     with use_language(language_of(member, settings)):
@@ -476,8 +477,9 @@ async def email_payload(
     *,
     with_link: bool = True,
 ) -> dict[str, Any]:
-    """What `mail.compose` turns into the e-mail for this step: the same text as on
-    Telegram (rendered here, in the member's language), its subject and the update link."""
+    """What `payrescue.email_message` turns into the e-mail for this step: the same text as on
+    Telegram (rendered here, in the member's language), its subject, the update link and
+    its button's words (the same as the Telegram button's, which the text names)."""
     from payrescue.billing.links import create_update_link
 
     language = language_of(member, settings)
@@ -521,7 +523,8 @@ async def send_fresh_link(session: AsyncSession, settings: Settings, case: Recov
         payload = await reminder_payload(session, settings, case, member, "reminder", now)
     row = await outbox.queue_message(
         session, member, "bot", payload, now, priority=outbox.PRIORITY_BOT, case_id=case.id,
-        dedupe_key=f"fresh-link:{case.id}:{now:%Y-%m-%d}", channel=channel)
+        dedupe_key=f"fresh-link:{case.id}:{now:%Y-%m-%d}", channel=channel,
+        settings=settings)
     return row, channel
 
 

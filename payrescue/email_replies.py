@@ -1,10 +1,11 @@
 """A member wrote to us by e-mail: their line in the conversation, and a person to answer.
 
 Every e-mail from a member goes to the human queue with the reason "wrote by e-mail" (the bot
-does not answer e-mails). Which member it is comes from the sender's address; a reply naming
-one of our e-mails (In-Reply-To / References, see `mail.compose.message_id`) must name one
-sent to that same member, or nothing is stored: a forged reference to another member's
-thread never lands near that member's conversation.
+does not answer e-mails). Which member it is comes from the sender's address; a reply
+naming one of our e-mails (In-Reply-To / References, see
+`payrescue.email_message.message_id`) must name one sent to that same member, or nothing is
+stored: a forged reference to another member's thread never lands near that member's
+conversation.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import enum
 import html
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -25,6 +27,21 @@ from payrescue.db.models import Conversation, Member, Message, Outbox
 from payrescue.events import Event
 from payrescue.i18n import current_language
 from payrescue.members import find_by_email
+
+# a member's e-mail attachments: files in DATA_DIR/mail-files, named by a random key; the
+# timeline line's file_id is "mail:<key>" (Telegram's files stay at Telegram, by file_id)
+FILES_DIR = "mail-files"
+MAIL_FILE = "mail:"
+
+
+def attachment_path(data_dir: Path, file_id: str | None) -> Path | None:
+    """Where an e-mail attachment's bytes are kept; None for anything else (a Telegram
+    file, a malformed id)."""
+    key = (file_id or "").removeprefix(MAIL_FILE)
+    if not (file_id or "").startswith(MAIL_FILE) or not key.isalnum():
+        return None
+    return data_dir / FILES_DIR / key
+
 
 
 class Refused(enum.Enum):

@@ -1,15 +1,15 @@
 """Every member message in one place: `payrescue messages preview`.
 
 The gallery renders each member-facing template that exists (the dunning steps for every
-decline category, the FAQ answers, the handoff texts, …) and every e-mail as `mail.compose`
-builds it (subject and text part; the HTML part for `--format html`), in the owner's voice
-(business name and sign-off, or a sample business's), with realistic data, plus the
-variants that used to go wrong: no first name, no plan name, no next attempt, no open
+decline category, the FAQ answers, the handoff texts, …) and every e-mail as
+`payrescue.email_message` builds it (subject and text part; the HTML part for `--format html`),
+in the owner's voice (business name and sign-off, or a sample business's), with realistic data,
+plus the variants that used to go wrong: no first name, no plan name, no next attempt, no open
 payment. It is generic on purpose: a new template in one of `template_roots()` joins the
-gallery (and its checks) without a change here; a template whose text depends on a value
-names the values worth showing in a comment, `{# gallery: failure=expired|used #}`.
-`docs/messages.<language>.md` is its output, kept in sync by a golden-file test, so a
-wording change shows up in the diff.
+gallery (and its checks) without a change here; a template whose text depends on a value names
+the values worth showing in a comment, `{# gallery: failure=expired|used #}`.
+`docs/messages.<language>.md` is its output, kept in sync by a golden-file test, so a wording
+change shows up in the diff.
 
 `problems()` is what the gallery test asserts is empty for every sample: visible HTML tags,
 a link or a bullet glued to the text before it, a greeting without a name, a placeholder
@@ -296,13 +296,13 @@ def _current_language() -> str:
 
 
 def _emails(language: str) -> list[Sample]:
-    """Every e-mail as `mail.compose` builds it: the subject and the text part as the
+    """Every e-mail as `payrescue.email_message` builds it: the subject and the text part as the
     sample, the HTML part beside it (`--format html`)."""
     from pydantic import AnyHttpUrl, SecretStr
 
-    from mail.compose import compose
     from payrescue.config import Settings
     from payrescue.db.models import Member, Outbox
+    from payrescue.email_message import compose
 
     settings = Settings.model_construct(
         secret_key=SecretStr("gallery-" * 4), bot_username="club_bot",

@@ -55,7 +55,7 @@ async def invite(session: AsyncSession, settings: Settings, member: Member,
         return None
     row = await outbox.queue_message(
         session, member, "invite", invitation_payload(member, settings), now,
-        priority=outbox.PRIORITY_REMINDER, channel=outbox.EMAIL,
+        priority=outbox.PRIORITY_REMINDER, channel=outbox.EMAIL, settings=settings,
         dedupe_key=f"invite:{member.id}:{now:%Y-%m-%d}")
     member.invited_at = now
     return row

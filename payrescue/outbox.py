@@ -22,6 +22,11 @@ e-mail the chat is the member), so the rules live here once for every channel.
 A member who blocked the bot (Telegram's 403) is marked unreachable: their queued rows are
 cancelled at once, and nothing more is claimed or queued for them until they write again.
 
+A row's content is fixed when it is queued: a Telegram row's text, an e-mail row's whole
+message (`payrescue.email_message`, stored in `email_raw`), so a sender only sends. A member
+whose address is no address at all is marked (`email_problem = "invalid"`, the member is
+kept) and the row is kept as not delivered, never tried.
+
 Claiming differs per database because SQLite silently ignores `FOR UPDATE SKIP LOCKED`:
 PostgreSQL serialises claims with a transaction-scoped advisory lock (held for one short
 statement pair, so several processes still claim hundreds of rows a second) and then flips
@@ -36,11 +41,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, func, inspect, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payrescue import timeline
+from payrescue import email_message, timeline
+from payrescue.config import Settings
 from payrescue.db.models import Member, Outbox
 
 QUEUED, SENDING, SENT, FAILED, CANCELLED = "queued", "sending", "sent", "failed", "cancelled"
@@ -61,6 +67,7 @@ BLOCKED_REASON = "blocked by the member"
 TELEGRAM, EMAIL = "telegram", "email"
 CHANNELS = (TELEGRAM, EMAIL)
 EMAIL_PROBLEM_REASON = "e-mail address undeliverable"
+REJECTED, INVALID = "rejected", "invalid"  # Member.email_problem: refused by the server, no address
 
 
 class NotReachable(Exception):
@@ -83,11 +90,13 @@ async def queue_message(
     dunning_step: int | None = None,
     channel: str = TELEGRAM,
     conversation_id: int | None = None,
+    settings: Settings | None = None,
 ) -> Outbox | None:
     """Add one row; with a `dedupe_key` already used, add nothing and return None.
 
     For Telegram `payload` holds the Bot API parameters except `chat_id` (e.g. text,
-    parse_mode, reply_markup); for e-mail what `mail.compose` needs to build the message.
+    parse_mode, reply_markup); for e-mail what `payrescue.email_message` needs to build the
+    message (subject, body, language, update_url …), built here with `settings`.
     The caller commits and then publishes `outbox.queued`.
     """
     if member.erased_at is not None:
@@ -95,6 +104,10 @@ async def queue_message(
     if channel == EMAIL:
         if not member.email:
             raise NotReachable(f"member {member.id} has no e-mail address")
+        if settings is None:
+            raise TypeError("an e-mail row is built when queued: pass the settings")
+        if member.email_problem is None and not email_message.usable(member.email):
+            member.email_problem = INVALID
         chat_id, stopped, reason = member.id, member.email_problem is not None, \
             EMAIL_PROBLEM_REASON
     else:
@@ -103,6 +116,8 @@ async def queue_message(
         chat_id, stopped, reason = member.telegram.chat_id, member.unreachable, BLOCKED_REASON
     if dedupe_key is not None and await _dedupe_key_used(session, dedupe_key):
         return None
+    if channel == EMAIL and not stopped:  # the envelope's recipient, as in the To header
+        payload = {**payload, "to": email_message.recipient(member).addr_spec}
     row = Outbox(
         member_id=member.id,
         channel=channel,
@@ -128,15 +143,22 @@ async def queue_message(
         session.add(row)
         await session.flush()  # the caller may need its id before committing
         session.add(timeline.outbox_line(row, conversation_id))
-        return row
-    try:
-        # a savepoint, so a concurrent reconciler winning the race costs only this row
-        async with session.begin_nested():
-            session.add(row)
-            await session.flush()
-            session.add(timeline.outbox_line(row, conversation_id))
-    except IntegrityError:
-        return None
+    else:
+        try:
+            # a savepoint, so a concurrent reconciler winning the race costs only this row
+            async with session.begin_nested():
+                session.add(row)
+                await session.flush()
+                session.add(timeline.outbox_line(row, conversation_id))
+        except IntegrityError:
+            return None
+    if channel == EMAIL and not stopped:
+        assert settings is not None  # noqa: S101 - checked above
+        if "telegram" in inspect(member).unloaded:  # a member added in this session
+            await session.refresh(member, ["telegram"])
+        # the Message-ID names the row: made once it has its id, written with the commit
+        row.email_raw = email_message.render(row, member, settings, now)
+        row.email_message_id = email_message.message_id(settings, row.id)
     return row
 
 
@@ -280,12 +302,12 @@ async def mark_sent_many(
     ])
 
 
-async def mark_email_sent(session: AsyncSession, row_id: int, now: datetime,
-                          message_id: str) -> None:
+async def mark_email_sent(session: AsyncSession, row_ids: Sequence[int], now: datetime) -> None:
+    """Mark delivered e-mail rows sent, in one statement."""
     await session.execute(
         update(Outbox)
-        .where(Outbox.id == row_id)
-        .values(status=SENT, sent_at=now, email_message_id=message_id, error=None)
+        .where(Outbox.id.in_(list(row_ids)))
+        .values(status=SENT, sent_at=now, error=None)
         .execution_options(synchronize_session=False)
     )
 

@@ -18,6 +18,7 @@ from bot import commands
 from bot.replies import DELETE_ABORT, DELETE_CONFIRM, delete_keyboard, render
 from payrescue import privacy
 from payrescue.clock import Clock
+from payrescue.config import Settings
 from payrescue.db.models import Member
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,11 @@ async def delete(message: Message, member: Member | None) -> None:
 
 
 async def delete_confirmed(query: CallbackQuery, session: AsyncSession,
-                           member: Member | None, clock: Clock) -> None:
+                           member: Member | None, clock: Clock, settings: Settings) -> None:
     await query.answer()
     if member is None or not isinstance(query.message, Message):
         return
-    await privacy.erase_member(session, member, clock.now())
+    await privacy.erase_member(session, member, clock.now(), settings.data_dir)
     await session.commit()
     log.info("member %s erased on request", member.id)
     await query.message.edit_reply_markup(reply_markup=None)

@@ -36,8 +36,9 @@ class _Model(BaseModel):
 
 class GenericMember(_Model):
     id: str | None = Field(default=None, min_length=1, max_length=200)
-    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
-                              max_length=320)
+    # any text: an address that is no address keeps the member, marked not reachable by
+    # e-mail (`billing.members`), rather than losing the failed payment
+    email: str | None = Field(default=None, min_length=1, max_length=320)
     name: str | None = Field(default=None, max_length=200)
     language: Literal["de", "en"] | None = None
 

@@ -3,7 +3,9 @@
 Columns (header row, any order, comma or semicolon): email (required), name, language (de,
 en), time_zone (IANA, e.g. Europe/Vienna), stripe_customer_id, memberpress_member_id,
 external_id. A member is found by e-mail and updated, else created; a row that cannot be
-used goes to FILE.rejected.csv with its reason, and everything else is still imported.
+used goes to FILE.rejected.csv with its reason, and everything else is still imported. A
+row whose e-mail is no address at all is imported all the same — the member is kept and
+marked not reachable by e-mail (`Member.email_problem`) — and reported in that file too.
 Payment events that arrived for a member's ids before the member existed (parked, see
 `billing.history`) join them on import, and their cases are derived then.
 """
@@ -11,7 +13,6 @@ Payment events that arrived for a member's ids before the member existed (parked
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payrescue.billing.ingest import apply_parked
+from payrescue.billing.members import email_problem_of
 from payrescue.db import lock_for_writing
 from payrescue.db.models import Member
 from payrescue.i18n import normalise
@@ -32,8 +34,10 @@ COLUMNS = ("email", "name", "language", "time_zone", "stripe_customer_id",
 ID_COLUMNS = ("stripe_customer_id", "memberpress_member_id", "external_id")
 _LIMITS = {"email": 320, "name": 200, "stripe_customer_id": 100, "memberpress_member_id": 100,
            "external_id": 200}
-_EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 BATCH = 500  # rows per transaction: a crash loses at most one batch, a re-run redoes it
+
+
+UNREACHABLE = "email: not an e-mail address; the member is kept, not reachable by e-mail"
 
 
 class ImportError_(Exception):  # noqa: N801 - "ImportError" is Python's own
@@ -47,7 +51,9 @@ class Summary:
     updated: int = 0
     unchanged: int = 0
     rejected: list[tuple[dict[str, str], str]] = field(default_factory=list)
-    rejected_file: Path | None = None
+    # imported, but the e-mail is no address: the member is not reachable by e-mail
+    unreachable: list[tuple[dict[str, str], str]] = field(default_factory=list)
+    rejected_file: Path | None = None  # both lists, with their reasons
 
 
 class RowRejected(ValueError):
@@ -74,9 +80,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 def clean(row: dict[str, str]) -> dict[str, str | None]:
     """The row's values as stored, or RowRejected naming the first problem."""
     email = row.get("email", "").lower()
-    if not _EMAIL.match(email):
-        raise RowRejected("email: not an e-mail address" if email else "email: missing")
-    values: dict[str, str | None] = {"email": email}
+    if not email:
+        raise RowRejected("email: missing")
+    values: dict[str, str | None] = {"email": email, "email_problem": email_problem_of(email)}
     for column, limit in _LIMITS.items():
         if column != "email":
             values[column] = row.get(column) or None
@@ -130,8 +136,8 @@ async def import_members(sessionmaker: async_sessionmaker[AsyncSession], path: P
                 await _import_row(session, row, now, summary)
         if progress:
             progress(min(start + BATCH, len(rows)), len(rows))
-    if summary.rejected:
-        summary.rejected_file = write_rejected(path, summary.rejected)
+    if summary.rejected or summary.unreachable:
+        summary.rejected_file = write_rejected(path, summary.rejected + summary.unreachable)
     return summary
 
 
@@ -149,6 +155,8 @@ async def _import_row(session: AsyncSession, row: dict[str, str], now: datetime,
         summary.rejected.append((row, "conflicts with another member's e-mail or id"))
         return
     setattr(summary, result, getattr(summary, result) + 1)
+    if values["email_problem"] is not None:
+        summary.unreachable.append((row, UNREACHABLE))
     if result != "unchanged":  # events parked for this member's ids now apply
         member = await session.scalar(select(Member).where(Member.email == values["email"]))
         if member is not None:

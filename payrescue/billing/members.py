@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from payrescue import conversations
+from payrescue import conversations, email_message, outbox
 from payrescue.billing import signals as s
 from payrescue.billing.known import PROVIDER_ID, Known, email_of
 from payrescue.db.models import Handoff, Member, Subscription
@@ -15,6 +15,12 @@ from payrescue.events import Event
 from payrescue.i18n import normalise
 
 DISPUTE_REASON = "dispute"
+
+
+def email_problem_of(email: str) -> str | None:
+    """`Member.email_problem` for an address as it comes in: "invalid" when it is no
+    address at all (the member is kept, reached on Telegram only), else None."""
+    return None if email_message.usable(email) else outbox.INVALID
 
 
 def resolve_member(session: AsyncSession, known: Known, signal: s.Signal, now: datetime, *,
@@ -28,7 +34,9 @@ def resolve_member(session: AsyncSession, known: Known, signal: s.Signal, now: d
         setattr(member, column.key, ref.customer_id)
         known.add_member(member)
     if member is None and create and email:
-        member = Member(email=email, name=(ref.name or "").strip()[:200] or None,
+        # an address that is no address is kept (it names the member) but never written to
+        member = Member(email=email, email_problem=email_problem_of(email),
+                        name=(ref.name or "").strip()[:200] or None,
                         language=normalise(ref.language), created_at=now, member_since=now)
         setattr(member, column.key, ref.customer_id)
         session.add(member)
@@ -46,7 +54,8 @@ async def take_profile(session: AsyncSession, known: Known, member: Member,
     if email and email != member.email:
         taken = await session.scalar(select(Member.id).where(Member.email == email))
         if taken is None:  # an address another member holds stays with them
-            member.email = email
+            # a new address: whatever was wrong with the old one is not known of this one
+            member.email, member.email_problem = email, email_problem_of(email)
             known.add_member(member)
 
 

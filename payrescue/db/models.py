@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -400,6 +401,10 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None]
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
     email_message_id: Mapped[str | None] = mapped_column(String(250), index=True)  # Message-ID
+    # the e-mail as it goes over SMTP, made when queued (payrescue.email_message); loaded
+    # only by the mail sender, never by accident
+    email_raw: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True,
+                                                    deferred_raiseload=True)
     error: Mapped[str | None] = mapped_column(Text)
     case_id: Mapped[int | None] = mapped_column(
         ForeignKey("recovery_cases.id", ondelete="SET NULL"), index=True

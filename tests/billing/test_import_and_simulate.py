@@ -30,24 +30,29 @@ async def test_import_reports_rejects_and_reimport_updates(sessionmaker, session
 
     first = await import_members(sessionmaker, source, clock.now(), progress_bar(shown))
 
-    assert (first.total, first.created, first.updated) == (6, 2, 0)
+    assert (first.total, first.created, first.updated) == (6, 3, 0)
     assert "6/6 (100%)" in shown.getvalue()
     with first.rejected_file.open(encoding="utf-8") as rejected:
         reasons = {row["email"]: row["reason"] for row in csv.DictReader(rejected)}
     assert reasons == {
-        "not-an-address": "email: not an e-mail address",
+        # kept (the failed payments of this member still count), reached on Telegram only
+        "not-an-address": "email: not an e-mail address; the member is kept, not reachable "
+                          "by e-mail",
         "carla@example.org": "language: 'fr' is not de or en",
         "dora@example.org": "time_zone: 'Mars/Olympus' is not an IANA zone such as "
                             "Europe/Berlin",
         "erik@example.org": "stripe_customer_id: cus_A belongs to another member",
     }
     ben = await session.scalar(select(Member).where(Member.email == "ben@example.org"))
-    assert (ben.language, ben.external_id) == ("en", "crm-2")
+    assert (ben.language, ben.external_id, ben.email_problem) == ("en", "crm-2", None)
+    nobody = await session.scalar(select(Member).where(Member.email == "not-an-address"))
+    assert (nobody.name, nobody.email_problem) == ("Nobody", "invalid")
+    assert [row["email"] for row, _reason in first.unreachable] == ["not-an-address"]
 
     source.write_text(CSV.replace("Anna Schmidt", "Anna Weber"), encoding="utf-8")
     second = await import_members(sessionmaker, source, clock.now())
-    assert (second.created, second.updated, second.unchanged) == (0, 1, 1)
-    assert await session.scalar(select(func.count()).select_from(Member)) == 2
+    assert (second.created, second.updated, second.unchanged) == (0, 1, 2)
+    assert await session.scalar(select(func.count()).select_from(Member)) == 3
     anna = await session.scalar(select(Member).where(Member.email == "anna@example.org"))
     await session.refresh(anna)
     assert anna.name == "Anna Weber" and anna.stripe_customer_id == "cus_A"
@@ -97,15 +102,17 @@ def test_cli_import_prints_a_summary_and_names_the_rejects_file(tmp_path, capsys
     config.write_text(f'database_url = "sqlite+aiosqlite:///{database}"\n'
                       f'secret_key = "{TEST_SECRET}"\ndata_dir = "{tmp_path}"\n')
     source = tmp_path / "members.csv"
-    source.write_text("email,name\nanna@example.org,Anna\nbroken,Nobody\n", encoding="utf-8")
+    source.write_text("email,name\nanna@example.org,Anna\nbroken,Nobody\n,Nameless\n",
+                      encoding="utf-8")
 
     status = main(["--config", str(config), "members", "import", str(source)])
 
     out = capsys.readouterr()
     assert status == 1
-    assert "2 rows: 1 created, 0 updated, 0 unchanged, 1 rejected" in out.out
+    assert "3 rows: 2 created, 0 updated, 0 unchanged, 1 rejected" in out.out
+    assert "1 imported without a usable e-mail address (not reachable by e-mail)" in out.out
     assert str(tmp_path / "members.rejected.csv") in out.out
-    assert "2/2 (100%)" in out.err
+    assert "3/3 (100%)" in out.err
 
 
 async def test_cli_simulate_demo_signs_with_the_running_demos_key(tmp_path, sqlite_template,

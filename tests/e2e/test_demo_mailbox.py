@@ -73,6 +73,6 @@ def test_a_member_without_telegram_in_the_demo(tmp_path: Path) -> None:
         with urllib.request.urlopen(base + "/demo/account/pay", timeout=30,  # noqa: S310
                                     data=urllib.parse.urlencode(fields).encode()):
             pass
-        assert _mails(base, 2)[1] == "Vielen Dank: Ihre Zahlung ist angekommen"
+        assert _mails(base, 2)[1] == "Vielen Dank – Ihre Zahlung ist angekommen"
     finally:
         assert demo.stop() == 0

@@ -85,3 +85,24 @@ async def test_an_old_line_is_found_behind_many_newer_ones(world, session, monke
     assert [line.id for line, _name in found.lines] == [old]
     found = await search(session, "Zeile", limit=3)  # newest first, the first window enough
     assert len(found.lines) == 3 and found.lines[0][0].id > found.lines[-1][0].id
+
+
+async def test_the_member_page_says_whether_email_reaches_the_member(make_client, world):
+    """A member whose address is no address (from an import or a payment event) is kept,
+    and the console says e-mail does not reach them."""
+    from payrescue.db.models import Member
+
+    await world.agent()
+    kai = await world.conversation(name="Kai Kaputt", chat_id=13, email="kai at example")
+    mia = await world.conversation(name="Mia Muster", chat_id=14)
+    kai_id, mia_id = await _member_of(world, kai), await _member_of(world, mia)
+    async with world.sessionmaker() as db, db.begin():
+        (await db.get(Member, kai_id)).email_problem = "invalid"
+    client = await make_client()
+    await log_in(client)
+    for member_id, reach in ((kai_id, "no – not a valid address"), (mia_id, "<dd>yes</dd>")):
+        page = await (await client.get(f"/console/members/{member_id}")).text()
+        assert re.search(r"Reachable by e-mail</dt>\s*<dd>", page)
+        assert reach in page
+    page = await (await client.get(f"/console/conversations/{kai}")).text()
+    assert "no – not a valid address" in page

@@ -104,7 +104,7 @@ def test_console_wait_times_speak_the_agents_language(language: str,
 
 
 @pytest.mark.parametrize("language", ["de", "en"])
-def test_every_member_e_mail_is_shown_as_mail_compose_builds_it(language: str) -> None:
+def test_every_member_e_mail_is_shown_as_email_message_builds_it(language: str) -> None:
     from payrescue.billing import declines
 
     emails = [s for s in gallery.samples(language) if s.html is not None]

@@ -80,10 +80,10 @@ async def member_lines(svc: RunningService, member: Member) -> list[Message]:
             .order_by(Message.id)))
 
 
-async def console(svc: RunningService) -> tuple[aiohttp.ClientSession, str]:
+async def console(svc: RunningService, role: str = "agent") -> tuple[aiohttp.ClientSession, str]:
     async with svc.sessionmaker() as session, session.begin():
         await agents.add_agent(session, email="agent@example.org", name="Ada",
-                               password=PASSWORD, now=svc.clock.now(), role="agent")
+                               password=PASSWORD, now=svc.clock.now(), role=role)
     browser = aiohttp.ClientSession(svc.base_url, cookie_jar=aiohttp.CookieJar(unsafe=True))
     async with browser.get("/console/login") as page:
         token = CSRF.search(await page.text()).group(1)  # type: ignore[union-attr]
@@ -269,3 +269,31 @@ async def test_oversized_and_malformed_inbound_mail_is_stored_nowhere(
         assert await member_lines(svc, member) == []
     ours = [f"{r.getMessage()} {r.__dict__}" for r in caplog.records if r.name != "mail.log"]
     assert not [line for line in ours if "mia.muster" in line or "Gehalt" in line]
+
+
+async def test_erasing_the_member_deletes_the_files_they_sent_by_email(
+    svc: RunningService, mailbox: Mailbox
+) -> None:
+    from tests.conversations.helpers import buttons
+    from tests.conversations.test_handoff import say
+
+    member = await svc.add_member(name="Mia Muster", language="de")
+    await open_case(svc, member)
+    [notice] = await mailbox.wait_for("mia.muster@example.org")
+    await send_reply(svc, reply(notice, "Anbei mein Kontoauszug", attachment=PNG))
+    [_line, file] = await member_lines(svc, member)
+    [stored] = (svc.settings.data_dir / "mail-files").iterdir()
+    assert stored.read_bytes() == PNG
+
+    user = svc.create_user("Mia", language_code="de")  # later she links Telegram …
+    await svc.link(member, user)
+    messages = await say(svc, user["id"], "/delete")  # … and asks us to erase her data
+    yes = buttons(messages[-1])[0]
+    await svc.emulator.press_button(user["id"], messages[-1]["message_id"], yes["callback_data"])
+    messages = await svc.emulator.wait_for_messages(user["id"], len(messages) + 1)
+    assert "gelöscht" in messages[-1]["text"]
+    assert not stored.exists()
+    assert list((svc.settings.data_dir / "mail-files").iterdir()) == []
+    browser, _token = await console(svc)
+    async with browser, browser.get(f"/console/media/{file.id}") as media:
+        assert media.status == 404

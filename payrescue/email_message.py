@@ -1,11 +1,17 @@
-"""One outbox e-mail row → one `EmailMessage`: plain text + HTML from the same text the
-member would get on Telegram, in their language.
+"""One outbox e-mail row → one e-mail: plain text + HTML from the same text the member would
+get on Telegram, in their language.
+
+Made when the row is queued (`outbox.queue_message`), like a Telegram row's text: the
+content is fixed then, and the sender (`mail.sender`) only adds the `Date` and sends the
+stored bytes. The bytes are 7-bit clean (quoted-printable text, base64 image), so any
+server takes them without 8BITMIME.
 
 The HTML is made for mail clients: inline styles, no scripts, no remote images. The QR code
 of the member's Telegram deep link is drawn here (segno) and attached inline (`cid:`), so
 nothing is loaded from elsewhere. Headers: a Message-ID derived from the row (a re-send after
 a crash carries the same one), Reply-To the inbound address, RFC 8058 one-click
-List-Unsubscribe leading to the same opt-out as /stop, Auto-Submitted.
+List-Unsubscribe leading to the same opt-out as /stop, Auto-Submitted; `Date` when it goes
+out (`date_header`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hmac
 import io
 import re
 from datetime import datetime, timedelta
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -46,14 +53,29 @@ def _environment() -> Environment:
     return template_environment(FileSystemLoader(TEMPLATES))
 
 
-def recipient(member: Member) -> Address:
-    address = (member.email or "").strip()
-    name, parsed = parseaddr(address)
+def _parts(address: str | None) -> tuple[str, str]:
+    address = (address or "").strip()
+    _name, parsed = parseaddr(address)
     if not parsed or parsed != address or parsed.count("@") != 1:
         raise BadAddress("not an address")
     user, domain = parsed.split("@")
-    if not user or "." not in domain or any(c.isspace() for c in parsed):
+    if not user or "." not in domain.strip(".") or any(c.isspace() for c in parsed):
         raise BadAddress("not an address")
+    return user, domain
+
+
+def usable(address: str | None) -> bool:
+    """Whether an e-mail can be addressed to it: one `@`, a dotted domain, no spaces. The
+    one check for every way an address comes in (events, imports, the sender)."""
+    try:
+        _parts(address)
+    except BadAddress:
+        return False
+    return True
+
+
+def recipient(member: Member) -> Address:
+    user, domain = _parts(member.email)
     return Address(display_name=member.name or "", username=user, domain=domain)
 
 
@@ -122,7 +144,8 @@ def html_paragraphs(body: str) -> Markup:
 
 
 def compose(row: Outbox, member: Member, settings: Settings, now: datetime) -> EmailMessage:
-    """The e-mail for one row; raises `BadAddress` when the member's address is unusable."""
+    """The e-mail for one row, without its `Date`; raises `BadAddress` when the member's
+    address is unusable."""
     to = recipient(member)
     payload: dict[str, Any] = row.payload
     deep_link = telegram_deep_link(settings, member, now)
@@ -150,7 +173,6 @@ def compose(row: Outbox, member: Member, settings: Settings, now: datetime) -> E
     message["Subject"] = payload["subject"]
     message["From"] = settings.smtp_from or ""
     message["To"] = to
-    message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id(settings, row.id)
     if settings.smtp_reply_to:
         message["Reply-To"] = settings.smtp_reply_to
@@ -161,10 +183,22 @@ def compose(row: Outbox, member: Member, settings: Settings, now: datetime) -> E
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     # notices and reminders are sent by a machine: no vacation replies, please (RFC 3834)
     message["Auto-Submitted"] = "auto-generated" if row.kind != "agent_reply" else "no"
-    message.set_content(text + "\n")
-    message.add_alternative(markup, subtype="html")
+    message.set_content(text + "\n", cte="quoted-printable")
+    message.add_alternative(markup, subtype="html", cte="quoted-printable")
     if deep_link:
         html_part = message.get_payload()[1]
         html_part.add_related(qr_png(deep_link), maintype="image", subtype="png",
                               cid=f"<{QR_CID}>", filename="telegram-qr.png")
     return message
+
+
+def render(row: Outbox, member: Member, settings: Settings, now: datetime) -> bytes:
+    """`compose`'s message as the bytes that go over SMTP (CRLF lines)."""
+    address = str(recipient(member).addr_spec)
+    smtp = policy.SMTP if address.isascii() else policy.SMTPUTF8
+    return compose(row, member, settings, now).as_bytes(policy=smtp)
+
+
+def date_header(now: datetime) -> bytes:
+    """The `Date` line put before the stored message when it is sent."""
+    return f"Date: {format_datetime(now)}\r\n".encode()
