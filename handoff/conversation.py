@@ -7,7 +7,6 @@ delivery state. Notes are `Message(sender="note")` and never leave the console.
 
 from __future__ import annotations
 
-import html
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -17,29 +16,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handoff.auth import login_required, request_agent
 from handoff.context import member_context
 from handoff.render import render
-from payrescue import assignment, email_replies, reach, timeline
-from payrescue import outbox as outbox_rules
+from payrescue import assignment, timeline
+from payrescue.agent_replies import (
+    ReplyError,
+    add_note,
+    published_events,
+    queue_agent_message,
+)
 from payrescue.assignment import AssignmentError
-from payrescue.config import Settings
 from payrescue.conversations import ASSIGNED
-from payrescue.db.models import Agent, Conversation, Member, Message, Outbox
-from payrescue.dunning import language_of
+from payrescue.db.models import Agent, Conversation, Member, Message
 from payrescue.edge import bounded_id
 from payrescue.events import Event
 from payrescue.i18n import _, use_language
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 
-MAX_REPLY_CHARS = 4096  # Telegram's limit for one message
 # Where a canned answer asks for the update link; replaced by a fresh signed /u/ link (its
 # openings are counted) when the reply is sent
 UPDATE_LINK = "{{ update_link }}"
 TYPING_EVERY = timedelta(seconds=4)  # Telegram shows "typing…" for about five seconds
 TYPING_SENT = web.AppKey("console_typing_sent", dict)
 MAX_SNOOZE = timedelta(days=366)
-
-
-class ReplyError(Exception):
-    """The reply cannot be queued; the message is meant for the agent."""
 
 
 async def transcript(
@@ -50,72 +47,9 @@ async def transcript(
     return await timeline.member_timeline(db, conversation.member_id, after_id=after_id)
 
 
-async def _queue_email_reply(db: AsyncSession, settings: Settings, conversation: Conversation,
-                             member: Member, text: str, now: datetime) -> Outbox:
-    """The answer to a member who is not on Telegram, threaded under their last e-mail."""
-    in_reply_to, references = await email_replies.thread_of(db, member)
-    language = language_of(member, settings)
-    with use_language(language):
-        subject = _("Our answer to your message")
-    row = await outbox_rules.queue_message(
-        db, member, "agent_reply",
-        {"subject": subject, "body": html.escape(text), "language": language,
-         "in_reply_to": in_reply_to, "references": references},
-        now, priority=outbox_rules.PRIORITY_AGENT, case_id=conversation.case_id,
-        channel=outbox_rules.EMAIL)
-    assert row is not None  # no dedupe key: always queued
-    return row
-
-
-async def queue_agent_message(
-    db: AsyncSession, conversation: Conversation, agent: Agent, text: str, now: datetime,
-    settings: Settings, quote: Message | None = None,
-) -> Message:
-    """Store the reply as a timeline line and queue it as plain text: by Telegram (with
-    `quote`, Telegram shows the member's message it answers above it), or by e-mail for a
-    member not (or no longer) on Telegram (`payrescue.reach`)."""
-    text = text.strip()
-    if not text:
-        raise ReplyError(_("The message is empty."))
-    if len(text) > MAX_REPLY_CHARS:
-        raise ReplyError(_("Telegram takes at most 4096 characters per message."))
-    member = await db.get(Member, conversation.member_id)
-    channel = reach.channel_for(member, settings) if member is not None else None
-    if member is None or channel is None:
-        raise ReplyError(_("This member has no Telegram chat linked and no usable e-mail "
-                           "address."))
-    if channel == reach.EMAIL:
-        outbox = await _queue_email_reply(db, settings, conversation, member, text, now)
-    else:
-        payload: dict = {"text": text}  # chat_id: the column
-        if quote is not None and quote.telegram_message_id is not None:
-            payload["reply_parameters"] = {"message_id": quote.telegram_message_id,
-                                           "allow_sending_without_reply": True}
-        outbox = Outbox(
-            member_id=member.id, chat_id=member.telegram.chat_id, kind="agent_reply",
-            priority=0, method="sendMessage", payload=payload, status="queued",
-            not_before=now, created_at=now, case_id=conversation.case_id,
-        )
-        db.add(outbox)
-        await db.flush()
-    message = timeline.entry(member.id, timeline.AGENT, "text", now, text=text,
-                             conversation_id=conversation.id, case_id=conversation.case_id,
-                             agent_id=agent.id, outbox_id=outbox.id,
-                             data={"quote": {"id": quote.id, "text": (quote.text or "")[:200]}}
-                             if quote is not None else None,
-                             channel=timeline.EMAIL if channel == reach.EMAIL
-                             else timeline.TELEGRAM)
-    db.add(message)
-    await assignment.record_first_response(db, conversation, now)
-    await db.flush()
-    return message
-
-
 async def publish_message(request: web.Request, message: Message) -> None:
-    bus = request.config_dict[BUS]
-    if message.outbox_id is not None:
-        await bus.publish(Event("outbox.queued", {"outbox_id": message.outbox_id}))
-    await bus.publish(timeline.created_event(message))
+    for event in published_events(message):
+        await request.config_dict[BUS].publish(event)
 
 
 def _conversation_id(request: web.Request) -> int:
@@ -246,7 +180,7 @@ async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
         async with request.config_dict[SESSIONMAKER]() as db, db.begin():
             conversation = await _owned(db, conversation_id, agent)
             if note:
-                message = await _add_note(db, conversation, agent, text, now)
+                message = await add_note(db, conversation, agent, text, now)
             else:
                 if UPDATE_LINK in text:
                     text = await _with_update_link(request, db, conversation, text, now)
@@ -282,19 +216,6 @@ async def _with_update_link(request: web.Request, db: AsyncSession,
         raise ReplyError(_("This member has no open payment case."))
     url = await create_update_link(db, ctx.case, request.config_dict[SETTINGS], now)
     return text.replace(UPDATE_LINK, url)
-
-
-async def _add_note(db: AsyncSession, conversation: Conversation, agent: Agent, text: str,
-                    now: datetime) -> Message:
-    text = text.strip()
-    if not text:
-        raise ReplyError(_("The message is empty."))
-    message = timeline.entry(conversation.member_id, timeline.NOTE, "text", now, text=text,
-                             channel=timeline.CONSOLE, conversation_id=conversation.id,
-                             case_id=conversation.case_id, agent_id=agent.id)
-    db.add(message)
-    await db.flush()
-    return message
 
 
 @login_required
