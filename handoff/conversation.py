@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.auth import login_required, request_agent
-from handoff.context import member_context
 from handoff.render import render
 from payrescue import assignment, timeline
 from payrescue.agent_replies import (
@@ -22,14 +21,16 @@ from payrescue.agent_replies import (
     add_note,
     published_events,
     queue_agent_message,
+    queue_update_link,
 )
 from payrescue.assignment import AssignmentError
 from payrescue.conversations import ASSIGNED
 from payrescue.db.models import Agent, Conversation, Member, Message
 from payrescue.edge import bounded_id
 from payrescue.events import Event
-from payrescue.i18n import _, use_language
+from payrescue.i18n import _
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.member_context import member_context
 
 # Where a canned answer asks for the update link; replaced by a fresh signed /u/ link (its
 # openings are counted) when the reply is sent
@@ -311,21 +312,14 @@ async def update_link_view(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     now = request.config_dict[CLOCK].now()
     try:
-        from payrescue.billing.links import create_update_link
+        import payrescue.billing.links  # noqa: F401 - billing is optional
     except ImportError:
         return await _respond(request, conversation_id,
                               _("Update links are not available in this installation."), 503)
     try:
         async with request.config_dict[SESSIONMAKER]() as db, db.begin():
             conversation = await _owned(db, conversation_id, agent)
-            ctx = await member_context(db, conversation)
-            if ctx.case is None:
-                raise ReplyError(_("This member has no open payment case."))
-            url = await create_update_link(db, ctx.case, settings, now)
-            with use_language(ctx.member.language or settings.default_language):
-                text = _("Here is your personal link to update your payment method: "
-                         "%(url)s") % {"url": url}
-            message = await queue_agent_message(db, conversation, agent, text, now, settings)
+            message = await queue_update_link(db, conversation, agent, settings, now)
     except (AssignmentError, ReplyError) as exc:
         error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)
         return await _respond(request, conversation_id, error, 409)

@@ -131,6 +131,24 @@ async def add_note(db: AsyncSession, conversation: Conversation, agent: Agent, t
     return message
 
 
+async def queue_update_link(db: AsyncSession, conversation: Conversation, agent: Agent,
+                            settings: Settings, now: datetime, *,
+                            via: str | None = None) -> Message:
+    """A fresh signed update link for the member's open case, sent as the agent's message
+    in the member's language."""
+    from payrescue.billing.links import create_update_link  # billing is optional
+    from payrescue.member_context import member_context
+
+    ctx = await member_context(db, conversation)
+    if ctx.case is None:
+        raise ReplyError(_("This member has no open payment case."))
+    url = await create_update_link(db, ctx.case, settings, now)
+    with use_language(ctx.member.language or settings.default_language):
+        text = _("Here is your personal link to update your payment method: "
+                 "%(url)s") % {"url": url}
+    return await queue_agent_message(db, conversation, agent, text, now, settings, via=via)
+
+
 def published_events(message: Message) -> list[Event]:
     """What to publish once the reply or note is committed."""
     events = []

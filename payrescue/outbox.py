@@ -59,7 +59,8 @@ BLOCKED_REASON = "blocked by the member"
 
 
 TELEGRAM, EMAIL = "telegram", "email"
-CHANNELS = (TELEGRAM, EMAIL)
+TEAM = "team"  # posts into the agents' Telegram group (payrescue.teamgroup, bot.team.poster)
+CHANNELS = (TELEGRAM, EMAIL, TEAM)
 EMAIL_PROBLEM_REASON = "e-mail address undeliverable"
 
 

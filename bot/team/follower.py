@@ -1,0 +1,91 @@
+"""Keeps the team group's topics in step: every bus event about a conversation runs
+`payrescue.teamgroup.reconcile` for it, and a periodic sweep covers events that were
+missed (the bus is a wake-up call, the database the truth)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from payrescue import teamgroup
+from payrescue.clock import Clock
+from payrescue.config import Settings
+from payrescue.conversations import HUMAN_OWNED
+from payrescue.db.models import Conversation, TeamTopic
+from payrescue.events import Bus, Event
+from payrescue.outage import DATABASE, OutageLog
+
+log = logging.getLogger(__name__)
+TOPICS = ("conversation.waiting", "conversation.updated", "message.created")
+SWEEP_SECONDS = 60.0
+
+
+async def follow_for_team(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus,
+                          clock: Clock, settings: Settings) -> None:
+    outage = OutageLog(log, down="team topics not kept in step; retrying",
+                       back="team topics kept in step again after %d failures", group=DATABASE)
+    async with bus.subscribe() as events:
+        sweep = asyncio.create_task(_sweeps(sessionmaker, bus, clock, settings))
+        try:
+            while True:
+                event = await events.get()
+                conversation_id = event.data.get("conversation_id")
+                if event.topic not in TOPICS or not isinstance(conversation_id, int):
+                    continue
+                try:
+                    await step(sessionmaker, bus, clock, settings, conversation_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the next event or sweep starts afresh
+                    outage.failed(exc)
+                else:
+                    outage.succeeded()
+        finally:
+            sweep.cancel()
+            await asyncio.gather(sweep, return_exceptions=True)
+
+
+async def step(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock,
+               settings: Settings, conversation_id: int) -> None:
+    """Reconcile one conversation's topic, commit, wake the poster."""
+    for _attempt in range(2):  # a concurrent first topic for the same conversation wins
+        try:
+            async with sessionmaker() as session:
+                rows = await teamgroup.reconcile(session, conversation_id, settings,
+                                                 clock.now())
+                await session.commit()
+            break
+        except IntegrityError:
+            continue
+    else:
+        return
+    for row in rows:
+        await bus.publish(Event("outbox.queued", {"outbox_id": row.id}))
+
+
+async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock,
+                  settings: Settings) -> None:
+    """At start and then every minute: each conversation with a person or an open topic."""
+    while True:
+        try:
+            async with sessionmaker() as session:
+                if await teamgroup.current_group(session) is None:
+                    ids: list[int] = []
+                else:
+                    waiting = select(Conversation.id).where(
+                        Conversation.status.in_(HUMAN_OWNED))
+                    topics = select(TeamTopic.conversation_id).where(
+                        TeamTopic.status == teamgroup.OPEN)
+                    ids = sorted(set(await session.scalars(waiting))
+                                 | set(await session.scalars(topics)))
+            for conversation_id in ids:
+                await step(sessionmaker, bus, clock, settings, conversation_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("team topic sweep failed")
+        await clock.sleep(SWEEP_SECONDS)
