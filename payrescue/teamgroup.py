@@ -166,11 +166,14 @@ async def topic_at(session: AsyncSession, chat_id: int, thread_id: int) -> TeamT
 
 
 def queue_row(session: AsyncSession, topic: TeamTopic, op: str, now: datetime,
-              **data: Any) -> Outbox:
+              line_id: int | None = None, **data: Any) -> Outbox:
     """A row of the `team` channel for the poster: one chat (the group), first in, first
     out — every row has the same priority, so the topic sees things in the order they
-    happened."""
+    happened. A row made of timeline line `line_id` has a dedupe key, so two reconcilers
+    (two processes) racing for the same line never post it twice: the loser's commit fails
+    and it starts again from the winner's `mirrored_message_id`."""
     row = Outbox(
+        dedupe_key=f"team:{topic.id}:{line_id}" if line_id is not None else None,
         member_id=None, channel=outbox.TEAM, chat_id=topic.group_chat_id, kind="team",
         priority=outbox.PRIORITY_BOT, method=op,
         payload={"op": op, "topic_id": topic.id, **data},
@@ -252,11 +255,13 @@ async def reconcile(session: AsyncSession, conversation_id: int, settings: Setti
             topic.mirrored_message_id = line.id
             op = _wanted(line)
             if op == OP_POST:
-                rows.append(queue_row(session, topic, OP_POST, now, message_ids=[line.id]))
+                rows.append(queue_row(session, topic, OP_POST, now, line.id,
+                                      message_ids=[line.id]))
             elif op == OP_EDIT:
-                rows.append(queue_row(session, topic, OP_EDIT, now))
+                rows.append(queue_row(session, topic, OP_EDIT, now, line.id))
             elif op == OP_CLOSE:
-                rows.append(queue_row(session, topic, OP_CLOSE, now, outcome=line.kind))
+                rows.append(queue_row(session, topic, OP_CLOSE, now, line.id,
+                                      outcome=line.kind))
                 topic.status = CLOSED
                 topic.closed_at = now
                 # what follows belongs to the member's next time with a person, if any

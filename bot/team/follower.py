@@ -28,8 +28,9 @@ async def follow_for_team(sessionmaker: async_sessionmaker[AsyncSession], bus: B
                           clock: Clock, settings: Settings) -> None:
     outage = OutageLog(log, down="team topics not kept in step; retrying",
                        back="team topics kept in step again after %d failures", group=DATABASE)
+    turns = asyncio.Lock()
     async with bus.subscribe() as events:
-        sweep = asyncio.create_task(_sweeps(sessionmaker, bus, clock, settings))
+        sweep = asyncio.create_task(_sweeps(sessionmaker, bus, clock, settings, turns))
         try:
             while True:
                 event = await events.get()
@@ -37,7 +38,7 @@ async def follow_for_team(sessionmaker: async_sessionmaker[AsyncSession], bus: B
                 if event.topic not in TOPICS or not isinstance(conversation_id, int):
                     continue
                 try:
-                    await step(sessionmaker, bus, clock, settings, conversation_id)
+                    await step(sessionmaker, bus, clock, settings, conversation_id, turns)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the next event or sweep starts afresh
@@ -50,11 +51,14 @@ async def follow_for_team(sessionmaker: async_sessionmaker[AsyncSession], bus: B
 
 
 async def step(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock,
-               settings: Settings, conversation_id: int) -> None:
-    """Reconcile one conversation's topic, commit, wake the poster."""
-    for _attempt in range(2):  # a concurrent first topic for the same conversation wins
+               settings: Settings, conversation_id: int,
+               turns: asyncio.Lock | None = None) -> None:
+    """Reconcile one conversation's topic, commit, wake the poster. `turns` keeps this
+    process's event handling and sweep from racing each other."""
+    turns = turns or asyncio.Lock()
+    for _attempt in range(3):  # another process won the race for a line: start again
         try:
-            async with sessionmaker() as session:
+            async with turns, sessionmaker() as session:
                 rows = await teamgroup.reconcile(session, conversation_id, settings,
                                                  clock.now())
                 await session.commit()
@@ -68,7 +72,7 @@ async def step(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: 
 
 
 async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock,
-                  settings: Settings) -> None:
+                  settings: Settings, turns: asyncio.Lock) -> None:
     """At start and then every minute: each conversation with a person or an open topic."""
     while True:
         try:
@@ -83,7 +87,7 @@ async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, cloc
                     ids = sorted(set(await session.scalars(waiting))
                                  | set(await session.scalars(topics)))
             for conversation_id in ids:
-                await step(sessionmaker, bus, clock, settings, conversation_id)
+                await step(sessionmaker, bus, clock, settings, conversation_id, turns)
         except asyncio.CancelledError:
             raise
         except Exception:

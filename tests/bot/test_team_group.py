@@ -341,8 +341,19 @@ async def test_a_burst_of_100_member_messages_under_the_group_limit(svc) -> None
         return [line for post in team.posts(topic.thread_id) for line in post.split("\n")
                 if line.startswith("Anna: line")]
 
-    await eventually(lambda: len(mirrored()) == 100, "all 100 lines in the topic",
-                     clock=svc.clock, tick=1, timeout=60)
+    try:
+        await eventually(lambda: len(mirrored()) == 100, "all 100 lines in the topic",
+                         clock=svc.clock, tick=1, timeout=30)
+    except AssertionError:
+        print(len(mirrored()), team.posts(topic.thread_id)[:5])
+        async with svc.sessionmaker() as session:
+            from payrescue.db.models import Outbox
+            rows = (await session.scalars(select(Outbox).where(Outbox.channel == "team"))).all()
+            print([(r.id, r.payload, r.status, r.error) for r in rows])
+        for task in asyncio.all_tasks():
+            if task.get_name() in ("team-poster", "team-follower"):
+                task.print_stack()
+        raise
     assert mirrored() == [f"Anna: line {n:03}" for n in range(100)]  # all, in order
     posts = [p for p in team.posts(topic.thread_id) if "Anna: line" in p]
     assert len(posts) < 100  # bursts were batched
