@@ -20,7 +20,6 @@ from payrescue.agents import add_agent
 from payrescue.clock import FakeClock
 from payrescue.db.models import Agent, Conversation, Message, TeamTopic
 from tests.conversations.helpers import PNG, linked_member, open_case
-from tests.conversations.test_handoff import conversation_of, say
 from tests.handoff.conftest import CSRF, PASSWORD, quick_password_hashes  # noqa: F401
 from tests.harness import RunningService, eventually, running_service
 
@@ -159,6 +158,22 @@ async def console(svc: RunningService, http: aiohttp.ClientSession, email: str) 
         return Console(http, svc.base_url, CSRF.search(await page.text()).group(1))
 
 
+async def ask_for_person(svc: RunningService, chat: int, member_id: int) -> Conversation:
+    """The member sends /human; returns their conversation once it waits."""
+    await svc.emulator.send_text(chat, "/human")
+
+    async def waiting() -> Conversation | None:
+        async with svc.sessionmaker() as session:
+            return await session.scalar(select(Conversation).where(
+                Conversation.member_id == member_id, Conversation.status == "waiting"))
+
+    for _ in range(500):
+        if (conversation := await waiting()) is not None:
+            return conversation
+        await asyncio.sleep(0.02)
+    raise AssertionError("the conversation does not wait")
+
+
 async def lines_of(svc: RunningService, conversation_id: int) -> list[Message]:
     async with svc.sessionmaker() as session:
         return list(await session.scalars(select(Message).where(
@@ -192,8 +207,7 @@ async def test_connecting_says_what_is_missing_and_only_linked_agents_count(svc)
 
     team = Team(svc, group["id"], owner["id"])
     member, chat = await linked_member(svc, language="en")
-    await say(svc, chat, "/human")
-    conversation = await conversation_of(svc, member.id)
+    conversation = await ask_for_person(svc, chat, member.id)
     topic = await team.topic_of(conversation.id)
     assert [t["name"] for t in team.topics()] == ["Anna · asked for a person"]  # no e-mail
     # someone in the group who is no linked agent: ignored, never reaches the member
@@ -216,8 +230,7 @@ async def test_answered_alternately_from_topic_and_console(svc) -> None:
     await team.agent("Lena")
     member, chat = await linked_member(svc, language="en")
     await open_case(svc, member, attempt_count=2)
-    await say(svc, chat, "/human")
-    conversation = await conversation_of(svc, member.id)
+    conversation = await ask_for_person(svc, chat, member.id)
     topic = await team.topic_of(conversation.id)
     first = team.first_post(topic)
     assert "Anna needs a person." in first["plain_text"]
@@ -287,8 +300,7 @@ async def test_answered_alternately_from_topic_and_console(svc) -> None:
         assert (await session.get(Conversation, conversation.id)).status == "resolved"
 
     # the member needs a person again within the window: the same topic opens again
-    await say(svc, chat, "/human")
-    again = await conversation_of(svc, member.id)
+    again = await ask_for_person(svc, chat, member.id)
     assert again.id != conversation.id
     reopened = await team.topic_of(again.id)
     assert reopened.thread_id == topic.thread_id
@@ -301,8 +313,7 @@ async def test_claim_race_between_topic_button_and_console(svc) -> None:
     await team.agent("Lena")
     await team.agent("Tom")
     member, chat = await linked_member(svc, language="en")
-    await say(svc, chat, "/human")
-    conversation = await conversation_of(svc, member.id)
+    conversation = await ask_for_person(svc, chat, member.id)
     topic = await team.topic_of(conversation.id)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         tom = await console(svc, http, "tom@example.org")
@@ -331,8 +342,7 @@ async def test_a_burst_of_100_member_messages_under_the_group_limit(svc) -> None
     team = await connect(svc)
     await team.agent("Lena")
     member, chat = await linked_member(svc, language="en")
-    await say(svc, chat, "/human")
-    conversation = await conversation_of(svc, member.id)
+    conversation = await ask_for_person(svc, chat, member.id)
     topic = await team.topic_of(conversation.id)
     for n in range(100):
         await svc.emulator.send_text(chat, f"line {n:03}")
@@ -364,8 +374,7 @@ async def test_topics_deleted_or_closed_by_hand_come_back(svc) -> None:
     team = await connect(svc)
     await team.agent("Lena")
     member, chat = await linked_member(svc, language="en")
-    await say(svc, chat, "/human")
-    conversation = await conversation_of(svc, member.id)
+    conversation = await ask_for_person(svc, chat, member.id)
     topic = await team.topic_of(conversation.id)
 
     svc.emulator.close_topic(team.group_id, topic.thread_id, by=team.owner)
@@ -383,3 +392,27 @@ async def test_topics_deleted_or_closed_by_hand_come_back(svc) -> None:
     await team.write("Lena", new_thread, "Yes, here I am.")
     await svc.emulator.wait_until(lambda: svc.emulator.sent_messages(chat)[-1]["plain_text"]
                                   == "Yes, here I am.", timeout=10)
+
+
+async def test_an_agent_links_telegram_from_the_console(svc) -> None:
+    import re
+
+    async with svc.sessionmaker() as db, db.begin():
+        await add_agent(db, email="lena@example.org", name="Lena", role="agent",
+                        password=PASSWORD, now=svc.clock.now(), language="en")
+    user = svc.emulator.create_user("Lena", language_code="en")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        browser = await console(svc, http, "lena@example.org")
+        async with http.post(svc.base_url + "/console/telegram-link",
+                             data={"csrf_token": browser.csrf}) as response:
+            page = await response.text()
+        command = re.search(r"<code>/start (agent-[A-Za-z0-9_-]+)</code>", page).group(1)
+        assert "https://t.me/payrescue_demo_bot?start=" not in page  # no username configured
+        await svc.emulator.start(user["id"], command)
+        answer = (await svc.emulator.wait_for_messages(user["id"], 1))[-1]["plain_text"]
+        assert answer.startswith("Hello Lena, your Telegram account is linked.")
+        async with http.get(svc.base_url + "/console/password") as response:
+            assert "Your Telegram account is linked" in await response.text()
+        await svc.emulator.start(user["id"], command)  # once only
+        answer = (await svc.emulator.wait_for_messages(user["id"], 2))[-1]["plain_text"]
+        assert answer == "This link has already been used. Please open a new one in the console."
