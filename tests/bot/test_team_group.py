@@ -393,6 +393,13 @@ async def test_topics_deleted_or_closed_by_hand_come_back(svc) -> None:
     await svc.emulator.wait_until(lambda: svc.emulator.sent_messages(chat)[-1]["plain_text"]
                                   == "Yes, here I am.", timeout=10)
 
+    # Telegram says 429: the poster waits retry_after (on the clock) and goes on
+    svc.emulator.inject_faults(method="sendMessage", status=429, retry_after=5)
+    await svc.emulator.send_text(chat, "After the flood wait")
+    await eventually(lambda: any("After the flood wait" in p for p in team.posts(new_thread)),
+                     "the post after a 429", clock=svc.clock, tick=1)
+    assert svc.emulator.bans.violations == 0
+
 
 async def test_an_agent_links_telegram_from_the_console(svc) -> None:
     import re
