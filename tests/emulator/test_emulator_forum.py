@@ -159,3 +159,17 @@ async def test_the_control_api_plays_the_team_group(bot, emu, base_url, owner):
         status, error = await call("POST", f"/groups/{gid}/messages",
                                    {"user_id": 1, "text": "x"})
         assert status == 404 and "unknown user" in error["error"]
+
+
+async def test_groups_and_topics_survive_a_restart(bot, emu, group, owner, tmp_path):
+    from bot.emulator import TelegramEmulator, persist
+
+    thread = (await bot.create_forum_topic(group["id"], "Anna")).message_thread_id
+    await bot.send_message(group["id"], "Kontext", message_thread_id=thread)
+    persist.save(emu, tmp_path / "state.json")
+    again = TelegramEmulator()
+    again.add_bot(token="123456:TEST-token", username="payrescue_demo_bot")
+    assert persist.load(again, tmp_path / "state.json")
+    assert again.topics(group["id"]) == emu.topics(group["id"])
+    assert again.group_messages(group["id"]) == emu.group_messages(group["id"])
+    assert again.create_group("Zweite", owner["id"])["id"] == group["id"] - 1
