@@ -423,3 +423,30 @@ async def test_an_agent_links_telegram_from_the_console(svc) -> None:
         await svc.emulator.start(user["id"], command)  # once only
         answer = (await svc.emulator.wait_for_messages(user["id"], 2))[-1]["plain_text"]
         assert answer == "This link has already been used. Please open a new one in the console."
+
+
+async def test_the_demo_has_a_team_group_to_answer_from(svc) -> None:
+    from payrescue.demo import ADMIN_EMAIL, bind_team_group, demo_team_group
+
+    async with svc.sessionmaker() as db, db.begin():
+        await add_agent(db, email=ADMIN_EMAIL, name="Demo Admin", role="admin",
+                        password=PASSWORD, now=svc.clock.now(), language="en")
+    group_id, owner = demo_team_group(svc.emulator)
+    assert demo_team_group(svc.emulator) == (group_id, owner)  # once, then kept
+    async with svc.sessionmaker() as db, db.begin():
+        await bind_team_group(db, group_id, owner, svc.clock)
+    async with svc.sessionmaker() as db, db.begin():
+        await bind_team_group(db, group_id, owner, svc.clock)  # a restart changes nothing
+    member, chat = await linked_member(svc, language="en")
+    conversation = await ask_for_person(svc, chat, member.id)
+    team = Team(svc, group_id, owner)
+    team.telegram["Demo Admin"] = owner
+    topic = await team.topic_of(conversation.id)
+    await team.press("Demo Admin", topic, "team:claim:")
+    await team.write("Demo Admin", topic.thread_id, "Hello from Telegram")
+    await svc.emulator.wait_until(lambda: svc.emulator.sent_messages(chat)[-1]["plain_text"]
+                                  == "Hello from Telegram", timeout=10)
+    async with aiohttp.ClientSession() as http, http.get(svc.emulator_url + "/team") as page:
+        assert page.status == 200 and "script-src 'self'" in page.headers[
+            "Content-Security-Policy"]
+        assert '<script src="/chat/static/team.js">' in await page.text()
