@@ -272,3 +272,23 @@ async def reconcile(session: AsyncSession, conversation_id: int, settings: Setti
         topic = await _open_topic(session, group, conversation, settings, now, rows)
     await session.flush()
     return rows
+
+
+async def lagging(session: AsyncSession) -> list[int]:
+    """Conversations whose topic misses something: waiting for a person without an open
+    topic in the current group, or with timeline lines the topic has not taken yet (what
+    a missed bus event leaves behind)."""
+    group = await current_group(session)
+    if group is None:
+        return []
+    open_topic = select(TeamTopic.conversation_id).where(
+        TeamTopic.group_chat_id == group.chat_id, TeamTopic.status == OPEN)
+    without = select(Conversation.id).where(Conversation.status.in_(HUMAN_OWNED),
+                                            Conversation.id.not_in(open_topic))
+    newest = (select(func.max(Message.id))
+              .where(Message.conversation_id == TeamTopic.conversation_id)
+              .correlate(TeamTopic).scalar_subquery())
+    behind = select(TeamTopic.conversation_id).where(
+        TeamTopic.group_chat_id == group.chat_id, TeamTopic.status == OPEN,
+        TeamTopic.mirrored_message_id < newest)
+    return sorted(set(await session.scalars(without)) | set(await session.scalars(behind)))

@@ -7,15 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payrescue import teamgroup
 from payrescue.clock import Clock
 from payrescue.config import Settings
-from payrescue.conversations import HUMAN_OWNED
-from payrescue.db.models import Conversation, TeamTopic
 from payrescue.events import Bus, Event
 from payrescue.outage import DATABASE, OutageLog
 
@@ -73,19 +70,11 @@ async def step(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: 
 
 async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock,
                   settings: Settings, turns: asyncio.Lock) -> None:
-    """At start and then every minute: each conversation with a person or an open topic."""
+    """At start and then every minute: each conversation whose topic lags behind."""
     while True:
         try:
             async with sessionmaker() as session:
-                if await teamgroup.current_group(session) is None:
-                    ids: list[int] = []
-                else:
-                    waiting = select(Conversation.id).where(
-                        Conversation.status.in_(HUMAN_OWNED))
-                    topics = select(TeamTopic.conversation_id).where(
-                        TeamTopic.status == teamgroup.OPEN)
-                    ids = sorted(set(await session.scalars(waiting))
-                                 | set(await session.scalars(topics)))
+                ids = await teamgroup.lagging(session)
             for conversation_id in ids:
                 await step(sessionmaker, bus, clock, settings, conversation_id, turns)
         except asyncio.CancelledError:

@@ -210,8 +210,8 @@ async def topic_message(message: TelegramMessage, session: AsyncSession, setting
                 events.append(assignment.updated_event(conversation))
             line = await queue_agent_message(session, conversation, agent, text, clock.now(),
                                              settings, media=media, via=teamgroup.VIA_TEAM)
-    except ReplyError as exc:
-        await _say_in_topic(session, conversation, str(exc), clock, bus)
+    except ReplyError as exc:  # e.g. a file for a member reached by e-mail
+        await _say_in_topic(session, conversation, str(exc), clock, bus, events)
         return
     await session.commit()
     for event in [*events, *published_events(line)]:
@@ -219,13 +219,16 @@ async def topic_message(message: TelegramMessage, session: AsyncSession, setting
 
 
 async def _say_in_topic(session: AsyncSession, conversation: Conversation, text: str,
-                        clock: Clock, bus: Bus) -> None:
+                        clock: Clock, bus: Bus, events: list[Event] | None = None) -> None:
+    """A short word to the agents in the topic (through the outbox, like every post)."""
     topic = await teamgroup.topic_of(session, conversation.id)
-    if topic is None:
-        return
-    row = teamgroup.queue_row(session, topic, teamgroup.OP_NOTICE, clock.now(), text=text)
-    await session.commit()
-    await bus.publish(Event("outbox.queued", {"outbox_id": row.id}))
+    row = teamgroup.queue_row(session, topic, teamgroup.OP_NOTICE, clock.now(), text=text) \
+        if topic is not None else None
+    await session.commit()  # with a claim made on the way, if any
+    for event in events or []:
+        await bus.publish(event)
+    if row is not None:
+        await bus.publish(Event("outbox.queued", {"outbox_id": row.id}))
 
 
 def _media(message: TelegramMessage) -> dict[str, str | None] | None:

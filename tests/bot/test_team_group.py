@@ -336,6 +336,12 @@ async def test_claim_race_between_topic_button_and_console(svc) -> None:
         lambda: f"Taken by {winner}." in team.first_post(topic)["plain_text"], timeout=10)
     claims = [line for line in await lines_of(svc, conversation.id) if line.kind == "claimed"]
     assert len(claims) == 1 and claims[0].agent_id == owner
+    # the other one writes in the topic: told who holds it, the member hears nothing
+    loser = "Lena" if winner == "Tom" else "Tom"
+    before = len(svc.emulator.sent_messages(chat))
+    await team.write(loser, topic.thread_id, "Can I help?")
+    await team.wait_post(topic.thread_id, f"{winner} holds this conversation.")
+    assert len(svc.emulator.sent_messages(chat)) == before
 
 
 async def test_a_burst_of_100_member_messages_under_the_group_limit(svc) -> None:
