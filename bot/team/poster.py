@@ -21,7 +21,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -60,7 +60,8 @@ from payrescue.outage import DATABASE, OutageLog
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CLAIM_AT_ONCE = 100  # rows looked at per round; a batch is cut from their head
+CLAIM_AT_ONCE = 100  # rows looked at per round
+ROUND_SECONDS = 2.0  # then the rest goes back, so rows queued meanwhile are seen
 BATCH_CHARS = 3800  # a batched post stays under Telegram's 4096 (names and newlines added)
 HEAD_CHARS = 60  # room for "Name: " before each line
 TRIES_IN_PLACE = 4
@@ -134,6 +135,7 @@ class TopicPoster:
         self.stats = PosterStats()
         self.worker = ""
         self._wake = asyncio.Event()
+        self._round = _Round({})
         self.outage = OutageLog(log, down="the team group poster stopped; restarting",
                                 back="the team group poster works again after %d failed runs",
                                 group=DATABASE)
@@ -176,8 +178,9 @@ class TopicPoster:
                 wait.cancel()
 
     async def round(self) -> bool:
-        """Wait for the group's budget, claim what waits, do its first piece of work.
-        False when nothing waited."""
+        """Wait for the group's budget, claim what waits, and work through it, unit by unit,
+        while the budget lasts (at most ROUND_SECONDS); the rest goes back untried, in its
+        order, for the next round. False when nothing waited."""
         self._wake.clear()
         await self.pacer.ready()  # each call below takes its own permit
         async with self.sessionmaker() as session:
@@ -186,42 +189,40 @@ class TopicPoster:
         if not rows:
             return False
         rows.sort(key=lambda row: row.id)  # one chat, one priority: first in, first out
-        work, rest = await self._cut_batch(rows)
-        async with self.sessionmaker() as session:
-            await outbox.give_back(session, [row.id for row in rest])
-            await session.commit()
+        self._round = _Round(await self._lines(rows))
+        loop = asyncio.get_running_loop()
+        until = loop.time() + ROUND_SECONDS
+        done: set[int] = set()
         try:
-            message_id = await self._do(work)
-        except GiveUp as exc:
-            await self._finish(work, outbox.FAILED, None, str(exc))
-        except (TelegramNetworkError, TelegramServerError, TimeoutError) as exc:
-            await self._retry_later(work, f"{exc.__class__.__name__}")
-        else:
-            await self._finish(work, outbox.SENT, message_id, None)
+            for unit in _units(rows, self._round.lines):
+                if done and (loop.time() > until or self.pacer.wait_time() > 0):
+                    break
+                done.update(row.id for row in unit)
+                if not await self._run(unit):
+                    break  # retried later: the topic's later rows must wait behind it
+        finally:
+            async with self.sessionmaker() as session:
+                await outbox.give_back(session, [row.id for row in rows if row.id not in done])
+                await session.commit()
         return True
 
-    async def _cut_batch(self, rows: list[Outbox]) -> tuple[list[Outbox], list[Outbox]]:
-        """The first row, with the text posts of the same topic that follow it (one post)."""
-        first = rows[0]
-        if first.payload.get("op") != teamgroup.OP_POST:
-            return [first], rows[1:]
-        lines = await self._lines(rows)
-        if _is_media(lines.get(_line_id(first))):
-            return [first], rows[1:]
-        batch = [first]
-        size = _size(lines.get(_line_id(first)))
-        for row in rows[1:]:
-            same_topic = row.payload.get("topic_id") == first.payload.get("topic_id")
-            line = lines.get(_line_id(row))
-            size += _size(line)
-            if (row.payload.get("op") != teamgroup.OP_POST or not same_topic
-                    or _is_media(line) or size > BATCH_CHARS):
-                break
-            batch.append(row)
-        return batch, rows[len(batch):]
+    async def _run(self, unit: list[Outbox]) -> bool:
+        """One post (or topic change); False when it has to be tried again later."""
+        try:
+            message_id = await self._do(unit)
+        except GiveUp as exc:
+            await self._finish(unit, outbox.FAILED, None, str(exc))
+        except (TelegramNetworkError, TelegramServerError, TimeoutError) as exc:
+            await self._retry_later(unit, f"{exc.__class__.__name__}")
+            return False
+        else:
+            await self._finish(unit, outbox.SENT, message_id, None)
+        return True
 
     async def _lines(self, rows: list[Outbox]) -> dict[int, Message]:
-        ids = [line_id for row in rows if (line_id := _line_id(row)) is not None]
+        ids = [line_id for row in rows for line_id in row.payload.get("message_ids") or []]
+        if not ids:
+            return {}
         async with self.sessionmaker() as session:
             found = await session.scalars(select(Message).where(Message.id.in_(ids)))
             return {line.id: line for line in found}
@@ -245,16 +246,29 @@ class TopicPoster:
                     raise
                 await self.clock.sleep(self.settings.outbox_retry_seconds * 2 ** (tries - 1))
 
-    async def _do(self, rows: list[Outbox]) -> int | None:
-        payload = rows[0].payload
+    async def _topic(self, topic_id: int) -> tuple[TeamTopic, Conversation]:
+        """The topic and its conversation, once per round (a topic made again during the
+        round keeps its new thread for the round's later posts)."""
+        cached = self._round.topics.get(topic_id)
+        if cached is not None:
+            return cached
         async with self.sessionmaker() as session:
-            topic = await session.get(TeamTopic, payload.get("topic_id"))
+            topic = await session.get(TeamTopic, topic_id)
             if topic is None:
                 raise GiveUp("the topic is gone (its conversation was deleted)")
             conversation = await session.get(Conversation, topic.conversation_id)
             if conversation is None:
                 raise GiveUp("the conversation is gone")
+            member = await session.get(Member, topic.member_id)
             session.expunge_all()
+        self._round.members[topic.member_id] = (member.first_name if member else "") \
+            or texts.unknown_member(topic.member_id)
+        self._round.topics[topic_id] = (topic, conversation)
+        return topic, conversation
+
+    async def _do(self, rows: list[Outbox]) -> int | None:
+        payload = rows[0].payload
+        topic, conversation = await self._topic(payload.get("topic_id"))
         op = payload.get("op")
         with use_language(self.settings.default_language):
             if op == teamgroup.OP_OPEN:
@@ -349,13 +363,13 @@ class TopicPoster:
 
     async def _post(self, topic: TeamTopic, conversation: Conversation,
                     rows: list[Outbox]) -> int | None:
-        lines = await self._lines(rows)
+        lines = self._round.lines
         ordered = [lines[line_id] for row in rows
                    if (line_id := _line_id(row)) is not None and line_id in lines]
         if not ordered:
             raise GiveUp("the lines are gone")
         names = await self._names(ordered)
-        member_name = await self._member_name(topic.member_id)
+        member_name = self._round.members[topic.member_id]
         if len(ordered) == 1 and _is_media(ordered[0]):
             line = ordered[0]
             caption = texts.line_text(line, member_name, names.get(line.agent_id))
@@ -403,17 +417,14 @@ class TopicPoster:
         return None
 
     async def _names(self, lines: list[Message]) -> dict[int | None, str]:
-        ids = {line.agent_id for line in lines if line.agent_id is not None}
-        if not ids:
-            return {}
-        async with self.sessionmaker() as session:
-            found = await session.execute(select(Agent.id, Agent.name).where(Agent.id.in_(ids)))
-            return {agent_id: name for agent_id, name in found.all()}
-
-    async def _member_name(self, member_id: int) -> str:
-        async with self.sessionmaker() as session:
-            member = await session.get(Member, member_id)
-        return (member.first_name if member else "") or texts.unknown_member(member_id)
+        known = self._round.agents
+        ids = {line.agent_id for line in lines if line.agent_id is not None} - set(known)
+        if ids:
+            async with self.sessionmaker() as session:
+                found = await session.execute(
+                    select(Agent.id, Agent.name).where(Agent.id.in_(ids)))
+                known.update({agent_id: name for agent_id, name in found.all()})
+        return dict(known)
 
     # --- outcomes -----------------------------------------------------------------------
 
@@ -443,6 +454,46 @@ class TopicPoster:
             await session.commit()
 
 
+@dataclass
+class _Round:
+    """What one round looked up once: the claimed rows' lines, topics, names."""
+
+    lines: dict[int, Message]
+    topics: dict[int, tuple[TeamTopic, Conversation]] = field(default_factory=dict)
+    members: dict[int, str] = field(default_factory=dict)
+    agents: dict[int | None, str] = field(default_factory=dict)
+
+
+def _units(rows: list[Outbox], lines: dict[int, Message]) -> list[list[Outbox]]:
+    """The claimed rows as pieces of work, in order: a text post takes the later text posts
+    of its topic along (one post; order holds per topic, which is all a reader sees) until
+    a row of that topic that is not one, or Telegram's length; every other row is alone."""
+    units: list[list[Outbox]] = []
+    taken: set[int] = set()
+    for index, row in enumerate(rows):
+        if row.id in taken:
+            continue
+        unit = [row]
+        taken.add(row.id)
+        if _text_post(row, lines):
+            topic, size = row.payload.get("topic_id"), _size(lines.get(_line_id(row)))
+            for later in rows[index + 1:]:
+                if later.id in taken or later.payload.get("topic_id") != topic:
+                    continue
+                size += _size(lines.get(_line_id(later)))
+                if not _text_post(later, lines) or size > BATCH_CHARS:
+                    break
+                unit.append(later)
+                taken.add(later.id)
+        units.append(unit)
+    return units
+
+
+def _text_post(row: Outbox, lines: dict[int, Message]) -> bool:
+    return row.payload.get("op") == teamgroup.OP_POST \
+        and not _is_media(lines.get(_line_id(row)))
+
+
 def _line_id(row: Outbox) -> int | None:
     ids = row.payload.get("message_ids") or []
     return ids[0] if ids else None
@@ -462,7 +513,7 @@ def _not_modified(exc: TelegramBadRequest) -> bool:
 
 def _joined(parts: list[str]) -> str:
     """Lines in one post, each on its own; cut at Telegram's limit (the rest never fits
-    in a batch: batches are cut before it, see `_cut_batch`)."""
+    in a batch: batches are cut before it, see `_units`)."""
     return "\n".join(parts)[: texts.MAX_POST]
 
 
