@@ -1,6 +1,6 @@
 """Keeps the team group's topics in step: every bus event about a conversation runs
 `payrescue.teamgroup.reconcile` for it, and a periodic sweep covers events that were
-missed (the bus is a wake-up call, the database the truth)."""
+missed or dropped (the bus is a wake-up call, the database the truth)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from payrescue.outage import DATABASE, OutageLog
 
 log = logging.getLogger(__name__)
 TOPICS = ("conversation.waiting", "conversation.updated", "message.created")
-SWEEP_SECONDS = 60.0
+SWEEP_SECONDS = 15.0  # one cheap query (`teamgroup.lagging`) when nothing lags
 
 
 async def follow_for_team(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus,
@@ -30,18 +30,24 @@ async def follow_for_team(sessionmaker: async_sessionmaker[AsyncSession], bus: B
         sweep = asyncio.create_task(_sweeps(sessionmaker, bus, clock, settings, turns))
         try:
             while True:
-                event = await events.get()
-                conversation_id = event.data.get("conversation_id")
-                if event.topic not in TOPICS or not isinstance(conversation_id, int):
-                    continue
-                try:
-                    await step(sessionmaker, bus, clock, settings, conversation_id, turns)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the next event or sweep starts afresh
-                    outage.failed(exc)
-                else:
-                    outage.succeeded()
+                # what queued up meanwhile is taken together, each conversation once: one
+                # reconcile covers all of its news
+                waiting = [await events.get()]
+                while not events.empty():
+                    waiting.append(events.get_nowait())
+                ids = dict.fromkeys(
+                    event.data["conversation_id"] for event in waiting
+                    if event.topic in TOPICS and isinstance(event.data.get("conversation_id"),
+                                                            int))
+                for conversation_id in ids:
+                    try:
+                        await step(sessionmaker, bus, clock, settings, conversation_id, turns)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # the next event or sweep starts afresh
+                        outage.failed(exc)
+                    else:
+                        outage.succeeded()
         finally:
             sweep.cancel()
             await asyncio.gather(sweep, return_exceptions=True)
@@ -70,7 +76,7 @@ async def step(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: 
 
 async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock,
                   settings: Settings, turns: asyncio.Lock) -> None:
-    """At start and then every minute: each conversation whose topic lags behind."""
+    """At start and then every SWEEP_SECONDS: each conversation whose topic lags behind."""
     while True:
         try:
             async with sessionmaker() as session:
