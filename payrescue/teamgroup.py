@@ -234,10 +234,11 @@ def _wanted(line: Message) -> str | None:
 
 
 async def reconcile(session: AsyncSession, conversation_id: int, settings: Settings,
-                    now: datetime) -> list[Outbox]:
+                    now: datetime, group: TeamGroup | None = None) -> list[Outbox]:
     """Queue what the conversation's topic still lacks; returns the rows (the caller
-    commits and publishes `outbox.queued`). Nothing without a bound group."""
-    group = await current_group(session)
+    commits and publishes `outbox.queued`). Nothing without a bound group (`group`, when
+    the caller looked it up already)."""
+    group = group or await current_group(session)
     conversation = await session.get(Conversation, conversation_id)
     if group is None or conversation is None:
         return []

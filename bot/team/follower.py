@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,6 +19,7 @@ from payrescue.outage import DATABASE, OutageLog
 
 log = logging.getLogger(__name__)
 TOPICS = ("conversation.waiting", "conversation.updated", "message.created")
+SWEEP_BATCH = 50  # conversations per transaction
 SWEEP_SECONDS = 15.0  # one cheap query (`teamgroup.lagging`) when nothing lags
 
 
@@ -39,31 +41,37 @@ async def follow_for_team(sessionmaker: async_sessionmaker[AsyncSession], bus: B
                     event.data["conversation_id"] for event in waiting
                     if event.topic in TOPICS and isinstance(event.data.get("conversation_id"),
                                                             int))
-                for conversation_id in ids:
-                    try:
-                        await step(sessionmaker, bus, clock, settings, conversation_id, turns)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:  # the next event or sweep starts afresh
-                        outage.failed(exc)
-                    else:
-                        outage.succeeded()
+                if not ids:
+                    continue
+                try:
+                    await step(sessionmaker, bus, clock, settings, ids, turns)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the next event or sweep starts afresh
+                    outage.failed(exc)
+                else:
+                    outage.succeeded()
         finally:
             sweep.cancel()
             await asyncio.gather(sweep, return_exceptions=True)
 
 
 async def step(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock,
-               settings: Settings, conversation_id: int,
+               settings: Settings, conversation_ids: Iterable[int],
                turns: asyncio.Lock | None = None) -> None:
-    """Reconcile one conversation's topic, commit, wake the poster. `turns` keeps this
-    process's event handling and sweep from racing each other."""
+    """Reconcile these conversations' topics in one transaction, commit, wake the poster.
+    `turns` keeps this process's event handling and sweep from racing each other."""
     turns = turns or asyncio.Lock()
+    ids = list(conversation_ids)
     for _attempt in range(3):  # another process won the race for a line: start again
         try:
             async with turns, sessionmaker() as session:
-                rows = await teamgroup.reconcile(session, conversation_id, settings,
-                                                 clock.now())
+                group = await teamgroup.current_group(session)
+                rows = []
+                if group is not None:
+                    for conversation_id in ids:
+                        rows += await teamgroup.reconcile(session, conversation_id, settings,
+                                                          clock.now(), group)
                 await session.commit()
             break
         except IntegrityError:
@@ -81,8 +89,9 @@ async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, cloc
         try:
             async with sessionmaker() as session:
                 ids = await teamgroup.lagging(session)
-            for conversation_id in ids:
-                await step(sessionmaker, bus, clock, settings, conversation_id, turns)
+            for start in range(0, len(ids), SWEEP_BATCH):
+                await step(sessionmaker, bus, clock, settings, ids[start:start + SWEEP_BATCH],
+                           turns)
         except asyncio.CancelledError:
             raise
         except Exception:

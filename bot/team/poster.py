@@ -189,7 +189,7 @@ class TopicPoster:
         if not rows:
             return False
         rows.sort(key=lambda row: row.id)  # one chat, one priority: first in, first out
-        self._round = _Round(await self._lines(rows))
+        self._round = await self._look_up(rows)
         loop = asyncio.get_running_loop()
         until = loop.time() + ROUND_SECONDS
         done: set[int] = set()
@@ -219,13 +219,26 @@ class TopicPoster:
             await self._finish(unit, outbox.SENT, message_id, None)
         return True
 
-    async def _lines(self, rows: list[Outbox]) -> dict[int, Message]:
-        ids = [line_id for row in rows for line_id in row.payload.get("message_ids") or []]
-        if not ids:
-            return {}
+    async def _look_up(self, rows: list[Outbox]) -> _Round:
+        """The claimed rows' lines, topics, conversations and members, in three queries."""
+        line_ids = [i for row in rows for i in row.payload.get("message_ids") or []]
+        topic_ids = {row.payload.get("topic_id") for row in rows}
+        found = _Round({})
         async with self.sessionmaker() as session:
-            found = await session.scalars(select(Message).where(Message.id.in_(ids)))
-            return {line.id: line for line in found}
+            if line_ids:
+                lines = await session.scalars(select(Message).where(Message.id.in_(line_ids)))
+                found.lines = {line.id: line for line in lines}
+            topics = await session.execute(
+                select(TeamTopic, Conversation, Member.name)
+                .join(Conversation, Conversation.id == TeamTopic.conversation_id)
+                .join(Member, Member.id == TeamTopic.member_id)
+                .where(TeamTopic.id.in_(topic_ids)))
+            for topic, conversation, name in topics.all():
+                found.topics[topic.id] = (topic, conversation)
+                found.members[topic.member_id] = (name or "").split(" ")[0] \
+                    or texts.unknown_member(topic.member_id)
+            session.expunge_all()
+        return found
 
     # --- Telegram calls -------------------------------------------------------------------
 
@@ -247,24 +260,12 @@ class TopicPoster:
                 await self.clock.sleep(self.settings.outbox_retry_seconds * 2 ** (tries - 1))
 
     async def _topic(self, topic_id: int) -> tuple[TeamTopic, Conversation]:
-        """The topic and its conversation, once per round (a topic made again during the
-        round keeps its new thread for the round's later posts)."""
-        cached = self._round.topics.get(topic_id)
-        if cached is not None:
-            return cached
-        async with self.sessionmaker() as session:
-            topic = await session.get(TeamTopic, topic_id)
-            if topic is None:
-                raise GiveUp("the topic is gone (its conversation was deleted)")
-            conversation = await session.get(Conversation, topic.conversation_id)
-            if conversation is None:
-                raise GiveUp("the conversation is gone")
-            member = await session.get(Member, topic.member_id)
-            session.expunge_all()
-        self._round.members[topic.member_id] = (member.first_name if member else "") \
-            or texts.unknown_member(topic.member_id)
-        self._round.topics[topic_id] = (topic, conversation)
-        return topic, conversation
+        """The topic and its conversation, as the round looked them up (a topic made again
+        during the round keeps its new thread for the round's later posts)."""
+        found = self._round.topics.get(topic_id)
+        if found is None:  # deleted with its conversation (or its member)
+            raise GiveUp("the topic is gone (its conversation was deleted)")
+        return found
 
     async def _do(self, rows: list[Outbox]) -> int | None:
         payload = rows[0].payload
