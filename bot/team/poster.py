@@ -46,6 +46,7 @@ from aiogram.methods import (
 )
 from aiogram.types import Message as TelegramMessage
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.team import texts
@@ -65,6 +66,7 @@ ROUND_SECONDS = 2.0  # then the rest goes back, so rows queued meanwhile are see
 BATCH_CHARS = 3800  # a batched post stays under Telegram's 4096 (names and newlines added)
 HEAD_CHARS = 60  # room for "Name: " before each line
 TRIES_IN_PLACE = 4
+MAX_ATTEMPTS = 8  # claims of one row before it is given up as failed
 IDLE_POLL_SECONDS = 2.0
 THREAD_GONE = "message thread not found"
 TOPIC_CLOSED = "TOPIC_CLOSED"
@@ -214,6 +216,12 @@ class TopicPoster:
             await self._finish(unit, outbox.FAILED, None, str(exc))
         except (TelegramNetworkError, TelegramServerError, TimeoutError) as exc:
             await self._retry_later(unit, f"{exc.__class__.__name__}")
+            return False
+        except (SQLAlchemyError, asyncio.CancelledError):
+            raise  # the database went away (the run restarts), or a stop
+        except Exception as exc:  # a bug: logged, tried again later, never in a loop
+            log.exception("team row could not be posted", extra={"outbox_id": unit[0].id})
+            await self._retry_later(unit, exc.__class__.__name__)
             return False
         else:
             await self._finish(unit, outbox.SENT, message_id, None)
@@ -447,6 +455,10 @@ class TopicPoster:
                                                             "status": status}))
 
     async def _retry_later(self, rows: list[Outbox], error: str) -> None:
+        if rows[0].attempts >= MAX_ATTEMPTS:
+            await self._finish(rows, outbox.FAILED, None,
+                               f"gave up after {rows[0].attempts} attempts: {error}")
+            return
         delay = timedelta(seconds=min(60 * 2 ** (rows[0].attempts - 1), 3600))
         log.warning("team row retried later", extra={"outbox_id": rows[0].id, "error": error})
         async with self.sessionmaker() as session:
