@@ -105,13 +105,6 @@ class Team:
             await self.emu.wait_until(lambda: any(text in p for p in self.posts(thread_id)),
                                       timeout=10)
         except TimeoutError:
-            async with self.svc.sessionmaker() as session:
-                from payrescue.db.models import Outbox
-                rows = (await session.scalars(select(Outbox).where(Outbox.channel == "team"))).all()
-                print([(r.id, r.payload, r.status, r.error) for r in rows])
-            for task in asyncio.all_tasks():
-                if task.get_name() in ("team-poster", "team-follower"):
-                    task.print_stack()
             raise AssertionError(f"{text!r} not in {self.posts(thread_id)}") from None
 
     async def write(self, name: str, thread_id: int, text: str) -> None:
@@ -357,19 +350,9 @@ async def test_a_burst_of_100_member_messages_under_the_group_limit(svc) -> None
         return [line for post in team.posts(topic.thread_id) for line in post.split("\n")
                 if line.startswith("Anna: line")]
 
-    try:
-        await eventually(lambda: len(mirrored()) == 100, "all 100 lines in the topic",
-                         clock=svc.clock, tick=1, timeout=30)
-    except AssertionError:
-        print(len(mirrored()), team.posts(topic.thread_id)[:5])
-        async with svc.sessionmaker() as session:
-            from payrescue.db.models import Outbox
-            rows = (await session.scalars(select(Outbox).where(Outbox.channel == "team"))).all()
-            print([(r.id, r.payload, r.status, r.error) for r in rows])
-        for task in asyncio.all_tasks():
-            if task.get_name() in ("team-poster", "team-follower"):
-                task.print_stack()
-        raise
+    # the clock moves 3 s at a time: Telegram's group budget gives one post each
+    await eventually(lambda: len(mirrored()) == 100, "all 100 lines in the topic",
+                     clock=svc.clock, tick=3, timeout=90)
     assert mirrored() == [f"Anna: line {n:03}" for n in range(100)]  # all, in order
     posts = [p for p in team.posts(topic.thread_id) if "Anna: line" in p]
     assert len(posts) < 100  # bursts were batched
