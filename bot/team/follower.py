@@ -85,6 +85,8 @@ async def step(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: 
 async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock,
                   settings: Settings, turns: asyncio.Lock) -> None:
     """At start and then every SWEEP_SECONDS: each conversation whose topic lags behind."""
+    outage = OutageLog(log, down="team topic sweep failed; trying again",
+                       back="team topic sweep works again after %d failures", group=DATABASE)
     while True:
         try:
             async with sessionmaker() as session:
@@ -94,6 +96,8 @@ async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, cloc
                            turns)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("team topic sweep failed")
+        except Exception as exc:  # the database went away: said once for the process
+            outage.failed(exc)
+        else:
+            outage.succeeded()
         await clock.sleep(SWEEP_SECONDS)

@@ -46,7 +46,6 @@ from aiogram.methods import (
 )
 from aiogram.types import Message as TelegramMessage
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.team import texts
@@ -56,7 +55,7 @@ from payrescue.config import Settings
 from payrescue.db.models import Agent, Conversation, Member, Message, Outbox, TeamTopic
 from payrescue.events import Bus, Event
 from payrescue.i18n import use_language
-from payrescue.outage import DATABASE, OutageLog
+from payrescue.outage import DATABASE, DATABASE_ERRORS, OutageLog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -217,7 +216,7 @@ class TopicPoster:
         except (TelegramNetworkError, TelegramServerError, TimeoutError) as exc:
             await self._retry_later(unit, f"{exc.__class__.__name__}")
             return False
-        except (SQLAlchemyError, asyncio.CancelledError):
+        except (*DATABASE_ERRORS, asyncio.CancelledError):
             raise  # the database went away (the run restarts), or a stop
         except Exception as exc:  # a bug: logged, tried again later, never in a loop
             log.exception("team row could not be posted", extra={"outbox_id": unit[0].id})
