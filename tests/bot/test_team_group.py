@@ -439,3 +439,21 @@ async def test_the_demo_has_a_team_group_to_answer_from(svc) -> None:
         assert page.status == 200 and "script-src 'self'" in page.headers[
             "Content-Security-Policy"]
         assert '<script src="/chat/static/team.js">' in await page.text()
+
+
+async def test_back_to_the_bot_from_the_console_closes_the_topic(svc) -> None:
+    team = await connect(svc)
+    await team.agent("Lena")
+    member, chat = await linked_member(svc, language="en")
+    conversation = await ask_for_person(svc, chat, member.id)
+    topic = await team.topic_of(conversation.id)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        lena = await console(svc, http, "lena@example.org")
+        assert (await lena.post(f"/console/conversations/{conversation.id}/claim")).status == 200
+        await svc.emulator.wait_until(
+            lambda: "Taken by Lena." in team.first_post(topic)["plain_text"], timeout=10)
+        back = await lena.post(f"/console/conversations/{conversation.id}/hand-back")
+        assert back.status == 200
+    await svc.emulator.wait_until(lambda: team.topics()[0]["closed"], timeout=10)
+    assert "Back with the bot." in team.first_post(topic)["plain_text"]
+    assert team.first_post(topic)["reply_markup"] is None
