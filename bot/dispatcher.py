@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiogram import Dispatcher, F
+from aiogram import Dispatcher, F, Router
 from aiogram.enums import ChatType
 
 from bot.middlewares import MemberContextMiddleware
 from bot.routers import faq, handoff, language, notifications, relay, rights, start
+from bot.team import router as team
 
 
 def build_dispatcher(**workflow_data: Any) -> Dispatcher:
@@ -17,13 +18,14 @@ def build_dispatcher(**workflow_data: Any) -> Dispatcher:
     # outer: runs for every update, before any filter, so filters may use `member` too
     dispatcher.update.outer_middleware(MemberContextMiddleware())
     # members talk to us one to one; in a group the bot would answer (and relay) strangers
-    dispatcher.message.filter(F.chat.type == ChatType.PRIVATE)
+    members = Router(name="members")
+    members.message.filter(F.chat.type == ChatType.PRIVATE)
     # Order matters: the first router whose filters match handles the update. Commands
     # (/start, /language) come first so they work in any conversation state; routers that
     # take free text (FAQ, handoff, relay to an agent) come after them, and a catch-all
     # must be last. Each feature module builds a fresh Router, because a Router belongs to
     # one Dispatcher only and a process (or a test run) may build several.
-    dispatcher.include_routers(
+    members.include_routers(
         rights.build_router(),  # before start: /start after /stop turns reminders back on
         start.build_router(),
         language.build_router(),
@@ -32,4 +34,6 @@ def build_dispatcher(**workflow_data: Any) -> Dispatcher:
         relay.build_router(),  # while a human owns the chat it takes every member message
         faq.build_router(),  # the catch-all
     )
+    # the agents' team group (and an agent's /start agent-… link) before any member router
+    dispatcher.include_routers(team.build_router(), members)
     return dispatcher

@@ -55,6 +55,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.keys import BOT
 from bot.routers.relay import follow_console
+from bot.team.follower import follow_for_team
+from bot.team.poster import TopicPoster
+from bot.team.poster import run_until_cancelled as run_poster
 from payrescue import dunning, leader, outbox
 from payrescue.clock import Clock
 from payrescue.config import Settings
@@ -617,6 +620,7 @@ def setup_notifier(app: web.Application) -> None:
 
 
 NOTIFIER = web.AppKey("notifier", Notifier)
+TOPIC_POSTER = web.AppKey("topic_poster", TopicPoster)
 
 
 async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
@@ -633,6 +637,14 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(
             follow_console(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS]),
             name="console-follower",
+        ))
+        # the team group: topics follow the conversations, posts go out at the group's pace
+        poster = TopicPoster(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS])
+        app[TOPIC_POSTER] = poster
+        tasks.append(asyncio.create_task(run_poster(poster), name="team-poster"))
+        tasks.append(asyncio.create_task(
+            follow_for_team(app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS]),
+            name="team-follower",
         ))
     try:
         yield

@@ -9,11 +9,11 @@ first update that failed, the poller waits a growing pause on the app's clock an
 again, and Telegram delivers the same updates once more — as it does when a webhook
 answers 503.
 
-Order and speed: a chat's updates are handled one after another, in order; different chats
-of one batch concurrently (up to CONCURRENT_CHATS at a time). When a chat's update fails,
-its later updates wait for the redelivery, while other chats go on; the ids of updates
-handled past the confirmed offset are remembered, so a redelivery never handles (stores,
-relays) one twice.
+Order and speed: a chat's updates (a forum topic's, in a group with topics) are handled one
+after another, in order; different chats of one batch concurrently (up to CONCURRENT_CHATS
+at a time). When a chat's update fails, its later updates wait for the redelivery, while
+other chats go on; the ids of updates handled past the confirmed offset are remembered, so a
+redelivery never handles (stores, relays) one twice.
 
 Telegram itself failing (network, 5xx, 429, 409 Conflict when another process polls the
 same bot) is retried with a growing pause too, and logged once until getUpdates works again.
@@ -185,8 +185,11 @@ class Poller:
 
 
 def _chat_of(update: Update) -> Hashable:
-    """Whose updates must keep their order: the chat's, else the user's, else its own."""
+    """Whose updates must keep their order: the chat's (a forum topic's, in the team
+    group: topics are independent conversations), else the user's, else its own."""
     context = UserContextMiddleware.resolve_event_context(update)
+    if context.chat is not None and context.chat.is_forum and context.thread_id is not None:
+        return ("topic", context.chat.id, context.thread_id)
     if context.chat is not None:
         return ("chat", context.chat.id)
     if context.user is not None:

@@ -227,6 +227,26 @@ async def password_page(request: web.Request) -> web.StreamResponse:
 
 
 @login_required
+async def telegram_link(request: web.Request) -> web.StreamResponse:
+    """A one-time link that ties the agent's Telegram account to this console account, so
+    they can claim and answer in the team group (`payrescue.teamgroup`)."""
+    from handoff.render import render
+    from payrescue.members import deep_link
+    from payrescue.teamgroup import agent_link_payload
+
+    agent = request_agent(request)
+    assert agent is not None  # noqa: S101 - login_required ran
+    settings = request.config_dict[SETTINGS]
+    payload = agent_link_payload(settings, agent, request.config_dict[CLOCK].now())
+    return render(request, "password.html", {
+        "telegram_command": f"/start {payload}",
+        "telegram_url": deep_link(settings.bot_username, payload) if settings.bot_username
+        else None,
+        "telegram_minutes": settings.team_code_minutes,
+    })
+
+
+@login_required
 async def password_submit(request: web.Request) -> web.StreamResponse:
     from handoff.csrf import csrf_token
     from handoff.render import render
@@ -262,4 +282,5 @@ def routes() -> list[web.RouteDef]:
         web.post("/console/sign-out-everywhere", sign_out_everywhere),
         web.get("/console/password", password_page),
         web.post("/console/password", password_submit),
+        web.post("/console/telegram-link", telegram_link),
     ]

@@ -12,13 +12,13 @@ from sqlalchemy import case, select
 from sqlalchemy.exc import IntegrityError
 
 from handoff.auth import admin_required, login_required
-from handoff.context import member_context
 from handoff.conversation import UPDATE_LINK
 from handoff.render import render
 from payrescue.db.models import CannedAnswer, Conversation
 from payrescue.edge import bounded_id
 from payrescue.i18n import LANGUAGES, _, format_money
 from payrescue.keys import CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.member_context import member_context
 
 SHORTCUT = re.compile(r"^[a-z0-9_-]{1,40}$")
 # Sandboxed: a template can read the variables it is given and nothing else. Plain text,

@@ -14,32 +14,30 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.auth import login_required, request_agent
-from handoff.context import member_context
 from handoff.render import render
-from payrescue import assignment, email_replies, reach, timeline
-from payrescue import outbox as outbox_rules
+from payrescue import assignment, timeline
+from payrescue.agent_replies import (
+    ReplyError,
+    add_note,
+    published_events,
+    queue_agent_message,
+    queue_update_link,
+)
 from payrescue.assignment import AssignmentError
-from payrescue.config import Settings
 from payrescue.conversations import ASSIGNED
-from payrescue.db.models import Agent, Conversation, Member, Message, Outbox
-from payrescue.dunning import language_of
-from payrescue.dunning import render as member_text
+from payrescue.db.models import Agent, Conversation, Member, Message
 from payrescue.edge import bounded_id
 from payrescue.events import Event
-from payrescue.i18n import _, plain_text, use_language
+from payrescue.i18n import _
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
+from payrescue.member_context import member_context
 
-MAX_REPLY_CHARS = 4096  # Telegram's limit for one message
 # Where a canned answer asks for the update link; replaced by a fresh signed /u/ link (its
 # openings are counted) when the reply is sent
 UPDATE_LINK = "{{ update_link }}"
 TYPING_EVERY = timedelta(seconds=4)  # Telegram shows "typing…" for about five seconds
 TYPING_SENT = web.AppKey("console_typing_sent", dict)
 MAX_SNOOZE = timedelta(days=366)
-
-
-class ReplyError(Exception):
-    """The reply cannot be queued; the message is meant for the agent."""
 
 
 async def transcript(
@@ -50,68 +48,9 @@ async def transcript(
     return await timeline.member_timeline(db, conversation.member_id, after_id=after_id)
 
 
-async def _queue_email_reply(db: AsyncSession, settings: Settings, conversation: Conversation,
-                             member: Member, text: str, now: datetime) -> Outbox:
-    """The answer to a member who is not on Telegram, threaded under their last e-mail."""
-    in_reply_to, references = await email_replies.thread_of(db, member)
-    with use_language(language_of(member, settings)):
-        payload = email_replies.reply_email(text, in_reply_to, references)
-    row = await outbox_rules.queue_message(
-        db, member, "agent_reply", payload, now, priority=outbox_rules.PRIORITY_AGENT,
-        case_id=conversation.case_id, channel=outbox_rules.EMAIL, settings=settings)
-    assert row is not None  # no dedupe key: always queued
-    return row
-
-
-async def queue_agent_message(
-    db: AsyncSession, conversation: Conversation, agent: Agent, text: str, now: datetime,
-    settings: Settings, quote: Message | None = None,
-) -> Message:
-    """Store the reply as a timeline line and queue it as plain text: by Telegram (with
-    `quote`, Telegram shows the member's message it answers above it), or by e-mail for a
-    member not (or no longer) on Telegram (`payrescue.reach`)."""
-    text = text.strip()
-    if not text:
-        raise ReplyError(_("The message is empty."))
-    if len(text) > MAX_REPLY_CHARS:
-        raise ReplyError(_("Telegram takes at most 4096 characters per message."))
-    member = await db.get(Member, conversation.member_id)
-    channel = reach.channel_for(member, settings) if member is not None else None
-    if member is None or channel is None:
-        raise ReplyError(_("This member has no Telegram chat linked and no usable e-mail "
-                           "address."))
-    if channel == reach.EMAIL:
-        outbox = await _queue_email_reply(db, settings, conversation, member, text, now)
-    else:
-        payload: dict = {"text": text}  # chat_id: the column
-        if quote is not None and quote.telegram_message_id is not None:
-            payload["reply_parameters"] = {"message_id": quote.telegram_message_id,
-                                           "allow_sending_without_reply": True}
-        outbox = Outbox(
-            member_id=member.id, chat_id=member.telegram.chat_id, kind="agent_reply",
-            priority=0, method="sendMessage", payload=payload, status="queued",
-            not_before=now, created_at=now, case_id=conversation.case_id,
-        )
-        db.add(outbox)
-        await db.flush()
-    message = timeline.entry(member.id, timeline.AGENT, "text", now, text=text,
-                             conversation_id=conversation.id, case_id=conversation.case_id,
-                             agent_id=agent.id, outbox_id=outbox.id,
-                             data={"quote": {"id": quote.id, "text": (quote.text or "")[:200]}}
-                             if quote is not None else None,
-                             channel=timeline.EMAIL if channel == reach.EMAIL
-                             else timeline.TELEGRAM)
-    db.add(message)
-    await assignment.record_first_response(db, conversation, now)
-    await db.flush()
-    return message
-
-
 async def publish_message(request: web.Request, message: Message) -> None:
-    bus = request.config_dict[BUS]
-    if message.outbox_id is not None:
-        await bus.publish(Event("outbox.queued", {"outbox_id": message.outbox_id}))
-    await bus.publish(timeline.created_event(message))
+    for event in published_events(message):
+        await request.config_dict[BUS].publish(event)
 
 
 def _conversation_id(request: web.Request) -> int:
@@ -243,7 +182,7 @@ async def _add_line(request: web.Request, *, note: bool) -> web.StreamResponse:
         async with request.config_dict[SESSIONMAKER]() as db, db.begin():
             conversation = await _owned(db, conversation_id, agent)
             if note:
-                message = await _add_note(db, conversation, agent, text, now)
+                message = await add_note(db, conversation, agent, text, now)
             else:
                 if UPDATE_LINK in text:
                     text = await _with_update_link(request, db, conversation, text, now)
@@ -279,19 +218,6 @@ async def _with_update_link(request: web.Request, db: AsyncSession,
         raise ReplyError(_("This member has no open payment case."))
     url = await create_update_link(db, ctx.case, request.config_dict[SETTINGS], now)
     return text.replace(UPDATE_LINK, url)
-
-
-async def _add_note(db: AsyncSession, conversation: Conversation, agent: Agent, text: str,
-                    now: datetime) -> Message:
-    text = text.strip()
-    if not text:
-        raise ReplyError(_("The message is empty."))
-    message = timeline.entry(conversation.member_id, timeline.NOTE, "text", now, text=text,
-                             channel=timeline.CONSOLE, conversation_id=conversation.id,
-                             case_id=conversation.case_id, agent_id=agent.id)
-    db.add(message)
-    await db.flush()
-    return message
 
 
 @login_required
@@ -387,20 +313,14 @@ async def update_link_view(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
     now = request.config_dict[CLOCK].now()
     try:
-        from payrescue.billing.links import create_update_link
+        import payrescue.billing.links  # noqa: F401 - billing is optional
     except ImportError:
         return await _respond(request, conversation_id,
                               _("Update links are not available in this installation."), 503)
     try:
         async with request.config_dict[SESSIONMAKER]() as db, db.begin():
             conversation = await _owned(db, conversation_id, agent)
-            ctx = await member_context(db, conversation)
-            if ctx.case is None:
-                raise ReplyError(_("This member has no open payment case."))
-            url = await create_update_link(db, ctx.case, settings, now)
-            with use_language(language_of(ctx.member, settings)):
-                text = plain_text(member_text("agent/fresh_link.j2", url=url))
-            message = await queue_agent_message(db, conversation, agent, text, now, settings)
+            message = await queue_update_link(db, conversation, agent, settings, now)
     except (AssignmentError, ReplyError) as exc:
         error = _explain(exc) if isinstance(exc, AssignmentError) else str(exc)
         return await _respond(request, conversation_id, error, 409)

@@ -9,7 +9,6 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.auth import login_required
-from handoff.context import member_context
 from handoff.conversation import _agent, _conversation_id, _explain, _owned, _respond
 from payrescue.assignment import AssignmentError
 from payrescue.billing import actions
@@ -19,6 +18,7 @@ from payrescue.db.models import Agent, RecoveryCase
 from payrescue.events import Event
 from payrescue.i18n import _
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER
+from payrescue.member_context import member_context
 
 Step = Callable[[AsyncSession, RecoveryCase, Agent, dict], Awaitable[str | None]]
 

@@ -294,7 +294,7 @@ class MailSender:
 
     async def _build_missing(self, session: AsyncSession, rows: list[Outbox],
                              messages: dict[int, bytes | None]) -> None:
-        """Rows queued before messages were stored with their row (migration 0012) are built
+        """Rows queued before messages were stored with their row (migration 0011) are built
         now, as they were then, instead of failing after an upgrade."""
         for row in rows:
             if messages.get(row.id) is not None or row.member_id is None:

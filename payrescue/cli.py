@@ -151,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_option(release)
     release.set_defaults(handler=_alerts_release)
 
+    team = commands.add_parser(
+        "team-group", help="the agents' Telegram group (a forum topic per conversation)"
+    ).add_subparsers(dest="team_command", required=True, metavar="ACTION")
+    team_link = team.add_parser(
+        "link", help="print a one-time code that binds a Telegram group as the team group",
+        description="Add the bot to a supergroup with topics on, make it an administrator "
+        "with “Manage topics”, then send /connect_team <code> in the group.")
+    _add_demo_option(team_link)
+    team_link.set_defaults(handler=_team_group_link)
+
     messages = commands.add_parser(
         "messages", help="every text members receive, for review"
     ).add_subparsers(dest="messages_command", required=True, metavar="ACTION")
@@ -380,6 +390,16 @@ async def _alerts_release(settings: Settings, args: argparse.Namespace) -> int:
     cases = sum(1 for e in released.events if e.topic == "case.changed")
     print(f"released alert {args.alert_id}: {cases} case(s) get their reminders at the "
           "service's next reconcile tick")
+    return 0
+
+
+async def _team_group_link(settings: Settings, _args: argparse.Namespace) -> int:
+    from payrescue.teamgroup import connect_code
+
+    minutes = settings.team_code_minutes
+    print(f"/connect_team {connect_code(settings, Clock().now())}")
+    print(f"Send this line in the group within {minutes} minutes, as one of its "
+          "administrators; it works once.")
     return 0
 
 

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     telegram_chat_burst: int = Field(default=3, ge=1)
     outbox_lease_seconds: int = Field(default=60, ge=5)  # a "sending" row older is re-sent
     outbox_retry_seconds: float = Field(default=0.5, gt=0)  # first backoff after a network fault
+    # the agents' Telegram group (payrescue.teamgroup): a topic per conversation for a person
+    team_note_prefix: str = Field(default="!", min_length=1, max_length=5)  # internal note
+    team_group_per_minute: float = Field(default=20, gt=0)  # Telegram's limit per group
+    team_group_burst: int = Field(default=20, ge=1)
+    team_topic_reopen_hours: float = Field(default=24, ge=0)  # a closed topic is reused within
+    team_code_minutes: int = Field(default=60, ge=1, le=24 * 60)  # /connect_team and agent links
     # e-mail, the second channel (mail/): off until smtp_host and smtp_from are set
     smtp_host: str | None = None
     smtp_port: int = Field(default=587, ge=1, le=65535)

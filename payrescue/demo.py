@@ -29,7 +29,7 @@ from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db import create_engine, create_sessionmaker
 from payrescue.db.migrate import upgrade
-from payrescue.db.models import CannedAnswer, TelegramLink
+from payrescue.db.models import CannedAnswer, TeamGroup, TelegramLink
 from payrescue.demo_mailbox import (
     MAILBOX_DIR,
     free_port,
@@ -46,6 +46,7 @@ DEMO_TOKEN = "424242:DEMO-payrescue-token"  # noqa: S105 - only the local emulat
 DEMO_BOT = "payrescue_demo_bot"
 ADMIN_EMAIL = "admin@demo.payrescue.test"
 AGENT_EMAIL = "lena.koch@demo.payrescue.test"  # a colleague, so two can share the queue
+TEAM_GROUP_TITLE = "PayRescue team"  # the agents' Telegram group, a forum with topics
 EMULATOR_STATE = "telegram-emulator.json"  # in the data directory
 
 
@@ -201,6 +202,36 @@ def demo_chat_users(emulator: TelegramEmulator) -> dict[str, int]:
     return users
 
 
+def demo_team_group(emulator: TelegramEmulator) -> tuple[int, int]:
+    """The team's Telegram supergroup (created once, then kept with the emulator's state):
+    topics on, the bot an administrator that may manage them, the demo admin's own Telegram
+    account as its owner. Returns (group id, owner's user id)."""
+    for group in emulator.groups():
+        if group["title"] == TEAM_GROUP_TITLE:
+            found = emulator.group(group["id"])
+            owner = next(m["id"] for m in found["members"] if m["status"] == "creator")
+            return group["id"], owner
+    owner = next((u["id"] for u in emulator.users()
+                  if (u["first_name"], u.get("last_name")) == ("Demo", "Admin")), None)
+    if owner is None:
+        owner = emulator.create_user("Demo", "Admin", language_code="en")["id"]
+    group_id = emulator.create_group(TEAM_GROUP_TITLE, owner)["id"]
+    emulator.set_bot_rights(group_id, admin=True, can_manage_topics=True)
+    return group_id, owner
+
+
+async def bind_team_group(session: AsyncSession, group_id: int, owner_id: int,
+                          clock: Clock) -> None:
+    """What `/connect_team` and the admin's Telegram link would do, done for the demo: the
+    group is the team group, and the admin speaks there as themselves."""
+    if await session.scalar(select(TeamGroup.id).where(TeamGroup.chat_id == group_id)) is None:
+        session.add(TeamGroup(chat_id=group_id, linked_at=clock.now(),
+                              linked_by_telegram_user_id=owner_id))
+    admin = await find_agent(session, ADMIN_EMAIL)
+    if admin is not None and admin.telegram_user_id != owner_id:
+        admin.telegram_user_id = owner_id
+
+
 async def keep_saved(emulator: TelegramEmulator, path: Path) -> None:
     """Save the emulator's members and chats after each change, until the emulator stops."""
     state = emulator.state
@@ -225,6 +256,7 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
               file=sys.stderr)
         return 1
     chat_users = demo_chat_users(emulator)
+    team_group, team_owner = demo_team_group(emulator)
     try:
         emulator_runner, emulator_url = await start_emulator(emulator, port=emulator_port)
     except OSError as exc:
@@ -245,6 +277,7 @@ async def run_demo(settings: Settings, *, port: int, emulator_port: int,
     async with create_sessionmaker(engine)() as session, session.begin():
         await forget_unknown_chats(session, {u["id"] for u in emulator.users()})
         passwords, tokens = await seed(session, settings, clock)
+        await bind_team_group(session, team_group, team_owner, clock)
 
     app = init_app(settings, clock=clock, engine=engine)
     setup_demo_page(app)
@@ -303,6 +336,8 @@ def _print_welcome(settings: Settings, emulator_url: str, passwords: dict[str, s
         f"    or as agent       {AGENT_EMAIL}   (a colleague: try two browsers)",
         f"    agent password    {passwords[AGENT_EMAIL]}",
         f"  Member chat page:   {emulator_url}/chat   (plays a member in Telegram)",
+        f"  Team group:         {emulator_url}/team   (the agents' Telegram group: a topic per "
+        "conversation that needs a person; claim and answer there as Demo Admin)",
         f"  Billing events:     {settings.public_url('/demo')}   (fail or recover a payment)",
         f"  Mailbox:            {settings.public_url('/demo/mailbox')}   (e-mails to members "
         "without Telegram, such as Mia Muster; reply as the member)",

@@ -65,7 +65,8 @@ BLOCKED_REASON = "blocked by the member"
 
 
 TELEGRAM, EMAIL = "telegram", "email"
-CHANNELS = (TELEGRAM, EMAIL)
+TEAM = "team"  # posts into the agents' Telegram group (payrescue.teamgroup, bot.team.poster)
+CHANNELS = (TELEGRAM, EMAIL, TEAM)
 EMAIL_PROBLEM_REASON = "e-mail address undeliverable"
 REJECTED, INVALID = "rejected", "invalid"  # Member.email_problem: refused by the server, no address
 

@@ -12,7 +12,7 @@ from .limits import RateLimiter
 from .markup import inline_keyboard, validate_reply_markup
 from .media import FileStore, StoredFile, media_object
 from .params import Params, Upload
-from .state import BotAccount, Conversation, EmulatorState, Message, Webhook
+from .state import BotAccount, Conversation, EmulatorState, Group, Message, Topic, Webhook
 from .webhook import local_address_error
 
 if TYPE_CHECKING:
@@ -80,6 +80,12 @@ class BotApi:
             "sendVideo": self._media_sender("video"),
             "getFile": self.get_file,
             "getChat": self.get_chat,
+            "getChatMember": self.get_chat_member,
+            "createForumTopic": self.create_forum_topic,
+            "editForumTopic": self.edit_forum_topic,
+            "closeForumTopic": self._topic_closer(closed=True),
+            "reopenForumTopic": self._topic_closer(closed=False),
+            "deleteForumTopic": self.delete_forum_topic,
             "setMyCommands": self.set_my_commands,
             "getMyCommands": self.get_my_commands,
             "deleteMyCommands": self.delete_my_commands,
@@ -104,8 +110,14 @@ class BotApi:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _conversation(self, bot: BotAccount, params: Params) -> Conversation:
+    def _conversation(self, bot: BotAccount, params: Params) -> Conversation | Group:
+        """The chat named by chat_id: a private chat with a member, or a group of the bot's."""
         chat_id = params.chat_id()
+        group = self.state.groups.get(chat_id)
+        if group is not None:
+            if group.member(bot.id) is None:
+                raise ApiError(403, "Forbidden: bot is not a member of the supergroup chat")
+            return group
         user = self.state.users.get(chat_id)
         if user is None:
             raise bad_request("chat not found")
@@ -115,9 +127,23 @@ class BotApi:
         return conv
 
     def _throttle(self, bot: BotAccount, chat_id: int | None) -> None:
-        retry_after = self.limiter.check(bot.id, chat_id)
+        group = chat_id is not None and chat_id in self.state.groups
+        retry_after = self.limiter.check(bot.id, chat_id, group=group)
         if retry_after is not None:
             raise too_many_requests(retry_after)
+
+    @staticmethod
+    def _thread(conv: Conversation | Group, params: Params) -> int | None:
+        """`message_thread_id` of a send: a live, open topic of a forum (else None)."""
+        thread_id = params.integer("message_thread_id")
+        if not isinstance(conv, Group) or not conv.is_forum or thread_id is None:
+            return None
+        topic = conv.topics.get(thread_id)
+        if topic is None or topic.deleted:
+            raise bad_request("message thread not found")
+        if topic.closed:
+            raise bad_request("TOPIC_CLOSED")
+        return thread_id
 
     @staticmethod
     def _reply_markup(params: Params) -> dict[str, Any] | None:
@@ -142,18 +168,20 @@ class BotApi:
             raise bad_request(too_long)
         return plain, parse_mode, entities
 
-    def _bot_message(self, bot: BotAccount, conv: Conversation, **fields: Any) -> Message:
+    def _bot_message(self, bot: BotAccount, conv: Conversation | Group, **fields: Any) -> Message:
         message = Message(
             message_id=self.state.next_message_id(conv),
             date=self.state.now(),
-            chat=conv.user,
+            chat=conv.chat,
             sender=bot.to_api(),
             from_bot=True,
             **fields,
         )
         return self.state.add_message(conv, message)
 
-    def _editable(self, bot: BotAccount, params: Params) -> tuple[Conversation, Message]:
+    def _editable(
+        self, bot: BotAccount, params: Params
+    ) -> tuple[Conversation | Group, Message]:
         if "inline_message_id" in params:
             raise bad_request("inline messages are not supported by the emulator")
         conv = self._conversation(bot, params)
@@ -163,11 +191,11 @@ class BotApi:
         message = conv.find(message_id)
         if message is None:
             raise bad_request("message to edit not found")
-        if not message.from_bot:
+        if not message.from_bot or message.sender["id"] != bot.id or message.service:
             raise bad_request("message can't be edited")
         return conv, message
 
-    def _apply_edit(self, conv: Conversation, message: Message, **changes: Any) -> Any:
+    def _apply_edit(self, conv: Conversation | Group, message: Message, **changes: Any) -> Any:
         message.edits.append(message.snapshot())
         for key, value in changes.items():
             setattr(message, key, value)
@@ -263,7 +291,8 @@ class BotApi:
             raise bad_request("message text is empty")
         markup = self._reply_markup(params)
         reply_to = self._replied(conv, params)
-        self._throttle(bot, conv.user.id)
+        thread_id = self._thread(conv, params)
+        self._throttle(bot, conv.chat.id)
         message = self._bot_message(
             bot,
             conv,
@@ -273,11 +302,12 @@ class BotApi:
             entities=entities,
             reply_markup=markup,
             reply_to=reply_to,
+            thread_id=thread_id,
         )
         return message.to_api()
 
     @staticmethod
-    def _replied(conv: Conversation, params: Params) -> dict[str, Any] | None:
+    def _replied(conv: Conversation | Group, params: Params) -> dict[str, Any] | None:
         """`reply_parameters`: the message this one quotes, which must be in the chat."""
         replying = params.json_value(
             "reply_parameters", "Bad Request: can't parse reply parameters JSON object")
@@ -301,7 +331,7 @@ class BotApi:
             raise bad_request("message text is empty")
         # Like Telegram, an edit without reply_markup removes the inline keyboard.
         markup = inline_keyboard(self._reply_markup(params))
-        self._throttle(bot, conv.user.id)
+        self._throttle(bot, conv.chat.id)
         # "Not modified" compares what the member sees, not the markup source.
         if (plain, entities, markup) == (
             message.plain_text,
@@ -322,7 +352,7 @@ class BotApi:
     async def edit_message_reply_markup(self, bot: BotAccount, params: Params) -> Any:
         conv, message = self._editable(bot, params)
         markup = inline_keyboard(self._reply_markup(params))
-        self._throttle(bot, conv.user.id)
+        self._throttle(bot, conv.chat.id)
         if markup == inline_keyboard(message.reply_markup):
             raise bad_request(NOT_MODIFIED)
         return self._apply_edit(conv, message, reply_markup=markup)
@@ -335,7 +365,7 @@ class BotApi:
             params, "caption", "caption_entities", MAX_CAPTION_LENGTH, "message caption is too long"
         )
         markup = inline_keyboard(self._reply_markup(params))
-        self._throttle(bot, conv.user.id)
+        self._throttle(bot, conv.chat.id)
         if (plain, entities, markup) == (
             message.caption_plain,
             message.caption_entities,
@@ -381,9 +411,12 @@ class BotApi:
             "cache_time": params.integer("cache_time", 0),
             "date": self.state.now(),
         }
+        if query.get("chat_id") is not None:
+            answer["chat_id"] = query["chat_id"]  # a tap in a group
         self.state.callback_answers.append(answer)
+        group = self.state.groups.get(query.get("chat_id") or 0)
         user = self.state.users.get(query["user_id"])
-        self.state.changed(self.state.conversation(bot, user) if user else None)
+        self.state.changed(group or (self.state.conversation(bot, user) if user else None))
         return True
 
     async def send_chat_action(self, bot: BotAccount, params: Params) -> Any:
@@ -429,7 +462,8 @@ class BotApi:
             )
             markup = self._reply_markup(params)
             stored = self._resolve_file(kind, params.file(kind))
-            self._throttle(bot, conv.user.id)
+            thread_id = self._thread(conv, params)
+            self._throttle(bot, conv.chat.id)
             media = media_object(
                 stored,
                 duration=params.integer("duration"),
@@ -447,6 +481,7 @@ class BotApi:
                 media=media,
                 media_file_id=stored.file_id,
                 reply_markup=markup,
+                thread_id=thread_id,
             )
             return message.to_api()
 
@@ -463,11 +498,12 @@ class BotApi:
     # --- chats and commands -------------------------------------------------------------------
 
     async def get_chat(self, bot: BotAccount, params: Params) -> Any:
-        user = self.state.users.get(params.chat_id())
-        if user is None:
+        chat_id = params.chat_id()
+        chat = self.state.groups.get(chat_id) or self.state.users.get(chat_id)
+        if chat is None:
             raise bad_request("chat not found")
         return {
-            **user.chat_api(),
+            **chat.chat_api(),
             "accent_color_id": 0,
             "max_reaction_count": 11,
             "accepted_gift_types": {
@@ -478,6 +514,117 @@ class BotApi:
                 "gifts_from_channels": False,
             },
         }
+
+    async def get_chat_member(self, bot: BotAccount, params: Params) -> Any:
+        group = self._group(bot, params)
+        user_id = params.integer("user_id")
+        if user_id is None:
+            raise bad_request("user_id is empty")
+        if user_id == bot.id:
+            who = bot.to_api()
+        elif user_id in self.state.users:
+            who = self.state.users[user_id].to_api()
+        else:
+            raise bad_request("PARTICIPANT_ID_INVALID")
+        place = group.member(user_id)
+        if place is None:
+            return {"status": "left", "user": who}
+        return place.to_api(who)
+
+    # --- forum topics ----------------------------------------------------------------------
+
+    def _group(self, bot: BotAccount, params: Params) -> Group:
+        conv = self._conversation(bot, params)
+        if not isinstance(conv, Group):
+            raise bad_request("chat not found")  # topics live in supergroups only
+        return conv
+
+    def _forum(self, bot: BotAccount, params: Params, missing_right: str) -> Group:
+        """The forum the bot manages topics in; Telegram's errors when it may not."""
+        group = self._group(bot, params)
+        if not group.is_forum:
+            raise bad_request("the chat is not a forum")
+        place = group.member(bot.id)
+        if place is None or not (
+            place.status == "creator" or (place.is_admin and place.can_manage_topics)
+        ):
+            raise bad_request(missing_right)
+        return group
+
+    @staticmethod
+    def _topic(group: Group, params: Params) -> Topic:
+        topic = group.topics.get(params.integer("message_thread_id") or 0)
+        if topic is None or topic.deleted:
+            raise bad_request("message thread not found")
+        return topic
+
+    def _service(self, bot: BotAccount, group: Group, thread_id: int | None,
+                 kind: str, body: dict[str, Any]) -> Message:
+        message = self._bot_message(bot, group, thread_id=thread_id, service={kind: body})
+        return message
+
+    async def create_forum_topic(self, bot: BotAccount, params: Params) -> Any:
+        group = self._forum(bot, params, "not enough rights to create a topic")
+        name = (params.text("name") or "").strip()
+        if not name:
+            raise bad_request("topic name is empty")  # Telegram: 1-128 characters
+        if len(name) > 128:
+            raise bad_request("TOPIC_TITLE_INVALID")
+        color = params.integer("icon_color", TOPIC_COLORS[0])
+        if color not in TOPIC_COLORS:
+            raise bad_request("TOPIC_COLOR_INVALID")  # one of Telegram's six colours
+        self._throttle(bot, group.id)
+        thread_id = group.next_message_id  # the topic's id is its service message's
+        topic = Topic(thread_id, name, color, params.text("icon_custom_emoji_id") or None)
+        group.topics[thread_id] = topic
+        self._service(bot, group, thread_id, "forum_topic_created",
+                      {"name": name, "icon_color": color})
+        return topic.to_api()
+
+    async def edit_forum_topic(self, bot: BotAccount, params: Params) -> Any:
+        group = self._forum(bot, params, "not enough rights to manage topics")
+        topic = self._topic(group, params)
+        name = params.text("name")
+        if name is not None and not (1 <= len(name.strip()) <= 128):
+            raise bad_request("TOPIC_TITLE_INVALID")
+        emoji = params.text("icon_custom_emoji_id")
+        if (name is None or name == topic.name) and (
+            emoji is None or emoji == (topic.icon_custom_emoji_id or "")
+        ):
+            raise bad_request("TOPIC_NOT_MODIFIED")
+        self._throttle(bot, group.id)
+        edited: dict[str, Any] = {}
+        if name is not None and name != topic.name:
+            topic.name = edited["name"] = name
+        if emoji is not None:
+            topic.icon_custom_emoji_id = emoji or None
+            edited["icon_custom_emoji_id"] = emoji
+        self._service(bot, group, topic.thread_id, "forum_topic_edited", edited)
+        return True
+
+    def _topic_closer(self, *, closed: bool) -> Handler:
+        async def close_or_reopen(bot: BotAccount, params: Params) -> Any:
+            group = self._forum(bot, params, "not enough rights to manage topics")
+            topic = self._topic(group, params)
+            if topic.closed == closed:
+                raise bad_request("TOPIC_NOT_MODIFIED")
+            self._throttle(bot, group.id)
+            topic.closed = closed
+            kind = "forum_topic_closed" if closed else "forum_topic_reopened"
+            self._service(bot, group, topic.thread_id, kind, {})
+            return True
+
+        return close_or_reopen
+
+    async def delete_forum_topic(self, bot: BotAccount, params: Params) -> Any:
+        group = self._forum(bot, params, "not enough rights to manage topics")
+        topic = self._topic(group, params)
+        topic.deleted = True
+        for message in group.messages:
+            if message.thread_id == topic.thread_id:
+                message.deleted = True
+        self.state.changed(group)
+        return True
 
     async def set_my_commands(self, bot: BotAccount, params: Params) -> Any:
         commands = params.json_value("commands")
@@ -519,6 +666,10 @@ class BotApi:
             language = params.text("language_code") or ""
             return {field: store.get(language, store.get("", ""))}
         return read
+
+
+# The six colours Telegram offers for a topic's icon (RGB).
+TOPIC_COLORS = (0x6FB9F0, 0xFFD67E, 0xCB86DB, 0x8EEE98, 0xFF93B2, 0xFB6F5F)
 
 
 def _webhook_conflict() -> ApiError:

@@ -232,6 +232,109 @@ def add_control_routes(app: web.Application) -> None:
             "callback_answers": answers,
         }
 
+    # --- supergroups and forum topics -------------------------------------------------------
+
+    def group_id(request: web.Request) -> int:
+        return _int_param(request.match_info["group_id"], "group_id")
+
+    @routes.get(PREFIX + "/groups")
+    async def list_groups(request: web.Request) -> Any:
+        return {"groups": emu(request).groups()}
+
+    @routes.post(PREFIX + "/groups")
+    async def create_group(request: web.Request) -> Any:
+        body = await _body(request)
+        chat = emu(request).create_group(
+            _field(body, "title", str),
+            _int_param(_field(body, "owner_id", (int, str)), "owner_id"),
+            is_forum=bool(_field(body, "is_forum", bool, True)),
+        )
+        return web.json_response(chat, status=201)
+
+    @routes.get(PREFIX + "/groups/{group_id}")
+    async def get_group(request: web.Request) -> Any:
+        return emu(request).group(group_id(request))
+
+    @routes.post(PREFIX + "/groups/{group_id}/members")
+    async def add_group_member(request: web.Request) -> Any:
+        body = await _body(request)
+        e = emu(request)
+        e.add_group_member(
+            group_id(request),
+            _int_param(_field(body, "user_id", (int, str)), "user_id"),
+            admin=bool(_field(body, "admin", bool, False)),
+        )
+        return e.group(group_id(request))
+
+    @routes.put(PREFIX + "/groups/{group_id}/bot")
+    async def set_bot_rights(request: web.Request) -> Any:
+        body = await _body(request)
+        e = emu(request)
+        e.set_bot_rights(
+            group_id(request),
+            bot=_bot_ref(request, body),
+            member=bool(_field(body, "member", bool, True)),
+            admin=bool(_field(body, "admin", bool, False)),
+            can_manage_topics=bool(_field(body, "can_manage_topics", bool, False)),
+        )
+        return e.group(group_id(request))
+
+    @routes.post(PREFIX + "/groups/{group_id}/messages")
+    async def group_send_text(request: web.Request) -> Any:
+        body = await _body(request)
+        return await emu(request).group_send_text(
+            group_id(request),
+            _int_param(_field(body, "user_id", (int, str)), "user_id"),
+            _field(body, "text", str),
+            thread_id=_field(body, "thread_id", int, None),
+        )
+
+    @routes.post(PREFIX + "/groups/{group_id}/callback")
+    async def group_press_button(request: web.Request) -> Any:
+        body = await _body(request)
+        return await emu(request).group_press_button(
+            group_id(request),
+            _int_param(_field(body, "user_id", (int, str)), "user_id"),
+            _int_param(_field(body, "message_id", (int, str)), "message_id"),
+            _field(body, "data", str),
+        )
+
+    @routes.get(PREFIX + "/groups/{group_id}/messages")
+    async def group_messages(request: web.Request) -> Any:
+        """The group's messages (`?thread_id=`); `?after_version=N&wait=S` long-polls."""
+        e = emu(request)
+        gid = group_id(request)
+        after = request.query.get("after_version")
+        if after is not None:
+            after_version = _int_param(after, "after_version")
+            wait = min(_float_param(request.query.get("wait", "25"), "wait"), MAX_WAIT_SECONDS)
+            await e.state.notifier.wait_for(
+                lambda: e.group(gid)["version"] > after_version, wait
+            )
+        thread = request.query.get("thread_id")
+        thread_id = _int_param(thread, "thread_id") if thread else None
+        group = e.group(gid)
+        answers = [a for a in e.callback_answers if a.get("chat_id") == gid]
+        return {
+            **group,
+            "messages": e.group_messages(gid, thread_id=thread_id),
+            "callback_answers": answers,
+        }
+
+    @routes.post(PREFIX + "/groups/{group_id}/topics/{thread_id}/{action:close|reopen|delete}")
+    async def topic_by_hand(request: web.Request) -> Any:
+        body = await _body(request)
+        e = emu(request)
+        gid = group_id(request)
+        thread_id = _int_param(request.match_info["thread_id"], "thread_id")
+        by = _int_param(_field(body, "user_id", (int, str)), "user_id")
+        action = request.match_info["action"]
+        if action == "delete":
+            e.delete_topic(gid, thread_id, by=by)
+        else:
+            e.close_topic(gid, thread_id, by=by, closed=action == "close")
+        return {"topics": e.topics(gid)}
+
     @routes.get(PREFIX + "/chats/{user_id}/actions")
     async def chat_actions(request: web.Request) -> Any:
         return {"actions": emu(request).chat_action_log(_user_id(request), bot=_bot_ref(request))}

@@ -1,9 +1,9 @@
 """Telegram-like flood limits as token buckets.
 
 Telegram allows a bot roughly 30 messages a second overall and about one a second per
-private chat (with a short burst). Exceeding either answers 429 with ``retry_after``;
-emulating that lets the bot's retry and queueing logic be exercised locally. The clock is
-injectable so tests can move time instead of sleeping.
+private chat (with a short burst), and about 20 a minute per group. Exceeding any answers
+429 with ``retry_after``; emulating that lets the bot's retry and queueing logic be
+exercised locally. The clock is injectable so tests can move time instead of sleeping.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ class EmulatorLimits:
     global_burst: float | None = None  # defaults to one second's worth of global_per_second
     per_chat_per_second: float | None = 1
     per_chat_burst: float = 3
+    per_group_per_minute: float | None = 20  # a group's own limit, instead of the chat one
+    per_group_burst: float = 20
 
     @classmethod
     def unlimited(cls) -> EmulatorLimits:
-        return cls(global_per_second=None, per_chat_per_second=None)
+        return cls(global_per_second=None, per_chat_per_second=None, per_group_per_minute=None)
 
     def to_json(self) -> dict[str, float | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -85,17 +87,20 @@ class RateLimiter:
         self._clock = clock
         self._global: dict[int, TokenBucket] = {}
         self._per_chat: dict[tuple[int, int], TokenBucket] = {}
+        self._per_group: dict[tuple[int, int], TokenBucket] = {}
 
     def reconfigure(self, limits: EmulatorLimits) -> None:
         self.limits = limits
         self._global.clear()
         self._per_chat.clear()
+        self._per_group.clear()
 
-    def check(self, bot_id: int, chat_id: int | None) -> int | None:
+    def check(self, bot_id: int, chat_id: int | None, *, group: bool = False) -> int | None:
         """Take a token for this call, or return ``retry_after`` seconds without taking any.
 
         `chat_id` None means the call only counts against the bot's global limit (e.g.
-        sendChatAction), as Telegram does not throttle those per chat as tightly.
+        sendChatAction), as Telegram does not throttle those per chat as tightly. With
+        `group`, the chat is a group and its per-minute bucket applies.
         """
         buckets = []
         limits = self.limits
@@ -106,7 +111,16 @@ class RateLimiter:
                 bucket = TokenBucket(limits.global_per_second, burst, self._clock)
                 self._global[bot_id] = bucket
             buckets.append(bucket)
-        if chat_id is not None and limits.per_chat_per_second:
+        if chat_id is not None and group and limits.per_group_per_minute:
+            key = (bot_id, chat_id)
+            bucket = self._per_group.get(key)
+            if bucket is None:
+                bucket = TokenBucket(
+                    limits.per_group_per_minute / 60, limits.per_group_burst, self._clock
+                )
+                self._per_group[key] = bucket
+            buckets.append(bucket)
+        elif chat_id is not None and limits.per_chat_per_second:
             key = (bot_id, chat_id)
             bucket = self._per_chat.get(key)
             if bucket is None:

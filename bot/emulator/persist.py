@@ -4,8 +4,9 @@ The service's database remembers which Telegram chat belongs to which member. An
 that forgot its members on a restart would hand the next new member the id of an earlier
 one, and with it that member's link, open amount and all. So the demo saves what Telegram
 itself would keep: members, their chats (messages, blocked or not), the files in them and
-the id counters. Not kept: pending updates (the bot asks again), callback queries,
-faults, latency and webhooks, which belong to one run.
+the id counters, and the team's supergroups with their topics. Not kept: pending updates
+(the bot asks again), callback queries, faults, latency and webhooks, which belong to one
+run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import EmulatorError
 from .media import StoredFile
-from .state import Conversation, Message, User
+from .state import Conversation, Group, GroupMember, Message, Topic, User
 
 if TYPE_CHECKING:
     from .emulator import TelegramEmulator
@@ -35,6 +36,8 @@ def snapshot(emu: TelegramEmulator) -> dict[str, Any]:
         "users": [dataclasses.asdict(user) for user in state.users.values()],
         "chats": [_chat(conv) for conv in state.conversations.values()],
         "files": [_file(stored) for stored in emu.files.all()],
+        "next_group_id": state.next_group_id,
+        "groups": [_group(group) for group in state.groups.values()],
     }
 
 
@@ -54,6 +57,14 @@ def restore(emu: TelegramEmulator, data: dict[str, Any]) -> None:
                             next_message_id=chat["next_message_id"])
         conv.messages = [_message(fields, user) for fields in chat["messages"]]
         state.conversations[(conv.bot_id, user.id)] = conv
+    for fields in data.get("groups", []):  # files of earlier versions have none
+        group = Group(fields["id"], fields["title"], is_forum=fields["is_forum"],
+                      next_message_id=fields["next_message_id"])
+        group.members = {int(k): GroupMember(**v) for k, v in fields["members"].items()}
+        group.topics = {t["thread_id"]: Topic(**t) for t in fields["topics"]}
+        group.messages = [_message(m, group) for m in fields["messages"]]
+        state.groups[group.id] = group
+    state.next_group_id = data.get("next_group_id", state.next_group_id)
     for fields in data["files"]:
         emu.files.put(StoredFile(**{**fields, "data": base64.b64decode(fields["data"])}))
     state.next_user_id = data["next_user_id"]
@@ -93,9 +104,23 @@ def _chat(conv: Conversation) -> dict[str, Any]:
     }
 
 
-def _message(fields: dict[str, Any], user: User) -> Message:
+def _message(fields: dict[str, Any], chat: User | Group) -> Message:
     media = fields.get("media")
-    return Message(**{**fields, "chat": user, "media": tuple(media) if media else None})
+    return Message(**{**fields, "chat": chat, "media": tuple(media) if media else None})
+
+
+def _group(group: Group) -> dict[str, Any]:
+    return {
+        "id": group.id, "title": group.title, "is_forum": group.is_forum,
+        "next_message_id": group.next_message_id,
+        "members": {str(k): dataclasses.asdict(v) for k, v in group.members.items()},
+        "topics": [dataclasses.asdict(t) for t in group.topics.values()],
+        "messages": [
+            {field.name: getattr(message, field.name)
+             for field in dataclasses.fields(Message) if field.name != "chat"}
+            for message in group.messages
+        ],
+    }
 
 
 def _file(stored: StoredFile) -> dict[str, Any]:

@@ -158,7 +158,7 @@ class Message:
 
     message_id: int
     date: int
-    chat: User
+    chat: User | Group  # a private chat is its member; a group is its own chat
     sender: dict[str, Any]  # Bot API User of the sender
     from_bot: bool
     text: str | None = None  # as sent, markup included
@@ -175,6 +175,8 @@ class Message:
     edits: list[dict[str, Any]] = field(default_factory=list)
     deleted: bool = False
     reply_to: dict[str, Any] | None = None  # the quoted message (reply_parameters), API shape
+    thread_id: int | None = None  # the forum topic (message_thread_id) in a group
+    service: dict[str, Any] | None = None  # e.g. {"forum_topic_created": {...}}
 
     def to_api(self) -> dict[str, Any]:
         msg: dict[str, Any] = {
@@ -183,6 +185,11 @@ class Message:
             "chat": self.chat.chat_api(),
             "date": self.date,
         }
+        if self.thread_id is not None:
+            msg["message_thread_id"] = self.thread_id
+            msg["is_topic_message"] = True
+        if self.service:
+            msg.update(self.service)
         if self.edit_date is not None:
             msg["edit_date"] = self.edit_date
         if self.plain_text is not None:
@@ -236,6 +243,8 @@ class Message:
             "deleted": self.deleted,
             "media": None,
             "reply_to_message_id": self.reply_to["message_id"] if self.reply_to else None,
+            "message_thread_id": self.thread_id,
+            "service": self.service,
         }
         if self.media is not None:
             view[self.media[0]] = self.media[1]
@@ -255,11 +264,115 @@ class Conversation:
     blocked: bool = False
     next_message_id: int = 1
 
+    @property
+    def chat(self) -> User:
+        """What the Bot API calls the chat: for a private chat, the member."""
+        return self.user
+
     def find(self, message_id: int) -> Message | None:
         for message in self.messages:
             if message.message_id == message_id and not message.deleted:
                 return message
         return None
+
+
+@dataclass
+class Topic:
+    """A forum topic; its id is the id of the service message that opened it."""
+
+    thread_id: int
+    name: str
+    icon_color: int
+    icon_custom_emoji_id: str | None = None
+    closed: bool = False
+    deleted: bool = False
+
+    def to_api(self) -> dict[str, Any]:
+        topic: dict[str, Any] = {
+            "message_thread_id": self.thread_id,
+            "name": self.name,
+            "icon_color": self.icon_color,
+        }
+        if self.icon_custom_emoji_id:
+            topic["icon_custom_emoji_id"] = self.icon_custom_emoji_id
+        return topic
+
+    def to_view(self) -> dict[str, Any]:
+        return {**self.to_api(), "closed": self.closed, "deleted": self.deleted}
+
+
+@dataclass
+class GroupMember:
+    """A user's or bot's place in a group: creator, administrator or member."""
+
+    status: str
+    can_manage_topics: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.status in ("creator", "administrator")
+
+    def to_api(self, user: dict[str, Any]) -> dict[str, Any]:
+        """Bot API `ChatMember` (Owner, Administrator or Member)."""
+        if self.status == "creator":
+            return {"status": "creator", "user": user, "is_anonymous": False}
+        if self.status == "member":
+            return {"status": "member", "user": user}
+        if self.status == "left":
+            return {"status": "left", "user": user}
+        rights = dict.fromkeys(ADMIN_RIGHTS, False)
+        rights["can_manage_topics"] = self.can_manage_topics
+        return {"status": "administrator", "user": user, "can_be_edited": False,
+                "is_anonymous": False, **rights}
+
+
+# What a `ChatMemberAdministrator` carries besides `can_manage_topics`; the emulator gives
+# bots only the topic right, which is the one the team group needs.
+ADMIN_RIGHTS = (
+    "can_manage_chat", "can_delete_messages", "can_manage_video_chats", "can_restrict_members",
+    "can_promote_members", "can_change_info", "can_invite_users", "can_post_stories",
+    "can_edit_stories", "can_delete_stories", "can_send_welcome_messages", "can_pin_messages",
+    "can_manage_topics",
+)
+
+
+@dataclass
+class Group:
+    """A supergroup (with topics when `is_forum`): one chat shared by its members and bots."""
+
+    id: int
+    title: str
+    is_forum: bool = True
+    members: dict[int, GroupMember] = field(default_factory=dict)  # users and bots by id
+    topics: dict[int, Topic] = field(default_factory=dict)
+    messages: list[Message] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    version: int = 0
+    blocked: bool = False  # a group never blocks a bot; kept so it reads like a private chat
+    next_message_id: int = 1
+
+    @property
+    def chat(self) -> Group:
+        return self
+
+    def chat_api(self) -> dict[str, Any]:
+        chat: dict[str, Any] = {"id": self.id, "type": "supergroup", "title": self.title}
+        if self.is_forum:
+            chat["is_forum"] = True
+        return chat
+
+    def find(self, message_id: int) -> Message | None:
+        for message in self.messages:
+            if message.message_id == message_id and not message.deleted:
+                return message
+        return None
+
+    def member(self, member_id: int) -> GroupMember | None:
+        found = self.members.get(member_id)
+        return found if found is not None and found.status != "left" else None
+
+
+FIRST_GROUP_ID = -1_001_000_000_001  # supergroup ids are -100 followed by the channel id
 
 
 class EmulatorState:
@@ -268,6 +381,8 @@ class EmulatorState:
         self.bots_by_token: dict[str, BotAccount] = {}
         self.users: dict[int, User] = {}
         self.conversations: dict[tuple[int, int], Conversation] = {}
+        self.groups: dict[int, Group] = {}
+        self.next_group_id = FIRST_GROUP_ID
         self.callback_queries: dict[str, dict[str, Any]] = {}
         self.callback_answers: list[dict[str, Any]] = []
         self.notifier = Notifier()
@@ -291,7 +406,7 @@ class EmulatorState:
     def next_user_id(self, value: int) -> None:
         self._next_user_id = value
 
-    def changed(self, conversation: Conversation | None = None) -> None:
+    def changed(self, conversation: Conversation | Group | None = None) -> None:
         self._version += 1
         if conversation is not None:
             conversation.version = self._version
@@ -367,12 +482,18 @@ class EmulatorState:
             conv = self.conversations[key] = Conversation(bot.id, user)
         return conv
 
-    def add_message(self, conv: Conversation, message: Message) -> Message:
+    def group(self, group_id: int) -> Group:
+        try:
+            return self.groups[int(group_id)]
+        except (KeyError, ValueError, TypeError):
+            raise NotFoundError(f"unknown group {group_id!r}") from None
+
+    def add_message(self, conv: Conversation | Group, message: Message) -> Message:
         conv.messages.append(message)
         self.changed(conv)
         return message
 
-    def next_message_id(self, conv: Conversation) -> int:
+    def next_message_id(self, conv: Conversation | Group) -> int:
         message_id = conv.next_message_id
         conv.next_message_id += 1
         return message_id
@@ -396,6 +517,8 @@ class EmulatorState:
         """Forget members, conversations and updates; bots and their webhooks stay."""
         self.users.clear()
         self.conversations.clear()
+        self.groups.clear()
+        self.next_group_id = FIRST_GROUP_ID
         self.callback_queries.clear()
         self.callback_answers.clear()
         for bot in self.bots.values():

@@ -268,6 +268,9 @@ class Agent(Base):
     locked_until: Mapped[datetime | None]
     last_assigned_at: Mapped[datetime | None]
     disabled_at: Mapped[datetime | None]  # set: no log-in, every session ended
+    # the agent's own Telegram account, linked through a one-time deep link from the
+    # console: only linked agents act in the team group (`payrescue.teamgroup`)
+    telegram_user_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     created_at: Mapped[datetime]
 
 
@@ -436,3 +439,39 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     holder: Mapped[str] = mapped_column(String(100))
     expires_at: Mapped[datetime]
+
+
+class TeamGroup(Base):
+    """The agents' Telegram supergroup with topics, bound by `/connect_team <code>`; the
+    newest row is the group in use (`payrescue.teamgroup`)."""
+
+    __tablename__ = "team_groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    linked_at: Mapped[datetime]
+    linked_by_telegram_user_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class TeamTopic(Base):
+    """A member's forum topic in the team group, showing their conversation that needs a
+    person. `thread_id` is empty until the topic exists in Telegram; `mirrored_message_id`
+    is the newest timeline entry already queued for the topic."""
+
+    __tablename__ = "team_topics"
+    __table_args__ = (Index("ix_team_topics_group_chat_id_thread_id", "group_chat_id",
+                            "thread_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"),
+                                           index=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), unique=True)
+    group_chat_id: Mapped[int] = mapped_column(BigInteger)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)
+    first_post_id: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(10), default="open")  # open | closed
+    mirrored_message_id: Mapped[int] = mapped_column(Integer, default=0)
+    closed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

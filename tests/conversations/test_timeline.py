@@ -53,7 +53,7 @@ async def test_a_whole_exchange_is_on_the_timeline_in_order(svc) -> None:
 
 
 async def test_an_edit_keeps_the_original_and_a_quoted_reply_reaches_telegram(svc) -> None:
-    from handoff.conversation import queue_agent_message
+    from payrescue.agent_replies import queue_agent_message
     from payrescue.db.models import Conversation, Message
     from payrescue.events import Event
     from payrescue.keys import BUS

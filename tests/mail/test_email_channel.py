@@ -434,7 +434,7 @@ async def test_a_reminder_is_checked_against_its_case_just_before_it_goes(
 async def test_an_e_mail_queued_before_messages_were_stored_still_goes_out(
     mail_service: RunningService, mailbox: Mailbox
 ) -> None:
-    """Rows queued by a version that stored no message with the row (before migration 0012)
+    """Rows queued by a version that stored no message with the row (before migration 0011)
     are built when they are sent, not failed by the upgrade."""
     from sqlalchemy import update
 

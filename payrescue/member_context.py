@@ -1,4 +1,5 @@
-"""What an agent needs to know beside the chat: the member, their case and their history."""
+"""What an agent needs to know beside the chat: the member, their case and their history
+(the console's side panel, the team group's first post in a topic)."""
 
 from __future__ import annotations
 
