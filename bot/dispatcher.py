@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiogram import Dispatcher, F, Router
 from aiogram.enums import ChatType
+from aiogram.types import Update
+from aiogram.types.update import UpdateTypeLookupError
 
 from bot.middlewares import MemberContextMiddleware
 from bot.routers import faq, handoff, language, notifications, relay, rights, start
 from bot.team import router as team
+
+log = logging.getLogger(__name__)
 
 
 def build_dispatcher(**workflow_data: Any) -> Dispatcher:
@@ -37,3 +42,17 @@ def build_dispatcher(**workflow_data: Any) -> Dispatcher:
     # the agents' team group (and an agent's /start agent-… link) before any member router
     dispatcher.include_routers(team.build_router(), members)
     return dispatcher
+
+
+def readable(update: Update) -> bool:
+    """False for an update of a kind this aiogram does not know (Telegram added one): it is
+    skipped as handled, with its id only. aiogram itself would warn with the whole update
+    (member names and texts) in the log, and a webhook would answer 500 so Telegram sends
+    it again and again."""
+    try:
+        update.event_type  # noqa: B018 - raises for an unknown kind
+    except UpdateTypeLookupError:
+        log.info("update %s is of a kind this version does not read: skipped",
+                 update.update_id)
+        return False
+    return True

@@ -31,6 +31,7 @@ from aiogram.exceptions import AiogramError, TelegramConflictError, TelegramRetr
 from aiogram.methods import GetUpdates, TelegramMethod
 from aiogram.types import Update
 
+from bot.dispatcher import readable
 from payrescue.clock import Clock
 from payrescue.outage import OutageLog, is_database_unavailable
 
@@ -172,6 +173,8 @@ class Poller:
     async def _handle(self, update: Update) -> bool:
         """True when the update is done with; False when the database was unavailable (the
         middleware told the member and logged the outage)."""
+        if not readable(update):
+            return True
         try:
             response = await self.dispatcher.feed_update(self.bot, update)
             if isinstance(response, TelegramMethod):  # a handler answering like a webhook

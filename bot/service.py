@@ -37,7 +37,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.commands import describe_bot
-from bot.dispatcher import build_dispatcher
+from bot.dispatcher import build_dispatcher, readable
 from bot.keys import BOT, BOT_RUNNER, POLLING_TIMEOUT
 from bot.middlewares import ReplyFloodWait
 from bot.polling import Poller
@@ -177,6 +177,8 @@ class WebhookHandler(SimpleRequestHandler):
                 {"ok": False, "description": "Bad Request: the body is not a Telegram update"},
                 status=400,
             )
+        if not readable(update):
+            return web.json_response({})  # delivered: sending it again changes nothing
         try:
             result = await self.dispatcher.feed_update(bot, update, **self.data)
         except Exception as exc:

@@ -131,6 +131,26 @@ async def test_a_bug_in_one_update_is_logged_and_the_chat_goes_on(
     assert polling.emulator.pending_updates() == []
 
 
+async def test_an_update_of_a_kind_this_version_does_not_know_is_skipped_quietly(
+    polling: Polling, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Telegram adds update kinds; one this aiogram cannot read is confirmed and skipped
+    with its id only (aiogram would log the whole update, member's words included), and
+    the chat goes on."""
+    caplog.set_level(logging.INFO)
+    anna = polling.emulator.create_user("Anna")["id"]
+    bot = next(iter(polling.emulator.state.bots.values()))
+    polling.emulator.state.enqueue_update(bot, "some_future_update", {
+        "from": {"id": anna, "is_bot": False, "first_name": "Anna"}, "secret": "Anna's words"})
+    await polling.emulator.send_text(anna, "after")
+    _start(polling)
+    await eventually(lambda: polling.recorder.handled.get(anna) == ["after"], "next handled")
+    await polling.stop()
+    assert polling.emulator.pending_updates() == []
+    assert not any("Anna" in r.getMessage() for r in caplog.records)
+    assert any("does not read: skipped" in r.getMessage() for r in caplog.records)
+
+
 async def test_telegram_failing_is_retried_and_logged_once(
     polling: Polling, caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -95,6 +95,17 @@ async def test_a_body_that_is_no_update_gets_400(webhook_service: RunningService
         assert response.status == 400
 
 
+async def test_an_update_of_a_kind_this_version_does_not_know_is_taken_and_skipped(
+    webhook_service: RunningService,
+) -> None:
+    """Telegram adds update kinds; answering 500 would make it send one again for ever."""
+    user = {"id": 4242, "is_bot": False, "first_name": "Anna"}
+    response = await _post(webhook_service, {"update_id": 500_009,
+                                             "some_future_update": {"from": user}},
+                           WEBHOOK_SECRET)
+    assert response.status == 200
+
+
 @pytest.mark.parametrize("secret", ["with space", "ümlaut", "x" * 257])
 def test_a_secret_telegram_would_refuse_stops_start_up_with_one_line(
     secret: str, tmp_path: Path,
