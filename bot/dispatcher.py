@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiogram import Dispatcher, F
-from aiogram.enums import ChatType
+from aiogram import Dispatcher
 
+from bot.filters import PRIVATE_CHAT
 from bot.middlewares import MemberContextMiddleware
 from bot.routers import faq, handoff, language, notifications, relay, rights, start
 
@@ -17,7 +17,7 @@ def build_dispatcher(**workflow_data: Any) -> Dispatcher:
     # outer: runs for every update, before any filter, so filters may use `member` too
     dispatcher.update.outer_middleware(MemberContextMiddleware())
     # members talk to us one to one; in a group the bot would answer (and relay) strangers
-    dispatcher.message.filter(F.chat.type == ChatType.PRIVATE)
+    dispatcher.message.filter(PRIVATE_CHAT)
     # Order matters: the first router whose filters match handles the update. Commands
     # (/start, /language) come first so they work in any conversation state; routers that
     # take free text (FAQ, handoff, relay to an agent) come after them, and a catch-all
