@@ -9,6 +9,14 @@
 Each round starts fresh workers on a scratch database; the figure is the median of ROUNDS and
 the ratio two ÷ one (target ≥ 1.7). The load generator and the emulator run in this process
 and share the 2 cores with the workers, so on this machine the ratio is bounded well below 2.
+Beside each figure, where the CPU went while it was measured: the workers (`payrescue run`
+and its children), this process (emulator and load generator) and the scratch database's
+PostgreSQL backends, in seconds per 1,000 messages or events, and how many cores that kept
+busy on average (the machine has os.cpu_count()).
+
+BENCH_TELEGRAM_LATENCY (seconds, default 0) delays every Bot API answer of the emulator, as
+the network to Telegram does (real round trips take tens of milliseconds): with it the
+figures say what a second process adds when sends wait on the network rather than the CPU.
 
     python -m benchmarks workers
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -25,10 +34,12 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import stripe
 from sqlalchemy import insert
+from sqlalchemy.engine import make_url
 
 from benchmarks._postgres import scratch_database
 from benchmarks.ingest import WHSEC, _event
@@ -42,9 +53,72 @@ MESSAGES = int(os.environ.get("BENCH_MESSAGES", "3000"))
 EVENTS = int(os.environ.get("BENCH_EVENTS", "1500"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "40"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+LATENCY = float(os.environ.get("BENCH_TELEGRAM_LATENCY", "0"))
 REDIS_URL = os.environ.get("PAYRESCUE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 TOKEN = "999002:WORKERS-token"
 TEXTS = ("one", "two", "three")
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[int, float, bytes]]:
+    """pid → (parent pid, CPU seconds so far, command line) of every readable process."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                command = cmdline.read()
+        except OSError:  # ended meanwhile
+            continue
+        found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK,
+                                  command)
+    return found
+
+
+class CpuMeter:
+    """CPU seconds spent between `start()` and `stop()` by a process tree (the workers), by
+    this process and by the PostgreSQL backends serving one database."""
+
+    def __init__(self, workers: int, database: str) -> None:
+        self.workers, self.database = workers, database.encode()
+        self.spent: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        processes = _processes()
+        tree, grown = {self.workers}, True
+        while grown:
+            more = {pid for pid, (parent, _, _) in processes.items() if parent in tree}
+            grown, tree = bool(more - tree), tree | more
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "workers": sum(processes[pid][1] for pid in tree if pid in processes),
+            "emulator+load": own.ru_utime + own.ru_stime,
+            "postgres": sum(cpu for _, cpu, command in processes.values()
+                            if command.startswith(b"postgres:") and self.database in command),
+        }
+
+    def start(self) -> None:
+        self._started, self._wall = self._now(), time.perf_counter()
+
+    def stop(self, units: int) -> dict[str, float]:
+        now, wall = self._now(), time.perf_counter() - self._wall
+        spent = {k: now[k] - self._started[k] for k in now}
+        self.spent = {k: v / units * 1000 for k, v in spent.items()}
+        self.spent["cores busy"] = sum(spent.values()) / wall
+        return self.spent
+
+
+def _cpu_line(rounds: list[dict[str, float]]) -> str:
+    keys = ("workers", "emulator+load", "postgres")
+    parts = [f"{k} {statistics.median(r[k] for r in rounds):.2f}" for k in keys]
+    busy = statistics.median(r["cores busy"] for r in rounds)
+    return (f"CPU s per 1,000: {', '.join(parts)}; {busy:.2f} of {os.cpu_count()} "
+            f"cores busy")
 
 
 def _port() -> int:
@@ -90,8 +164,9 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(process.wait(), 60)
 
 
-async def _dispatch_round(count: int) -> dict[str, float]:
+async def _dispatch_round(count: int) -> dict[str, Any]:
     emulator = TelegramEmulator(EmulatorLimits.unlimited())
+    emulator.set_latency(LATENCY)
     emulator.add_bot(token=TOKEN, username="bench_bot")
     server, emulator_url = await start_emulator(emulator)
     chats = [emulator.create_user(f"M{n}")["id"] for n in range(MESSAGES // len(TEXTS))]
@@ -101,12 +176,14 @@ async def _dispatch_round(count: int) -> dict[str, float]:
             await upgrade(engine)
             instance = f"bench-{uuid.uuid4().hex[:8]}"
             process, _ = await _workers(count, url, emulator_url, instance)
+            meter = CpuMeter(process.pid, make_url(url).database or "")
             try:
-                started = await _queue(engine, chats, instance)
+                started = await _queue(engine, chats, instance, meter)
                 async with asyncio.timeout(300):
                     while emulator_sent(emulator, chats) < MESSAGES:  # noqa: ASYNC110
                         await asyncio.sleep(0.05)  # the workers are other processes
                 seconds = time.perf_counter() - started
+                cpu = meter.stop(MESSAGES)
             finally:
                 await _stop(process)
                 await engine.dispose()
@@ -120,14 +197,15 @@ async def _dispatch_round(count: int) -> dict[str, float]:
         out_of_order += [got.index(t) for t in TEXTS if t in got] != sorted(
             got.index(t) for t in TEXTS if t in got)
     return {"rate": MESSAGES / seconds, "lost": lost, "duplicated": duplicated,
-            "out_of_order": out_of_order}
+            "out_of_order": out_of_order, "cpu": cpu}
 
 
 def emulator_sent(emulator: TelegramEmulator, chats: list[int]) -> int:
     return sum(len(emulator.sent_messages(chat)) for chat in chats)
 
 
-async def _queue(engine, chats: list[int], instance: str) -> float:  # noqa: ANN001
+async def _queue(engine, chats: list[int], instance: str,  # noqa: ANN001
+                 meter: CpuMeter) -> float:
     now = datetime.now(UTC)
     async with engine.begin() as connection:
         ids = (await connection.execute(insert(Member).returning(Member.id), [
@@ -138,6 +216,7 @@ async def _queue(engine, chats: list[int], instance: str) -> float:  # noqa: ANN
             {"member_id": member, "chat_id": chat, "telegram_user_id": chat, "linked_at": now}
             for member, chat in zip(ids, chats, strict=True)])
     started = time.perf_counter()
+    meter.start()
     async with engine.begin() as connection:
         await connection.execute(insert(Outbox), [
             {"member_id": member, "chat_id": chat, "kind": "bot", "priority": 2,
@@ -151,8 +230,9 @@ async def _queue(engine, chats: list[int], instance: str) -> float:  # noqa: ANN
     return started
 
 
-async def _ingest_round(count: int) -> float:
+async def _ingest_round(count: int) -> tuple[float, dict[str, float]]:
     emulator = TelegramEmulator(EmulatorLimits.unlimited())
+    emulator.set_latency(LATENCY)
     emulator.add_bot(token=TOKEN, username="bench_bot")
     server, emulator_url = await start_emulator(emulator)
     run = uuid.uuid4().hex[:6]
@@ -163,6 +243,7 @@ async def _ingest_round(count: int) -> float:
             await upgrade(engine)
             await engine.dispose()
             process, base = await _workers(count, url, emulator_url, f"bench-{run}")
+            meter = CpuMeter(process.pid, make_url(url).database or "")
             try:
                 queue: asyncio.Queue[bytes] = asyncio.Queue()
                 for body in bodies:
@@ -170,14 +251,16 @@ async def _ingest_round(count: int) -> float:
                 connector = aiohttp.TCPConnector(limit=CONCURRENCY, force_close=True)
                 async with aiohttp.ClientSession(connector=connector) as client:
                     started = time.perf_counter()
+                    meter.start()
                     await asyncio.gather(*(_post(client, base, queue)
                                            for _ in range(CONCURRENCY)))
                     seconds = time.perf_counter() - started
+                    cpu = meter.stop(EVENTS)
             finally:
                 await _stop(process)
     finally:
         await server.cleanup()
-    return EVENTS / seconds
+    return EVENTS / seconds, cpu
 
 
 async def _post(client: aiohttp.ClientSession, base: str, queue: asyncio.Queue[bytes]) -> None:
@@ -192,8 +275,9 @@ async def _post(client: aiohttp.ClientSession, base: str, queue: asyncio.Queue[b
 
 
 async def main() -> None:
-    dispatch: dict[int, list[dict[str, float]]] = {1: [], 2: []}
-    ingest: dict[int, list[float]] = {1: [], 2: []}
+    dispatch: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    ingest: dict[int, list[tuple[float, dict[str, float]]]] = {1: [], 2: []}
+    print(f"Telegram latency {LATENCY * 1000:.0f} ms (BENCH_TELEGRAM_LATENCY)", flush=True)
     for _ in range(ROUNDS):  # alternate, so the machine's drift hits both alike
         for count in (1, 2):
             dispatch[count].append(await _dispatch_round(count))
@@ -203,10 +287,14 @@ async def main() -> None:
         faults = {k: sum(r[k] for r in dispatch[count]) for k in
                   ("lost", "duplicated", "out_of_order")}
         print(f"dispatch, {count} worker(s): median {statistics.median(rates):.0f} msg/s "
-              f"(rounds {', '.join(f'{r:.0f}' for r in rates)}); {faults}")
-        print(f"ingest,   {count} worker(s): median {statistics.median(ingest[count]):.0f} "
-              f"events/s (rounds {', '.join(f'{r:.0f}' for r in ingest[count])})")
+              f"(rounds {', '.join(f'{r:.0f}' for r in rates)}); {faults}; "
+              f"{_cpu_line([r['cpu'] for r in dispatch[count]])}")
+        events = [r[0] for r in ingest[count]]
+        print(f"ingest,   {count} worker(s): median {statistics.median(events):.0f} "
+              f"events/s (rounds {', '.join(f'{r:.0f}' for r in events)}); "
+              f"{_cpu_line([r[1] for r in ingest[count]])}")
     ratio_d = statistics.median(r["rate"] for r in dispatch[2]) / statistics.median(
         r["rate"] for r in dispatch[1])
-    ratio_i = statistics.median(ingest[2]) / statistics.median(ingest[1])
+    ratio_i = statistics.median(r[0] for r in ingest[2]) / statistics.median(
+        r[0] for r in ingest[1])
     print(f"two ÷ one: dispatch {ratio_d:.2f}, ingest {ratio_i:.2f} (target ≥ 1.7)")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiogram import Dispatcher, F, Router
-from aiogram.enums import ChatType
+from aiogram import Dispatcher, Router
 from aiogram.types import Update
 from aiogram.types.update import UpdateTypeLookupError
 
+from bot.filters import PRIVATE_CHAT
 from bot.middlewares import MemberContextMiddleware
 from bot.routers import faq, handoff, language, notifications, relay, rights, start
 from bot.team import router as team
@@ -24,7 +24,7 @@ def build_dispatcher(**workflow_data: Any) -> Dispatcher:
     dispatcher.update.outer_middleware(MemberContextMiddleware())
     # members talk to us one to one; in a group the bot would answer (and relay) strangers
     members = Router(name="members")
-    members.message.filter(F.chat.type == ChatType.PRIVATE)
+    members.message.filter(PRIVATE_CHAT)
     # Order matters: the first router whose filters match handles the update. Commands
     # (/start, /language) come first so they work in any conversation state; routers that
     # take free text (FAQ, handoff, relay to an agent) come after them, and a catch-all

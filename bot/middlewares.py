@@ -2,7 +2,8 @@
 
 `MemberContextMiddleware` is the one outer middleware every update passes. Handlers receive
 `session` (an `AsyncSession`), `member` (the `Member` linked to this chat, or None),
-`language` ("de" or "en", already active for `_()`), plus the dispatcher's workflow data
+`latest_conversation` (that member's newest `Conversation`, or None), `language` ("de" or
+"en", already active for `_()`), plus the dispatcher's workflow data
 `settings`, `clock`, `bus` and `sessionmaker`.
 
 `ReplyFloodWait` is a request middleware on the Bot's session: an answer sent while handling
@@ -89,11 +90,13 @@ class MemberContextMiddleware(BaseMiddleware):
         language = choose_language(None, telegram_code, settings.default_language)
         async with sessionmaker() as session:
             try:
-                member = await find_by_chat(session, chat.id) if chat else None
+                member, latest = (await find_by_chat(session, chat.id) if chat
+                                  else (None, None))
                 if member is not None:
                     language = choose_language(member.language, telegram_code,
                                                settings.default_language)
-                data.update(session=session, member=member, language=language)
+                data.update(session=session, member=member, latest_conversation=latest,
+                            language=language)
                 handling = _handling_update.set(True)
                 try:
                     with use_language(language), timeline.recording(

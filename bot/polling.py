@@ -40,7 +40,7 @@ FIRST_PAUSE = 1.0  # seconds before asking again after a failure; doubles up to 
 MAX_PAUSE = 8.0  # short enough that members' messages follow soon after the database is back
 BATCH = 100  # updates per getUpdates, Telegram's maximum
 # chats handled at the same time: each holds a database connection, and the pool has 15
-# (5 + 10 overflow) for the whole process; more would only queue for one (a burst could
+# (payrescue.db.POOL_SIZE) for the whole process; more would only queue for one (a burst could
 # even run into the pool's timeout, which reads as an outage) or, on SQLite, for the lock
 CONCURRENT_CHATS = 10
 

@@ -131,7 +131,9 @@ def incoming_line() -> Message | None:
 
 async def finish(rec: Recording) -> None:
     """Before the commit: lines recorded before a conversation existed join the one open now."""
-    if not rec.rows or rec.member.erased_at is not None:  # erased: nothing to keep
+    if rec.member.erased_at is not None:  # erased: nothing to keep
+        return
+    if all(row.conversation_id is not None for row in rec.rows):  # a handler placed them
         return
     conversation_id = await timeline.open_conversation_id(rec.session, rec.member.id, rec.now)
     for row in rec.rows:

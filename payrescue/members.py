@@ -6,13 +6,13 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
 
 from payrescue import tokens
-from payrescue.db.models import Member, TelegramLink, UsedToken
+from payrescue.db.models import Conversation, Member, TelegramLink, UsedToken
 from payrescue.i18n import normalise
 
 LINK_PURPOSE = "link"
@@ -44,13 +44,23 @@ async def find_by_email(session: AsyncSession, email: str) -> Member | None:
     return await session.scalar(select(Member).where(Member.email == email.strip().lower()))
 
 
-async def find_by_chat(session: AsyncSession, chat_id: int) -> Member | None:
-    # runs for every update: the join already reads the link, so `member.telegram` is filled
-    # from it rather than by a second query
-    return await session.scalar(
-        select(Member).join(Member.telegram).options(contains_eager(Member.telegram))
+async def find_by_chat(session: AsyncSession, chat_id: int
+                       ) -> tuple[Member | None, Conversation | None]:
+    """The member linked to this chat and their latest conversation (None when there is
+    none yet), or (None, None) for a chat nobody linked.
+
+    Runs for every update, so it is one query: the join reads the link (`member.telegram`
+    is filled from it), and the latest conversation, which decides where a member's message
+    goes, comes with it rather than by a query of its own."""
+    latest = (select(func.max(Conversation.id)).where(Conversation.member_id == Member.id)
+              .correlate(Member).scalar_subquery())
+    row = (await session.execute(
+        select(Member, Conversation).join(Member.telegram)
+        .options(contains_eager(Member.telegram))
+        .outerjoin(Conversation, Conversation.id == latest)
         .where(TelegramLink.chat_id == chat_id)
-    )
+    )).first()
+    return (row[0], row[1]) if row is not None else (None, None)
 
 
 def link_token(secret: bytes, member: Member, now: datetime, days: int) -> str:

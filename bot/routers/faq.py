@@ -16,6 +16,7 @@ from aiogram.types import InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import commands
+from bot.filters import InLoop
 from bot.replies import render
 from bot.routers.handoff import hand_over
 from bot.routers.relay import store_member_message
@@ -129,7 +130,7 @@ def build_router() -> Router:
     router = Router(name="faq")
     router.message.register(help_command, Command(*commands.HELP.all_names()))
     router.message.register(status_command, Command(*commands.STATUS.all_names()))
-    router.message.register(media_to_human, F.photo | F.document)
-    router.message.register(free_text, F.text & ~F.text.startswith("/"))
+    router.message.register(media_to_human, InLoop(F.photo | F.document))
+    router.message.register(free_text, InLoop(F.text & ~F.text.startswith("/")))
     router.message.register(anything_else)
     return router

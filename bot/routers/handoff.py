@@ -16,6 +16,7 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import commands
+from bot.filters import InLoop
 from bot.replies import CANCEL_WAIT, cancel_wait_keyboard, render
 from payrescue import handoff_rules
 from payrescue.clock import Clock
@@ -108,5 +109,5 @@ def build_router() -> Router:
     router = Router(name="handoff")
     router.message.register(human_command, Command(*commands.HUMAN.all_names()))
     router.message.register(cancel_command, Command("cancel"))
-    router.callback_query.register(cancel_button, F.data == CANCEL_WAIT)
+    router.callback_query.register(cancel_button, InLoop(F.data == CANCEL_WAIT))
     return router

@@ -11,6 +11,7 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import commands
+from bot.filters import PRIVATE_CHAT, InLoop
 from bot.keyboards import LanguageChoice, language_keyboard
 from bot.replies import render
 from payrescue.db.models import Member
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 
 def build_router() -> Router:
     router = Router(name="language")
-    router.message.filter(F.chat.type == ChatType.PRIVATE)
-    router.callback_query.filter(F.message.chat.type == ChatType.PRIVATE)
+    router.message.filter(PRIVATE_CHAT)
+    router.callback_query.filter(InLoop(F.message.chat.type == ChatType.PRIVATE))
     router.message.register(ask_language, Command(*commands.LANGUAGE.all_names()))
     router.callback_query.register(choose_language, LanguageChoice.filter())
     return router

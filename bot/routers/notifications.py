@@ -9,6 +9,7 @@ from aiogram import F, Router
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.filters import InLoop
 from bot.replies import render
 from bot.routers.handoff import hand_over
 from payrescue import dunning, handoff_rules
@@ -57,6 +58,6 @@ async def talk_to_person(query: CallbackQuery, session: AsyncSession, member: Me
 def build_router() -> Router:
     """A fresh router: a Router belongs to one Dispatcher, and a process may build several."""
     router = Router(name="notifications")
-    router.callback_query.register(why_failed, F.data.startswith(dunning.WHY_PREFIX))
-    router.callback_query.register(talk_to_person, F.data.startswith(dunning.HUMAN_PREFIX))
+    router.callback_query.register(why_failed, InLoop(F.data.startswith(dunning.WHY_PREFIX)))
+    router.callback_query.register(talk_to_person, InLoop(F.data.startswith(dunning.HUMAN_PREFIX)))
     return router

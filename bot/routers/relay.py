@@ -21,6 +21,7 @@ from aiogram.types import Message as TelegramMessage
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.filters import InLoop
 from bot.replies import RATE_PREFIX, rating_keyboard, render
 from bot.timeline import incoming_line, member_line
 from payrescue import outbox, timeline
@@ -40,32 +41,35 @@ REFERRAL_FROM = 4  # stars  # a text within a day of rating counts as its commen
 async def store_member_message(session: AsyncSession, bus: Bus, conversation: Conversation,
                                message: TelegramMessage, now: datetime) -> Message:
     """Put the member's line (recorded for this update, see `bot.timeline`) into the
-    conversation, commit, then tell the console (ids only on the bus)."""
-    row = incoming_line()  # announced with the update's other lines once it is handled
-    if row is None:  # handled outside the dispatcher's middleware: announced here
-        row = member_line(conversation.member_id, message, now)
-        session.add(row)
-    row.conversation_id = conversation.id
+    conversation. It commits with the update's transaction (the middleware's, once the
+    handler is done, or the handler's own before it answers) and is announced with the
+    update's other lines. Outside the dispatcher's middleware it is added, committed and
+    announced (ids only on the bus) here."""
     conversation.updated_at = now
+    row = incoming_line()
+    if row is not None:
+        row.conversation_id = conversation.id
+        return row
+    row = member_line(conversation.member_id, message, now)
+    row.conversation_id = conversation.id
+    session.add(row)
     await session.commit()
-    if incoming_line() is None:
-        await bus.publish(timeline.created_event(row))
+    await bus.publish(timeline.created_event(row))
     return row
 
 
 class ForTheHumans(Filter):
     """A non-command message the bot must not answer: the conversation waits for, or
     belongs to, a human; or the member is adding a comment to the rating they just gave.
-    One query (the member's latest conversation) decides both, for every message."""
+    The member's latest conversation decides both; the middleware read it with the member
+    (`find_by_chat`), so this costs no query."""
 
-    async def __call__(self, message: TelegramMessage, session: AsyncSession,
-                       member: Member | None, clock: Clock) -> bool | dict[str, Any]:
+    async def __call__(self, message: TelegramMessage, member: Member | None,
+                       latest_conversation: Conversation | None,
+                       clock: Clock) -> bool | dict[str, Any]:
         if member is None or (message.text or "").startswith("/"):  # commands still work
             return False
-        latest = await session.scalar(
-            select(Conversation).where(Conversation.member_id == member.id)
-            .order_by(Conversation.id.desc()).limit(1)
-        )
+        latest = latest_conversation
         if latest is None:
             return False
         if latest.status in HUMAN_OWNED:
@@ -88,9 +92,9 @@ async def relay(message: TelegramMessage, session: AsyncSession, member: Member,
         member.unreachable = False
     if as_comment:
         conversation.rating_comment = message.text
-        conversation.updated_at = clock.now()
     await store_member_message(session, bus, conversation, message, clock.now())
     if as_comment:
+        await session.commit()  # state first: the thanks must never announce an unsaved comment
         await message.answer(render("handoff/comment.j2"))
 
 
@@ -207,5 +211,5 @@ def build_router() -> Router:
     router = Router(name="relay")
     router.edited_message.register(member_edited)
     router.message.register(relay, ForTheHumans())
-    router.callback_query.register(rate, F.data.startswith(RATE_PREFIX))
+    router.callback_query.register(rate, InLoop(F.data.startswith(RATE_PREFIX)))
     return router

@@ -15,6 +15,7 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import commands
+from bot.filters import InLoop
 from bot.replies import DELETE_ABORT, DELETE_CONFIRM, delete_keyboard, render
 from payrescue import privacy
 from payrescue.clock import Clock
@@ -24,7 +25,7 @@ from payrescue.db.models import Member
 log = logging.getLogger(__name__)
 
 
-def _opted_out(message: Message, member: Member | None) -> bool:
+async def _opted_out(message: Message, member: Member | None) -> bool:
     return member is not None and member.opted_out and member.erased_at is None
 
 
@@ -80,6 +81,6 @@ def build_router() -> Router:
     router.message.register(start_again, CommandStart(deep_link=False), _opted_out)
     router.message.register(stop, Command(*commands.STOP.all_names()))
     router.message.register(delete, Command(*commands.DELETE.all_names()))
-    router.callback_query.register(delete_confirmed, F.data == DELETE_CONFIRM)
-    router.callback_query.register(delete_aborted, F.data == DELETE_ABORT)
+    router.callback_query.register(delete_confirmed, InLoop(F.data == DELETE_CONFIRM))
+    router.callback_query.register(delete_aborted, InLoop(F.data == DELETE_ABORT))
     return router

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 from aiogram import F, Router
-from aiogram.enums import ChatType
 from aiogram.filters import CommandObject, CommandStart
 from aiogram.types import InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import timeline
+from bot.filters import PRIVATE_CHAT, InLoop
 from bot.replies import render
 from payrescue import dunning, handoff_rules
 from payrescue.billing.links import create_update_link
@@ -28,11 +28,12 @@ log = logging.getLogger(__name__)
 def build_router() -> Router:
     router = Router(name="start")
     # payment matters are personal: a deep link opened in a group must not link the group
-    router.message.filter(F.chat.type == ChatType.PRIVATE)
+    router.message.filter(PRIVATE_CHAT)
     # the expired-link page's button: "newlink" is no member's token but a wish
     router.message.register(send_new_link, CommandStart(
         deep_link=True, magic=F.args == NEW_LINK_PAYLOAD))
-    router.message.register(start_with_token, CommandStart(deep_link=True), F.from_user)
+    router.message.register(start_with_token, CommandStart(deep_link=True),
+                            InLoop(F.from_user))
     router.message.register(start_without_token, CommandStart())
     return router
 

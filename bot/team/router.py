@@ -26,6 +26,7 @@ from aiogram.types import CallbackQuery, ChatMemberAdministrator
 from aiogram.types import Message as TelegramMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.filters import PRIVATE_CHAT, InLoop
 from bot.team import texts
 from payrescue import assignment, teamgroup
 from payrescue.agent_replies import (
@@ -49,15 +50,17 @@ ADMINS = (ChatMemberStatus.CREATOR, ChatMemberStatus.ADMINISTRATOR)
 
 def build_router() -> Router:
     router = Router(name="team")
+    # each magic filter wrapped in one InLoop (bot/filters.py): resolved in the event loop
+    in_group = InLoop((F.chat.type == ChatType.SUPERGROUP) & F.from_user)
     router.message.register(
-        link_agent, F.chat.type == ChatType.PRIVATE, F.from_user,
+        link_agent, PRIVATE_CHAT, InLoop(F.from_user),
         CommandStart(deep_link=True, magic=F.args.startswith(teamgroup.AGENT_PAYLOAD_PREFIX)))
-    router.message.register(connect_team, F.chat.type == ChatType.SUPERGROUP, F.from_user,
-                            Command("connect_team"))
-    router.message.register(topic_message, F.chat.type == ChatType.SUPERGROUP, F.from_user,
-                            F.message_thread_id, F.is_topic_message)
-    router.callback_query.register(topic_button, F.data.startswith("team:"),
-                                   F.message.chat.type == ChatType.SUPERGROUP)
+    router.message.register(connect_team, in_group, Command("connect_team"))
+    router.message.register(topic_message, in_group,
+                            InLoop(F.message_thread_id & F.is_topic_message))
+    router.callback_query.register(
+        topic_button,
+        InLoop(F.data.startswith("team:") & (F.message.chat.type == ChatType.SUPERGROUP)))
     return router
 
 

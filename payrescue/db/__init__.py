@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.util.concurrency import await_only, in_greenlet
 
 log = logging.getLogger(__name__)
+POOL_SIZE = 15  # database connections per process
 
 
 def is_sqlite(url: str) -> bool:
@@ -25,6 +26,13 @@ def create_engine(url: str, **kwargs: object) -> AsyncEngine:
     # query parameters hold e-mail addresses and message texts: keep them out of error
     # messages, which end up in logs
     kwargs.setdefault("hide_parameters", True)
+    if "poolclass" not in kwargs:
+        # the connections a process uses at once (the poller's chats, the notifier, the
+        # console), all kept open: with SQLAlchemy's default of 5 (+10 overflow, closed
+        # again on return) a burst of member messages opened and closed a PostgreSQL
+        # backend (a fork, an authentication) or an SQLite thread every few updates
+        kwargs.setdefault("pool_size", POOL_SIZE)
+        kwargs.setdefault("max_overflow", 0)
     if is_sqlite(url):
         # a 30 s busy timeout lets concurrent writers queue instead of failing at once
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
