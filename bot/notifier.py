@@ -638,28 +638,20 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
             follow_console(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS]),
             name="console-follower",
         ))
-        # the team group: topics follow the conversations, posts go out at the group's pace;
-        # in one process of the deployment, so the group's 20 posts a minute are one budget
+        # the team group: topics follow the conversations, posts go out at the group's pace
         poster = TopicPoster(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS])
         app[TOPIC_POSTER] = poster
-        team = Leadership("team-group", lambda: _team_group(app, poster),
-                          sessionmaker=app[SESSIONMAKER], clock=app[CLOCK],
-                          lease_seconds=app[SETTINGS].leader_lease_seconds)
-        tasks.append(asyncio.create_task(team.run(), name="team-group-lease"))
+        tasks.append(asyncio.create_task(run_poster(poster), name="team-poster"))
+        tasks.append(asyncio.create_task(
+            follow_for_team(app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS]),
+            name="team-follower",
+        ))
     try:
         yield
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _team_group(app: web.Application, poster: TopicPoster) -> None:
-    """The topics kept in step with the conversations, and their posts sent."""
-    await asyncio.gather(
-        run_poster(poster),
-        follow_for_team(app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS]),
-    )
 
 
 async def run_scheduler(app: web.Application) -> None:
