@@ -23,6 +23,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 def setup_console(app: web.Application) -> None:
     app[TEMPLATES] = create_environment()
     app[conversation.TYPING_SENT] = {}
+    live.setup_live(app)
     auth.setup_auth(app, app[SETTINGS])  # adds the session middleware, which runs first
     # language before CSRF, so even a refused request is answered in the agent's language
     app.middlewares.extend([auth.language_middleware, csrf_middleware, team.rejected_banner])

@@ -27,6 +27,19 @@ from payrescue.keys import BUS, SESSIONMAKER
 
 QUEUE_TOPICS = {"conversation.waiting", "conversation.updated", "message.created"}
 CHECK_CONNECTION_EVERY = 15.0  # seconds; a closed tab is noticed at the latest then
+# set when the service stops: the open streams end at once, instead of aiohttp waiting its
+# whole shutdown timeout for them (an open console tab held a stop up a minute); the
+# browser's EventSource reconnects by itself to whichever process serves it next
+STOPPING = web.AppKey("live_streams_stopping", asyncio.Event)
+
+
+def setup_live(app: web.Application) -> None:
+    app[STOPPING] = asyncio.Event()
+
+    async def end_streams(app: web.Application) -> None:
+        app[STOPPING].set()
+
+    app.on_shutdown.append(end_streams)
 
 
 def _last_seen(request: web.Request) -> int:
@@ -42,12 +55,25 @@ def _last_seen(request: web.Request) -> int:
 async def _next_event(request: web.Request, events: asyncio.Queue[Event]) -> Event | None:
     """The next event, or None after a quiet while; ends the stream (ConnectionResetError)
     when its session has ended meanwhile."""
+    stopping = request.config_dict[STOPPING]
+    if stopping.is_set():
+        raise ConnectionResetError("the service is stopping")
+    next_event = asyncio.ensure_future(events.get())
+    stop = asyncio.ensure_future(stopping.wait())
     try:
-        return await asyncio.wait_for(events.get(), timeout=CHECK_CONNECTION_EVERY)
-    except TimeoutError:
-        if not await still_signed_in(request):
-            raise ConnectionResetError("the session ended") from None
-        return None
+        await asyncio.wait([next_event, stop], timeout=CHECK_CONNECTION_EVERY,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not next_event.done():
+            next_event.cancel()
+    if next_event.done() and not next_event.cancelled():
+        return next_event.result()
+    if stopping.is_set():
+        raise ConnectionResetError("the service is stopping")
+    if not await still_signed_in(request):
+        raise ConnectionResetError("the session ended")
+    return None
 
 
 @login_required
