@@ -85,3 +85,21 @@ async def test_an_unknown_file_is_reported_not_swallowed(
     response = await client.get(f"/console/media/{message.id}")
     assert response.status == 502
     assert TOKEN not in await response.text()
+
+
+async def test_a_photo_says_who_sent_it(aiohttp_client, settings, clock, bus, engine, world):
+    """The member's photo and one an agent sent (from the team group) are told apart, for a
+    screen reader too."""
+    await world.agent()
+    conversation_id = await world.conversation()
+    async with world.sessionmaker() as db, db.begin():
+        member_id = (await db.get(Conversation, conversation_id)).member_id
+        db.add_all([Message(conversation_id=conversation_id, member_id=member_id,
+                            sender=sender, kind="photo", file_id=f"photo-{sender}",
+                            created_at=clock.now()) for sender in ("member", "agent")])
+    client = await aiohttp_client(init_app(settings, clock=clock, bus=bus, engine=engine,
+                                           with_bot=False))
+    await log_in(client)
+    page = await (await client.get(f"/console/conversations/{conversation_id}")).text()
+    assert page.count('alt="Photo from the member"') == 1
+    assert page.count('alt="Photo from the team"') == 1
