@@ -82,7 +82,6 @@ METHODS: dict[str, type[TelegramMethod[Any]]] = {
 TRIES_IN_PLACE = 4  # network/5xx retries before the row is queued again for later
 MAX_ATTEMPTS = 8  # claims of one row before it is given up as failed
 MAX_FLOOD_WAITS = 20  # 429 answers tolerated for one row in one claim
-IDLE_POLL_SECONDS = 2.0
 RECORD_EVERY_SECONDS = 0.02
 STOP_WRITE_SECONDS = 5
 GLOBAL_HEADROOM = 0.99
@@ -323,21 +322,10 @@ class Notifier:
         self._slot_freed.set()
 
     async def _idle(self) -> None:
-        async with self.sessionmaker() as session:
-            due = await outbox.next_due(session)
         self._slot_freed.clear()
-        helpers = [asyncio.create_task(self._wake.wait())]
-        if self._in_flight:  # a chat finishing may have more rows waiting
-            helpers.append(asyncio.create_task(self._slot_freed.wait()))
-        if due is not None:
-            seconds = max((due - self.clock.now()).total_seconds(), 0)
-            helpers.append(asyncio.create_task(self.clock.sleep(seconds)))
-        try:
-            await asyncio.wait(helpers, timeout=IDLE_POLL_SECONDS,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for helper in helpers:
-                helper.cancel()
+        # a chat finishing may have more rows waiting
+        wakers = (self._wake, self._slot_freed) if self._in_flight else (self._wake,)
+        await outbox.wait_for_work(self.sessionmaker, self.clock, outbox.TELEGRAM, *wakers)
         await self._release_leases()
 
     # --- one chat, one row --------------------------------------------------------------

@@ -57,7 +57,6 @@ CLAIM_BATCH = 50
 # delivered rows are recorded ("sent") a batch per transaction, at most this many and this
 # late: a kill -9 before that re-sends them (same Message-ID), never loses them
 RECORD_BATCH, RECORD_SECONDS = 50, 1.0
-IDLE_POLL_SECONDS = 2.0
 REJECTED = outbox.REJECTED
 
 
@@ -323,18 +322,7 @@ class MailSender:
         return False
 
     async def _idle(self) -> None:
-        async with self.sessionmaker() as session:
-            due = await outbox.next_due(session, outbox.EMAIL)
-        waits = [asyncio.create_task(self._wake.wait())]
-        if due is not None:
-            seconds = max((due - self.clock.now()).total_seconds(), 0)
-            waits.append(asyncio.create_task(self.clock.sleep(seconds)))
-        try:
-            await asyncio.wait(waits, timeout=IDLE_POLL_SECONDS,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
+        await outbox.wait_for_work(self.sessionmaker, self.clock, outbox.EMAIL, self._wake)
         await self._release_leases()
 
     async def _deliver(self, row: Outbox, message: bytes | None) -> None:

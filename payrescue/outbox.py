@@ -37,15 +37,17 @@ chat is in flight" and the claim happen as one step, which a per-row lock alone 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, inspect, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payrescue import email_message, timeline
+from payrescue.clock import Clock
 from payrescue.config import Settings
 from payrescue.db.models import Member, Outbox
 
@@ -404,6 +406,28 @@ async def next_due(session: AsyncSession, channel: str = TELEGRAM) -> datetime |
     """When the channel's earliest queued row becomes due (None: nothing queued)."""
     return await session.scalar(select(func.min(Outbox.not_before))
                                 .where(Outbox.status == QUEUED, Outbox.channel == channel))
+
+
+# a channel's worker looks again at the latest after this long, even when nothing woke it
+# (an event lost between processes costs this much latency, never a message)
+IDLE_POLL_SECONDS = 2.0
+
+
+async def wait_for_work(sessionmaker: async_sessionmaker[AsyncSession], clock: Clock,
+                        channel: str, *wakers: asyncio.Event) -> None:
+    """What every channel's worker does with nothing to claim: wait until one of `wakers` is
+    set, the channel's next row falls due, or IDLE_POLL_SECONDS have passed."""
+    async with sessionmaker() as session:
+        due = await next_due(session, channel)
+    waits = [asyncio.create_task(waker.wait()) for waker in wakers]
+    if due is not None:
+        seconds = max((due - clock.now()).total_seconds(), 0)
+        waits.append(asyncio.create_task(clock.sleep(seconds)))
+    try:
+        await asyncio.wait(waits, timeout=IDLE_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def counts(session: AsyncSession) -> dict[str, int]:

@@ -66,7 +66,6 @@ BATCH_CHARS = 3800  # a batched post stays under Telegram's 4096 (names and newl
 HEAD_CHARS = 60  # room for "Name: " before each line
 TRIES_IN_PLACE = 4
 MAX_ATTEMPTS = 8  # claims of one row before it is given up as failed
-IDLE_POLL_SECONDS = 2.0
 THREAD_GONE = "message thread not found"
 TOPIC_CLOSED = "TOPIC_CLOSED"
 NOT_MODIFIED = ("not modified", "TOPIC_NOT_MODIFIED")
@@ -165,18 +164,7 @@ class TopicPoster:
                 self._wake.set()
 
     async def _idle(self) -> None:
-        async with self.sessionmaker() as session:
-            due = await outbox.next_due(session, outbox.TEAM)
-        waits = [asyncio.create_task(self._wake.wait())]
-        if due is not None:
-            seconds = max((due - self.clock.now()).total_seconds(), 0)
-            waits.append(asyncio.create_task(self.clock.sleep(seconds)))
-        try:
-            await asyncio.wait(waits, timeout=IDLE_POLL_SECONDS,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
+        await outbox.wait_for_work(self.sessionmaker, self.clock, outbox.TEAM, self._wake)
 
     async def round(self) -> bool:
         """Wait for the group's budget, claim what waits, and work through it, unit by unit,
