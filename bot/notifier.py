@@ -11,7 +11,7 @@ again; a 403 marks the member unreachable and cancels what waits for them.
 
 A crash of the whole process leaves claimed rows in "sending" and
 `payrescue.outbox.release_expired_leases` brings them back once their lease runs out. When
-only a run fails (the database went away) and `run_until_cancelled` starts the next one,
+only a run fails (the database went away) and `payrescue.outage.keep_running` starts the next one,
 each run has its own worker name: the new run first records what the failed one delivered
 (kept in memory, so it is not sent twice) and queues the rest again at once.
 """
@@ -57,7 +57,6 @@ from bot.keys import BOT
 from bot.routers.relay import follow_console
 from bot.team.follower import follow_for_team
 from bot.team.poster import TopicPoster
-from bot.team.poster import run_until_cancelled as run_poster
 from payrescue import dunning, leader, outbox
 from payrescue.clock import Clock
 from payrescue.config import Settings
@@ -65,7 +64,7 @@ from payrescue.db.models import Message, Outbox
 from payrescue.events import Bus, Event
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
 from payrescue.leader import Leadership
-from payrescue.outage import DATABASE, OutageLog
+from payrescue.outage import DATABASE, OutageLog, keep_running
 
 log = logging.getLogger(__name__)
 
@@ -577,24 +576,6 @@ class Notifier:
         await self.bus.publish(Event("outbox.updated", data))
 
 
-async def run_until_cancelled(notifier: Notifier) -> None:
-    """The notifier as a background task that survives its own bugs and a lost database
-    (logged, restarted after a pause that grows while it keeps failing at once)."""
-    pause = 0.0
-    while True:
-        started = asyncio.get_running_loop().time()
-        try:
-            await notifier.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            notifier.outage.failed(exc)
-            if asyncio.get_running_loop().time() - started > RETRY_LONGEST_SECONDS:
-                pause = 0.0  # it ran well for a while: this is a new fault
-            pause = min(max(pause * 2, RETRY_FIRST_SECONDS), RETRY_LONGEST_SECONDS)
-            await asyncio.sleep(pause)
-
-
 # --- wiring into the application ----------------------------------------------------------
 
 
@@ -621,7 +602,7 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     if bot is not None:
         notifier = Notifier(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS])
         app[NOTIFIER] = notifier
-        tasks.append(asyncio.create_task(run_until_cancelled(notifier), name="notifier"))
+        tasks.append(asyncio.create_task(keep_running(notifier), name="notifier"))
         tasks.append(asyncio.create_task(
             follow_console(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS]),
             name="console-follower",
@@ -629,7 +610,7 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
         # the team group: topics follow the conversations, posts go out at the group's pace
         poster = TopicPoster(bot, app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS])
         app[TOPIC_POSTER] = poster
-        tasks.append(asyncio.create_task(run_poster(poster), name="team-poster"))
+        tasks.append(asyncio.create_task(keep_running(poster), name="team-poster"))
         tasks.append(asyncio.create_task(
             follow_for_team(app[SESSIONMAKER], app[BUS], app[CLOCK], app[SETTINGS]),
             name="team-follower",

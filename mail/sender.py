@@ -47,7 +47,7 @@ from payrescue.db.models import Alert, Member, Message, Outbox
 from payrescue.email_message import date_header
 from payrescue.events import Bus, Event
 from payrescue.keys import BUS, CLOCK, SESSIONMAKER, SETTINGS
-from payrescue.outage import DATABASE, OutageLog
+from payrescue.outage import DATABASE, OutageLog, keep_running
 
 log = logging.getLogger(__name__)
 
@@ -453,21 +453,6 @@ class MailSender:
         await self.bus.publish(Event("outbox.updated", data))
 
 
-async def run_until_cancelled(sender: MailSender) -> None:
-    """The sender as a background task that survives a lost database (restarted after a
-    pause that grows while it keeps failing)."""
-    pause = 0.0
-    while True:
-        try:
-            await sender.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            sender.outage.failed(exc)
-            pause = min(max(pause * 2, 1.0), 30.0)
-            await asyncio.sleep(pause)
-
-
 MAIL_SENDER = web.AppKey("mail_sender", MailSender)
 
 
@@ -484,7 +469,7 @@ async def _mail_sender(app: web.Application) -> AsyncIterator[None]:
     sender = MailSender(SmtpTransport(settings), app[SESSIONMAKER], app[BUS], app[CLOCK],
                         settings)
     app[MAIL_SENDER] = sender
-    task = asyncio.create_task(run_until_cancelled(sender), name="mail-sender")
+    task = asyncio.create_task(keep_running(sender), name="mail-sender")
     try:
         yield
     finally:

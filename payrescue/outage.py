@@ -17,8 +17,10 @@ with how many tries failed meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
+from typing import Protocol
 
 from sqlalchemy import exc as sa
 
@@ -108,3 +110,31 @@ class OutageLog:
                 else logging.DEBUG
             self.log.log(level, self.back, self.failures, extra={"failures": self.failures})
             self.failures = 0
+
+
+class RestartableWorker(Protocol):
+    outage: OutageLog
+
+    async def run(self) -> None: ...
+
+
+RESTART_FIRST_SECONDS, RESTART_LONGEST_SECONDS = 1.0, 30.0  # pauses after a failed run
+
+
+async def keep_running(worker: RestartableWorker) -> None:
+    """A channel's worker (notifier, mail sender, team poster) as a background task that
+    survives its own bugs and a lost database: each failed run is reported to its outage log
+    and the next starts after a pause that grows while runs keep failing at once."""
+    pause = 0.0
+    while True:
+        started = asyncio.get_running_loop().time()
+        try:
+            await worker.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            worker.outage.failed(exc)
+            if asyncio.get_running_loop().time() - started > RESTART_LONGEST_SECONDS:
+                pause = 0.0  # it ran well for a while: this is a new fault
+            pause = min(max(pause * 2, RESTART_FIRST_SECONDS), RESTART_LONGEST_SECONDS)
+            await asyncio.sleep(pause)

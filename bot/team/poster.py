@@ -515,17 +515,3 @@ def _joined(parts: list[str]) -> str:
     """Lines in one post, each on its own; cut at Telegram's limit (the rest never fits
     in a batch: batches are cut before it, see `_units`)."""
     return "\n".join(parts)[: texts.MAX_POST]
-
-
-async def run_until_cancelled(poster: TopicPoster) -> None:
-    pause = 0.0
-    while True:
-        try:
-            await poster.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            poster.outage.failed(exc)
-            pause = min(max(pause * 2, 1.0), 30.0)
-            await asyncio.sleep(pause)
-

@@ -7,11 +7,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from bot.notifier import NOTIFIER, Notifier, run_until_cancelled
+from bot.notifier import NOTIFIER, Notifier
 from payrescue import outbox
 from payrescue.db.models import Member, TelegramLink
 from payrescue.events import Event
 from payrescue.keys import BUS
+from payrescue.outage import keep_running
 from tests.conversations.helpers import linked_member, outbox_rows, stop_notifier, wait_for_rows
 from tests.harness import RunningService
 
@@ -114,7 +115,7 @@ async def test_crash_mid_batch_loses_nothing(svc) -> None:
     svc.emulator.set_latency(0)
     await svc.clock.advance(svc.settings.outbox_lease_seconds + 1)
     restarted = Notifier(svc.bot, svc.sessionmaker, svc.app[BUS], svc.clock, svc.settings)
-    runner = asyncio.create_task(run_until_cancelled(restarted))
+    runner = asyncio.create_task(keep_running(restarted))
     try:
         await wait_for_rows(svc, len(pairs), status="sent", timeout=15)
     finally:

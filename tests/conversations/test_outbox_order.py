@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from sqlalchemy import select
 
 from bot.emulator import EmulatorLimits
-from bot.notifier import Notifier, run_until_cancelled
+from bot.notifier import Notifier
 from payrescue import outbox
 from payrescue.db.models import Member, Outbox
 from payrescue.events import Event
 from payrescue.keys import BUS
+from payrescue.outage import keep_running
 from tests.conversations.helpers import outbox_rows, stop_notifier, texts, wait_for_rows
 from tests.conversations.test_notifier import members_with_chats, queue
 from tests.harness import RunningService
@@ -26,7 +27,7 @@ async def notifiers(svc: RunningService, count: int) -> AsyncIterator[list[Notif
     """`count` notifiers, each with its own worker name, draining the same outbox."""
     workers = [Notifier(svc.bot, svc.sessionmaker, svc.app[BUS], svc.clock, svc.settings)
                for _ in range(count)]
-    tasks = [asyncio.create_task(run_until_cancelled(w)) for w in workers]
+    tasks = [asyncio.create_task(keep_running(w)) for w in workers]
     try:
         yield workers
     finally:

@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.notifier import Notifier, run_until_cancelled
+from bot.notifier import Notifier
 from payrescue.clock import FakeClock
 from payrescue.db.models import RecoveryCase, Subscription
 from payrescue.keys import BUS
+from payrescue.outage import keep_running
 from tests.billing.conftest import WHSEC, invoice, sign_stripe, stripe_event, subscription
 from tests.conversations.helpers import (
     advance,
@@ -121,7 +122,7 @@ async def test_the_notifier_withdraws_a_reminder_the_case_no_longer_calls_for(sv
         case = await session.get(RecoveryCase, notice.case_id)
         case.status, case.recovered_at = "recovered", svc.clock.now()
     notifier = Notifier(svc.bot, svc.sessionmaker, svc.app[BUS], svc.clock, svc.settings)
-    runner = asyncio.create_task(run_until_cancelled(notifier))
+    runner = asyncio.create_task(keep_running(notifier))
     try:
         [withdrawn] = await wait_for_rows(svc, 1, kind="reminder", status="cancelled")
     finally:
