@@ -53,6 +53,7 @@ OP_NOTICE = "notice"  # a short word to the agents in the topic (payload "text")
 # timeline entries that change the first post, or end the topic
 _EDITS = {timeline.CLAIMED, timeline.TRANSFERRED, timeline.TO_QUEUE, timeline.SNOOZED}
 _ENDS = {timeline.RESOLVED, timeline.HANDED_BACK, timeline.CANCELLED}
+CONNECTED = "team.connected"  # the bus topic once a group is connected (in any process)
 
 
 class TeamLinkError(Exception):

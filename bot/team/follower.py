@@ -1,6 +1,11 @@
 """Keeps the team group's topics in step: every bus event about a conversation runs
 `payrescue.teamgroup.reconcile` for it, and a periodic sweep covers events that were
-missed or dropped (the bus is a wake-up call, the database the truth)."""
+missed or dropped (the bus is a wake-up call, the database the truth).
+
+Until a team group is connected (most deployments never connect one) events are skipped
+without touching the database: a query and a transaction per member message would cost the
+relay a third of its speed on SQLite. The sweep notices a group (at start, every
+SWEEP_SECONDS, and at once on `team.connected`) and catches up what was skipped."""
 
 from __future__ import annotations
 
@@ -28,8 +33,9 @@ async def follow_for_team(sessionmaker: async_sessionmaker[AsyncSession], bus: B
     outage = OutageLog(log, down="team topics not kept in step; retrying",
                        back="team topics kept in step again after %d failures", group=DATABASE)
     turns = asyncio.Lock()
+    group = _GroupWatch()
     async with bus.subscribe() as events:
-        sweep = asyncio.create_task(_sweeps(sessionmaker, bus, clock, settings, turns))
+        sweep = asyncio.create_task(_sweeps(sessionmaker, bus, clock, settings, turns, group))
         try:
             while True:
                 # what queued up meanwhile is taken together, each conversation once: one
@@ -37,6 +43,10 @@ async def follow_for_team(sessionmaker: async_sessionmaker[AsyncSession], bus: B
                 waiting = [await events.get()]
                 while not events.empty():
                     waiting.append(events.get_nowait())
+                if any(event.topic == teamgroup.CONNECTED for event in waiting):
+                    group.look_again.set()
+                if not group.connected:
+                    continue  # the sweep catches up once a group is connected
                 ids = dict.fromkeys(
                     event.data["conversation_id"] for event in waiting
                     if event.topic in TOPICS and isinstance(event.data.get("conversation_id"),
@@ -82,15 +92,37 @@ async def step(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: 
         await bus.publish(Event("outbox.queued", {"outbox_id": row.id}))
 
 
+class _GroupWatch:
+    """Whether a team group is connected, as the last sweep saw it. A group, once there,
+    stays (connecting another one replaces it), so the answer only ever turns to yes."""
+
+    def __init__(self) -> None:
+        self.connected = False
+        self.look_again = asyncio.Event()  # a group was just connected: sweep now
+
+    async def pause(self, clock: Clock, seconds: float) -> None:
+        """SWEEP_SECONDS on the app's clock, cut short by `look_again`."""
+        sleeping = asyncio.ensure_future(clock.sleep(seconds))
+        woken = asyncio.ensure_future(self.look_again.wait())
+        try:
+            await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            woken.cancel()
+        self.look_again.clear()
+
+
 async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, clock: Clock,
-                  settings: Settings, turns: asyncio.Lock) -> None:
+                  settings: Settings, turns: asyncio.Lock, group: _GroupWatch) -> None:
     """At start and then every SWEEP_SECONDS: each conversation whose topic lags behind."""
     outage = OutageLog(log, down="team topic sweep failed; trying again",
                        back="team topic sweep works again after %d failures", group=DATABASE)
     while True:
         try:
             async with sessionmaker() as session:
-                ids = await teamgroup.lagging(session)
+                group.connected = group.connected or (
+                    await teamgroup.current_group(session) is not None)
+                ids = await teamgroup.lagging(session) if group.connected else []
             for start in range(0, len(ids), SWEEP_BATCH):
                 await step(sessionmaker, bus, clock, settings, ids[start:start + SWEEP_BATCH],
                            turns)
@@ -100,4 +132,4 @@ async def _sweeps(sessionmaker: async_sessionmaker[AsyncSession], bus: Bus, cloc
             outage.failed(exc)
         else:
             outage.succeeded()
-        await clock.sleep(SWEEP_SECONDS)
+        await group.pause(clock, SWEEP_SECONDS)

@@ -95,7 +95,8 @@ def _link_failure(reason: str) -> str:
 
 
 async def connect_team(message: TelegramMessage, command: CommandObject, bot: Bot,
-                       session: AsyncSession, settings: Settings, clock: Clock) -> None:
+                       session: AsyncSession, settings: Settings, clock: Clock,
+                       bus: Bus) -> None:
     """Bind this group, once everything the team group needs is in place."""
     user = message.from_user
     assert user is not None  # noqa: S101 - the F.from_user filter
@@ -116,6 +117,7 @@ async def connect_team(message: TelegramMessage, command: CommandObject, bot: Bo
             [_("This group cannot become the team group yet:"), *(f"• {m}" for m in missing)]))
         return
     await session.commit()
+    await bus.publish(Event(teamgroup.CONNECTED, {}))  # followers start keeping topics
     log.info("team group connected")
     await message.answer(_("Connected. Every conversation that needs a person gets its own "
                            "topic here. Agents link their Telegram account in the console "

@@ -14,8 +14,11 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.util.concurrency import await_only, in_greenlet
 
+from payrescue.db.sqlite_turns import WriteTurns
+
 log = logging.getLogger(__name__)
 POOL_SIZE = 15  # database connections per process
+SQLITE_BUSY_SECONDS = 30
 
 
 def is_sqlite(url: str) -> bool:
@@ -35,9 +38,12 @@ def create_engine(url: str, **kwargs: object) -> AsyncEngine:
         kwargs.setdefault("max_overflow", 0)
     if is_sqlite(url):
         # a 30 s busy timeout lets concurrent writers queue instead of failing at once
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS},
+                                     **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "invalidate", _roll_back_before_discarding)
+        # this process's writers queue in the event loop, not in SQLite's sleeping busy wait
+        WriteTurns(SQLITE_BUSY_SECONDS).install(engine.sync_engine)
         return engine
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
@@ -46,7 +52,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
     cursor.close()
 
 

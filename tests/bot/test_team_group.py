@@ -19,6 +19,8 @@ from payrescue import teamgroup
 from payrescue.agents import add_agent
 from payrescue.clock import FakeClock
 from payrescue.db.models import Agent, Conversation, Message, TeamTopic
+from payrescue.events import Event
+from payrescue.keys import BUS
 from tests.conversations.helpers import PNG, linked_member, open_case
 from tests.handoff.conftest import CSRF, PASSWORD, quick_password_hashes  # noqa: F401
 from tests.harness import RunningService, eventually, running_service
@@ -426,6 +428,9 @@ async def test_the_demo_has_a_team_group_to_answer_from(svc) -> None:
         await bind_team_group(db, group_id, owner, svc.clock)
     async with svc.sessionmaker() as db, db.begin():
         await bind_team_group(db, group_id, owner, svc.clock)  # a restart changes nothing
+    # the demo binds before the service starts; bound while it runs, it is told as
+    # /connect_team tells it
+    await svc.app[BUS].publish(Event(teamgroup.CONNECTED, {}))
     member, chat = await linked_member(svc, language="en")
     conversation = await ask_for_person(svc, chat, member.id)
     team = Team(svc, group_id, owner)

@@ -1,0 +1,98 @@
+"""SQLite writers of one process take turns in the event loop, first come first served.
+
+SQLite lets one connection write at a time. A connection that finds the write lock taken
+waits in SQLite's busy handler, which sleeps 1, 2, 5 … up to 100 ms between looks, whether
+or not the lock was freed meanwhile. With the poller's ten chats and the notifier writing
+side by side, an update of a few milliseconds waited up to 0.7 s for a lock that stood free
+most of that time, and the poller's batch waited for its slowest update.
+
+Here a connection waits for an `asyncio.Lock` before its first writing statement, and gives
+it back once its transaction has ended (committed, rolled back, or the connection returned
+to the pool or discarded). The next writer starts the moment the previous one is done. Other
+processes on the same file still meet SQLite's own lock and its busy timeout. Reads never
+wait: in WAL mode they see the last commit.
+
+The lock is waited for inside SQLAlchemy's synchronous events (run in its greenlet, as
+`await_only` allows). A transaction that waits longer than the busy timeout fails with
+SQLite's own "database is locked", as it would have without the turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.util.concurrency import await_only, in_greenlet
+
+# statements that only read; anything else (INSERT, UPDATE, DELETE, BEGIN IMMEDIATE, DDL…)
+# takes SQLite's write lock, or may
+_READS = ("SELECT", "PRAGMA", "WITH", "EXPLAIN")
+
+
+class WriteTurns:
+    """One per SQLite engine; `install` hooks it into the engine's statements and ends."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the lock serves
+        self._holder: object | None = None  # the DBAPI connection whose turn it is
+
+    def install(self, engine: Engine) -> None:
+        event.listen(engine, "before_cursor_execute", self._before_statement)
+        for name in ("checkin", "invalidate", "close", "close_detached", "soft_invalidate"):
+            event.listen(engine.pool, name, self._pool_event)
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+
+        # the turn ends after the transaction's end reached SQLite, not before: SQLAlchemy has
+        # no event after a commit, so the dialect's own do_commit is wrapped (this engine's)
+        def do_commit(connection: Any) -> None:
+            try:
+                commit(connection)
+            finally:
+                self._release(connection)
+
+        def do_rollback(connection: Any) -> None:
+            try:
+                rollback(connection)
+            finally:
+                self._release(connection)
+
+        dialect.do_commit = do_commit  # type: ignore[method-assign]
+        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+
+    def _before_statement(self, conn: Any, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip()[:7].upper().startswith(_READS) or not in_greenlet():
+            return
+        connection = _raw(conn.connection)
+        if self._holder is connection:
+            return
+        await_only(self._take(connection))
+
+    async def _take(self, connection: object) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # an engine outlived its loop (a test's): start afresh
+            self._lock, self._loop, self._holder = asyncio.Lock(), loop, None
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise sqlite3.OperationalError("database is locked") from None
+        self._holder = connection
+
+    def _release(self, connection: Any) -> None:
+        if self._holder is not None and self._holder is _raw(connection):
+            self._holder = None
+            self._lock.release()
+
+    def _pool_event(self, dbapi_connection: Any, *_: object) -> None:
+        self._release(dbapi_connection)
+
+
+def _raw(connection: Any) -> object:
+    """The DBAPI connection behind SQLAlchemy's pool proxy (or itself)."""
+    return getattr(connection, "dbapi_connection", connection)
