@@ -6,8 +6,9 @@
    did not get exactly one message.
 2. Relay latency: 200 members in conversations a human owns write at once; the time from a
    member's message entering the service (its webhook, then the bot's long poll) to its
-   `message.created` event on the bus, p50 and p99. The emulator, like one Telegram
-   connection, POSTs webhook updates one after another, so that figure includes queueing.
+   `message.created` event on the bus, p50 and p99. The emulator, like Telegram, POSTs a
+   chat's webhook updates one after another (chats side by side, up to 40 at once), so that
+   figure includes queueing.
 
 Medians of BENCH_ROUNDS rounds (default 3) on SQLite; BENCH_DATABASE_URL picks another
 database (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test, emptied first).

@@ -7,8 +7,8 @@
    handler that only INSERTs each message (aiogram's own polling or webhook handler): the
    floor. Rounds alternate bare and service; the figure is the median of the rounds' ratios
    (target ≥ 0.5), for polling and for webhook mode, on SQLite and (when reachable)
-   PostgreSQL. The emulator, like one Telegram connection, POSTs webhook updates one after
-   another, so webhook mode is serial for both.
+   PostgreSQL. The emulator, like Telegram, POSTs webhook updates a chat at a time and
+   chats side by side (up to the webhook's max_connections, 40), for both.
 2. Outage (PostgreSQL): members write one message every BENCH_OUTAGE_INTERVAL seconds while
    a TCP proxy cuts the database for BENCH_OUTAGE_SECONDS (default 15; 0 skips this); after it
    is back, messages lost and stored twice, and the warning/error lines logged meanwhile

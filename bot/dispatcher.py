@@ -26,17 +26,19 @@ def build_dispatcher(**workflow_data: Any) -> Dispatcher:
     members = Router(name="members")
     members.message.filter(PRIVATE_CHAT)
     # Order matters: the first router whose filters match handles the update. Commands
-    # (/start, /language) come first so they work in any conversation state; routers that
-    # take free text (FAQ, handoff, relay to an agent) come after them, and a catch-all
-    # must be last. Each feature module builds a fresh Router, because a Router belongs to
-    # one Dispatcher only and a process (or a test run) may build several.
+    # (/start, /language) work in any conversation state: the relay, first because it takes
+    # most messages (a member writing to an agent), lets every command through
+    # (`relay.ForTheHumans`), and the routers after it take only commands and buttons; the
+    # FAQ, which takes any other text, must be last. Each feature module builds a fresh
+    # Router, because a Router belongs to one Dispatcher only and a process (or a test run)
+    # may build several.
     members.include_routers(
+        relay.build_router(),  # while a human owns the chat it takes every member message
         rights.build_router(),  # before start: /start after /stop turns reminders back on
         start.build_router(),
         language.build_router(),
         notifications.build_router(),
         handoff.build_router(),
-        relay.build_router(),  # while a human owns the chat it takes every member message
         faq.build_router(),  # the catch-all
     )
     # the agents' team group (and an agent's /start agent-… link) before any member router

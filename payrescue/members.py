@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager
@@ -52,15 +52,21 @@ async def find_by_chat(session: AsyncSession, chat_id: int
     Runs for every update, so it is one query: the join reads the link (`member.telegram`
     is filled from it), and the latest conversation, which decides where a member's message
     goes, comes with it rather than by a query of its own."""
+    row = (await session.execute(_BY_CHAT, {"chat_id": chat_id})).first()
+    return (row[0], row[1]) if row is not None else (None, None)
+
+
+def _by_chat() -> Select[tuple[Member, Conversation]]:
     latest = (select(func.max(Conversation.id)).where(Conversation.member_id == Member.id)
               .correlate(Member).scalar_subquery())
-    row = (await session.execute(
-        select(Member, Conversation).join(Member.telegram)
-        .options(contains_eager(Member.telegram))
-        .outerjoin(Conversation, Conversation.id == latest)
-        .where(TelegramLink.chat_id == chat_id)
-    )).first()
-    return (row[0], row[1]) if row is not None else (None, None)
+    return (select(Member, Conversation).join(Member.telegram)
+            .options(contains_eager(Member.telegram))
+            .outerjoin(Conversation, Conversation.id == latest)
+            .where(TelegramLink.chat_id == bindparam("chat_id")))
+
+
+# built once: building this statement cost more than running it, for every update
+_BY_CHAT = _by_chat()
 
 
 def link_token(secret: bytes, member: Member, now: datetime, days: int) -> str:

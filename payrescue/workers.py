@@ -22,6 +22,7 @@ from payrescue.service import check_database
 
 log = logging.getLogger(__name__)
 WORKER_ENV = "PAYRESCUE_WORKER"  # set in each worker: its number, and "share the port"
+WORKERS_ENV = "PAYRESCUE_WORKERS"  # set in each worker: how many there are
 RESTART_PAUSE = 1.0  # seconds before a dead worker is replaced (a crash loop stays slow)
 STOP_SECONDS = 30.0  # an orderly stop may take this long before workers are killed
 
@@ -30,6 +31,12 @@ def worker_number() -> int | None:
     """This process's worker number under a supervisor, or None when it runs alone."""
     value = os.environ.get(WORKER_ENV)
     return int(value) if value and value.isdigit() else None
+
+
+def worker_count() -> int:
+    """How many processes of this service share the port (1 when it runs alone)."""
+    value = os.environ.get(WORKERS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def advice(settings: Settings, workers: int) -> list[str]:
@@ -60,7 +67,7 @@ async def supervise(settings: Settings, workers: int, argv: list[str]) -> int:
     running: dict[int, asyncio.subprocess.Process] = {}
     try:
         for number in range(workers):
-            running[number] = await _start(number, argv)
+            running[number] = await _start(number, workers, argv)
         log.info("workers started", extra={"workers": workers,
                                            "pids": [p.pid for p in running.values()]})
         while not stop.is_set():
@@ -72,7 +79,7 @@ async def supervise(settings: Settings, workers: int, argv: list[str]) -> int:
             if ended and not stop.is_set():
                 await asyncio.sleep(RESTART_PAUSE)
                 for number in ended:
-                    running[number] = await _start(number, argv)
+                    running[number] = await _start(number, workers, argv)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -80,9 +87,10 @@ async def supervise(settings: Settings, workers: int, argv: list[str]) -> int:
     return 0
 
 
-async def _start(number: int, argv: list[str]) -> asyncio.subprocess.Process:
+async def _start(number: int, workers: int, argv: list[str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "payrescue", *argv, env={**os.environ, WORKER_ENV: str(number)})
+        sys.executable, "-m", "payrescue", *argv,
+        env={**os.environ, WORKER_ENV: str(number), WORKERS_ENV: str(workers)})
 
 
 async def _first_to_end(running: dict[int, asyncio.subprocess.Process],

@@ -1,9 +1,13 @@
-"""Webhook delivery: POST each pending update, in order, to the bot's URL.
+"""Webhook delivery: POST each pending update to the bot's URL, as Telegram's Bot API
+server does it (telegram-bot-api, `WebhookActor`).
 
-One worker per bot sends one update at a time, so order is kept; a failed delivery is
-retried with exponential backoff, as Telegram does (with shorter delays, to keep local
-runs snappy). The receiver may answer with a Bot API call in the response body, which
-is executed like Telegram does.
+Updates wait in queues: one per chat for messages (and edits), one per user for button
+presses, one per chat for the bot's own membership changes; any other update is a queue of
+its own. A queue sends one update at a time, in order; different queues send side by side,
+up to the webhook's `max_connections` (40 unless setWebhook said otherwise). A failed
+delivery holds back its queue only, retried with a growing pause (shorter than Telegram's,
+to keep local runs snappy), while the other queues go on. The receiver may answer with a
+Bot API call in the response body, which is executed like Telegram does.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,29 +136,49 @@ class WebhookDispatcher:
         return self._session
 
     async def _run(self, bot: BotAccount, webhook: Webhook) -> None:
-        delay = self.retry_initial
+        queues = _Queues(self.retry_initial, self.retry_max)
         notifier = self.state.notifier
-        while True:
-            await notifier.wait_for(
-                lambda: bool(bot.pending) or bot.webhook is not webhook or notifier.closed,
-                None,
-            )
-            if bot.webhook is not webhook or notifier.closed:
-                return
-            update = bot.pending[0]
+        sending: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                retry, failures = queues.next_retry(), queues.failures
+
+                def may_act(failures: int = failures) -> bool:
+                    return ((len(queues.busy) < webhook.max_connections
+                             and queues.next_update(bot.pending) is not None)
+                            or queues.failures != failures  # a new pause: wait for it instead
+                            or bot.webhook is not webhook or notifier.closed)
+
+                await notifier.wait_for(
+                    may_act, None if retry is None else max(retry - loop.time(), 0.001))
+                if bot.webhook is not webhook or notifier.closed:
+                    return
+                while (len(queues.busy) < webhook.max_connections
+                       and (update := queues.next_update(bot.pending)) is not None):
+                    key = queue_of(update)
+                    queues.busy.add(key)
+                    task = asyncio.create_task(self._send(bot, webhook, queues, key, update))
+                    sending.add(task)
+                    task.add_done_callback(sending.discard)
+        finally:
+            for task in sending:
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _send(self, bot: BotAccount, webhook: Webhook, queues: _Queues, key: Hashable,
+                    update: dict[str, Any]) -> None:
+        try:
             error, call = await self._deliver(webhook, update)
             if error is not None:
                 webhook.last_error_date = self.state.now()
                 webhook.last_error_message = error
-                self.state.changed()  # lets tests wait for a failed delivery
+                queues.failed(key)
                 log.debug("webhook delivery to %s failed: %s", webhook.url, error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
-                continue
-            delay = self.retry_initial
-            if bot.pending and bot.pending[0] is update:
-                bot.pending.pop(0)
-                self.state.changed()
+                return
+            queues.delivered(key)
+            if any(pending is update for pending in bot.pending):
+                bot.pending = [pending for pending in bot.pending if pending is not update]
             if call is not None:
                 method, params = call
                 try:
@@ -162,6 +186,9 @@ class WebhookDispatcher:
                 except ApiError as exc:
                     # Telegram drops errors of webhook replies silently as well.
                     log.info("webhook reply %s failed: %s", method, exc.description)
+        finally:
+            queues.busy.discard(key)
+            self.state.changed()  # the next update of this queue may go; tests may wait on it
 
     async def _deliver(
         self, webhook: Webhook, update: dict[str, Any]
@@ -178,3 +205,55 @@ class WebhookDispatcher:
                     return None, None
         except (aiohttp.ClientError, TimeoutError) as exc:
             return f"Connection error: {type(exc).__name__}: {exc}", None
+
+
+def queue_of(update: dict[str, Any]) -> Hashable:
+    """The queue an update waits in: Telegram's `webhook_queue_id` (telegram-bot-api's
+    Client.cpp): the chat for messages, the user for button presses."""
+    for kind in ("message", "edited_message", "channel_post", "edited_channel_post"):
+        if kind in update:
+            return ("chat", update[kind]["chat"]["id"])
+    if "callback_query" in update:
+        return ("button", update["callback_query"]["from"]["id"])
+    if "my_chat_member" in update:
+        return ("membership", update["my_chat_member"]["chat"]["id"])
+    return ("update", update["update_id"])
+
+
+class _Queues:
+    """Which queues have an update in flight, and which wait out a failure."""
+
+    def __init__(self, retry_initial: float, retry_max: float) -> None:
+        self.retry_initial, self.retry_max = retry_initial, retry_max
+        self.busy: set[Hashable] = set()
+        self._retry_at: dict[Hashable, float] = {}  # loop time
+        self._delay: dict[Hashable, float] = {}
+        self.failures = 0
+
+    def next_update(self, pending: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The oldest update at the head of a queue that may send now."""
+        now = asyncio.get_running_loop().time()
+        seen: set[Hashable] = set()
+        for update in pending:
+            key = queue_of(update)
+            if key in seen:
+                continue
+            seen.add(key)
+            if key not in self.busy and self._retry_at.get(key, 0) <= now:
+                return update
+        return None
+
+    def next_retry(self) -> float | None:
+        """When the next held-back queue may try again (None: none is held back)."""
+        now = asyncio.get_running_loop().time()
+        return min((at for at in self._retry_at.values() if at > now), default=None)
+
+    def failed(self, key: Hashable) -> None:
+        delay = self._delay.get(key, self.retry_initial)
+        self._retry_at[key] = asyncio.get_running_loop().time() + delay
+        self._delay[key] = min(delay * 2, self.retry_max)
+        self.failures += 1
+
+    def delivered(self, key: Hashable) -> None:
+        self._retry_at.pop(key, None)
+        self._delay.pop(key, None)

@@ -9,9 +9,11 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from bot.service import WEBHOOK_PATH
+from bot.polling import CONCURRENT_CHATS
+from bot.service import WEBHOOK_PATH, webhook_connections
 from payrescue.config import ConfigError, load_settings
 from payrescue.db.models import TelegramLink
+from payrescue.workers import WORKERS_ENV
 from tests.harness import BOT_TOKEN, SECRET_KEY, WEBHOOK_SECRET, RunningService
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -51,6 +53,19 @@ async def test_telegram_is_told_our_webhook_and_secret(webhook_service: RunningS
 
     assert info.url == webhook_service.base_url + WEBHOOK_PATH
     assert webhook_service.emulator.bot()["webhook_url"] == info.url
+    # as many chats at once as the process handles (a poller's ten), not Telegram's 40 that
+    # would queue for the 15 database connections
+    assert info.max_connections == CONCURRENT_CHATS == 10
+
+
+def test_with_several_workers_telegram_may_send_to_each(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.setenv(WORKERS_ENV, "4")
+    assert webhook_connections() == 40
+    monkeypatch.setenv(WORKERS_ENV, "50")
+    assert webhook_connections() == 100  # the most setWebhook takes
+    monkeypatch.setenv(WORKERS_ENV, "many")
+    assert webhook_connections() == 10
 
 
 async def test_member_links_through_the_webhook(webhook_service: RunningService) -> None:

@@ -1,4 +1,5 @@
-"""Webhook mode: delivery with the secret header, retries in order, replies in the body."""
+"""Webhook mode: delivery with the secret header, a queue per chat, retries in order,
+replies in the body."""
 
 import asyncio
 import json
@@ -70,6 +71,56 @@ async def test_failed_deliveries_are_retried_in_order(bot, emu, member, receiver
     info = await bot.get_webhook_info()
     assert info.last_error_message == "Wrong response from the webhook: 500 Internal Server Error"
     assert info.last_error_date is not None
+
+
+class HoldingReceiver:
+    """Holds every request until released; a chat named in `failing` gets 500s."""
+
+    def __init__(self) -> None:
+        self.in_flight: list[str] = []
+        self.most_at_once = 0
+        self.updates: list[dict] = []
+        self.release = asyncio.Event()
+        self.failing: set[int] = set()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        update = await request.json()
+        chat = update["message"]["chat"]["id"]
+        if chat in self.failing:
+            return web.Response(status=500)
+        self.in_flight.append(update["message"]["text"])
+        self.most_at_once = max(self.most_at_once, len(self.in_flight))
+        await self.release.wait()
+        self.in_flight.remove(update["message"]["text"])
+        self.updates.append(update)
+        return web.json_response({})
+
+
+async def test_chats_are_delivered_side_by_side_each_in_its_order(bot, emu, aiohttp_server):
+    """As Telegram's Bot API server: a queue per chat, one update of a chat at a time, chats
+    side by side up to max_connections, and a chat that keeps failing holds up only itself."""
+    receiver = HoldingReceiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    server = await aiohttp_server(app)
+    users = [emu.create_user(f"Chat{n}") for n in range(5)]
+    receiver.failing.add(users[4]["id"])
+    await bot.set_webhook(str(server.make_url("/hook")), max_connections=3)
+    for number in range(3):
+        for user in users:
+            await emu.send_text(user["id"], f"{user['first_name']}:{number}")
+    await emu.wait_until(lambda: len(receiver.in_flight) == 3)
+    # three chats at once (the limit), each with its first message only
+    assert sorted(receiver.in_flight) == ["Chat0:0", "Chat1:0", "Chat2:0"]
+    receiver.release.set()
+    await emu.wait_until(lambda: len(receiver.updates) == 12)
+    assert receiver.most_at_once == 3
+    for user in users[:4]:
+        texts = [u["message"]["text"] for u in receiver.updates
+                 if u["message"]["chat"]["id"] == user["id"]]
+        assert texts == [f"{user['first_name']}:{n}" for n in range(3)]
+    assert [u["message"]["text"] for u in emu.pending_updates()] == [
+        "Chat4:0", "Chat4:1", "Chat4:2"]  # still waiting, in order, for the failing chat
 
 
 async def test_unreachable_webhook_keeps_updates_pending(bot, emu, member, unused_tcp_port):
