@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
+CLOSE_SECONDS = 5.0  # a closing Redis bus waits this long for its publishes and listener
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class RedisBus(Bus):
         self._channel = channel
         self._redis: Any = None
         self._listener: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Future[None]] = set()  # publishes under way
+        self._closing = False
 
     async def start(self) -> None:
         import redis.asyncio as redis  # optional dependency: only needed when scaled out
@@ -96,10 +99,23 @@ class RedisBus(Bus):
         self._listener = asyncio.create_task(self._listen(pubsub), name="redis-bus")
 
     async def publish(self, event: Event) -> None:
-        import redis.exceptions
+        """Publish; a caller cancelled meanwhile (a stop) gets its CancelledError at once,
+        while the event still goes out.
 
+        redis-py cannot be cancelled in the middle of a command: it drops the connection
+        and may go on waiting, or retry, so the CancelledError never arrives (a third of
+        tries here), and a stopping process waited forever for the task that published. So
+        the command runs in a task of its own, which the caller's cancel does not reach."""
         if self._redis is None:
             raise RuntimeError("RedisBus.start() was not awaited")
+        sending = asyncio.ensure_future(self._send(event))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+        await asyncio.shield(sending)
+
+    async def _send(self, event: Event) -> None:
+        import redis.exceptions
+
         try:
             await self._redis.publish(self._channel, event.to_json())
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
@@ -118,6 +134,8 @@ class RedisBus(Bus):
                 try:
                     message = await pubsub.get_message(timeout=None)
                 except redis.exceptions.ConnectionError:
+                    if self._closing:  # close() shut the connection under it
+                        return
                     # the bus is a wake-up call: consumers catch up from the database, so
                     # a gap costs latency; reconnect instead of ending the listener
                     log.warning("redis bus connection lost; reconnecting")
@@ -130,10 +148,13 @@ class RedisBus(Bus):
             await pubsub.aclose()
 
     async def close(self) -> None:
+        self._closing = True
+        if self._sending:  # what was published just before the stop still goes out
+            await asyncio.wait(self._sending, timeout=CLOSE_SECONDS)
         if self._listener is not None:
+            # the listener waits in redis-py, which may not end on a cancel (see publish)
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await asyncio.wait({self._listener}, timeout=CLOSE_SECONDS)
         if self._redis is not None:
             await self._redis.aclose()
         await super().close()

@@ -45,6 +45,38 @@ async def test_an_event_published_by_one_process_reaches_every_process(channel):
         await two.close()
 
 
+async def test_a_publisher_stopped_mid_publish_ends_at_once_and_the_event_still_goes(channel):
+    """A stop cancels the notifier's tasks while they publish. redis-py, cancelled in the
+    middle of a command, went on waiting in a third of the tries, and the stop with it."""
+    bus, listener = RedisBus(REDIS_URL, channel), RedisBus(REDIS_URL, channel)
+    await bus.start()
+    await listener.start()
+    published = 0
+
+    async def keep_publishing() -> None:
+        nonlocal published
+        while True:
+            await bus.publish(Event("outbox.updated", {"outbox_id": published}))
+            published += 1
+
+    try:
+        async with listener.subscribe() as heard:
+            for attempt in range(100):
+                publisher = asyncio.create_task(keep_publishing())
+                await asyncio.sleep(0.0005 * (attempt % 7))  # somewhere inside a command
+                publisher.cancel()
+                done, _ = await asyncio.wait({publisher}, timeout=1)
+                assert done, f"try {attempt}: the cancelled publisher is still running"
+                assert publisher.cancelled()
+            await bus.close()  # waits for the publishes under way
+            got = set()
+            while len(got) < published:
+                got.add((await asyncio.wait_for(heard.get(), 5)).data["outbox_id"])
+    finally:
+        await bus.close()
+        await listener.close()
+
+
 async def test_the_setting_chooses_the_bus():
     assert type(create_bus(None)) is Bus
     assert isinstance(create_bus(REDIS_URL, "shop"), RedisBus)
