@@ -298,3 +298,10 @@ async def main() -> None:
     ratio_i = statistics.median(r[0] for r in ingest[2]) / statistics.median(
         r[0] for r in ingest[1])
     print(f"two ÷ one: dispatch {ratio_d:.2f}, ingest {ratio_i:.2f} (target ≥ 1.7)")
+    # two workers cannot keep more cores busy than the machine has: with the load generator,
+    # the emulator and PostgreSQL on the same cores, this is as far as the ratio can go here
+    bound_d = (os.cpu_count() or 1) / statistics.median(
+        r["cpu"]["cores busy"] for r in dispatch[1])
+    bound_i = (os.cpu_count() or 1) / statistics.median(r[1]["cores busy"] for r in ingest[1])
+    print(f"this machine's bound (its cores ÷ cores busy with one worker): dispatch "
+          f"{bound_d:.2f}, ingest {bound_i:.2f}")

@@ -86,6 +86,7 @@ STOP_WRITE_SECONDS = 5
 GLOBAL_HEADROOM = 0.99
 BURST_SECONDS = 0.2  # re-check even without a wake-up (a missed event costs latency only)
 MAX_CHAT_LIMITERS = 10_000
+MAX_IN_FLIGHT = 200  # rows one process sends at once: 4,000 a second at 50 ms per round trip
 PEERS = "notifier:"  # lease names of the running notifiers (see _share_the_rate)
 # besides the periodic tick; a member who blocked the bot may get the step by e-mail
 RECONCILE_ON = {"case.changed", "member.card_expiring", "member.unreachable"}
@@ -177,8 +178,11 @@ class Notifier:
         self.peers = 1  # notifiers sharing the bot's rate, this one included
         self._chat_limiters: dict[int, AsyncLimiter] = {}
         self._in_flight: dict[int, asyncio.Task[None]] = {}  # chat id → its delivery task
-        self._max_in_flight = max(10, int(rate * 2))
-        self._claim_batch = max(10, int(rate / 2))  # small claims: the first sends start soon
+        # two seconds' worth at the bot's rate, within bounds: enough sends under way to hide
+        # Telegram's round trips, and never the whole queue in one process, which would
+        # leave the other processes nothing to claim (a chat's rows follow its first)
+        self._max_in_flight = min(max(10, int(rate * 2)), MAX_IN_FLIGHT)
+        self._claim_batch = max(10, self._max_in_flight // 4)  # the first sends start soon
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._sent: list[tuple[Outbox, int | None]] = []  # delivered, not yet recorded
