@@ -77,6 +77,33 @@ async def test_two_notifiers_keep_every_chats_order(svc) -> None:
     assert max(worker.peers for worker in workers) == 2
 
 
+async def test_with_a_high_rate_no_notifier_takes_the_whole_queue(svc) -> None:
+    """A bot allowed thousands of messages a second (paid broadcasts) once let the first
+    process claim every waiting row, while the second had nothing to send."""
+    await stop_notifier(svc)
+    svc.emulator.set_limits(EmulatorLimits.unlimited())
+    svc.emulator.set_latency(0.01)
+    pairs = await members_with_chats(svc, 150)
+    for wave in range(3):
+        for member, _ in pairs:
+            await queue(svc, member, str(wave))
+    fast = svc.settings.model_copy(update={"telegram_rate_per_second": 10_000})
+    workers = [Notifier(svc.bot, svc.sessionmaker, svc.app[BUS], svc.clock, fast)
+               for _ in range(2)]
+    tasks = [asyncio.create_task(keep_running(w)) for w in workers]
+    try:
+        await wait_for_rows(svc, 3 * len(pairs), status="sent", timeout=30)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    shares = sorted(worker.stats.sent for worker in workers)
+    assert sum(shares) == 3 * len(pairs)
+    assert shares[0] >= len(pairs) // 2, shares  # both did a fair part of the work
+    for _, chat in pairs:
+        assert texts(svc.emulator.sent_messages(chat)) == ["0", "1", "2"]
+
+
 async def test_a_crashed_worker_leaves_no_chat_out_of_order(svc) -> None:
     await stop_notifier(svc)
     svc.emulator.set_limits(EmulatorLimits.unlimited())
