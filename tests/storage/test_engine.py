@@ -1,5 +1,6 @@
 """The embedded database stays writable when a task is cancelled in the middle of a write
-(a service stop, a timeout): see `payrescue.db._roll_back_before_discarding`."""
+(a service stop, a timeout): see `payrescue.db._roll_back_before_discarding`; and a process's
+writers take turns, whichever way a transaction ends (`payrescue.db.sqlite_turns`)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,76 @@ async def test_a_write_cut_off_by_a_cancellation_leaves_the_database_writable(
     async with engine.connect() as connection:
         result = await connection.execute(text("SELECT n FROM scratch ORDER BY id"))
         assert result.scalars().all() == [10, 0, 0]  # the cut-off update left nothing behind
+
+
+async def _scratch(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE scratch (id INTEGER PRIMARY KEY, n INTEGER)"))
+
+
+async def _values(engine: AsyncEngine) -> list[int]:
+    async with engine.connect() as connection:
+        return list((await connection.execute(text("SELECT n FROM scratch ORDER BY id")))
+                    .scalars())
+
+
+# SQLite only: `payrescue.db.sqlite_turns`, this process's writers queue in the event loop
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_writers_take_turns_and_every_way_a_transaction_ends_passes_the_turn_on(
+    engine: AsyncEngine,
+) -> None:
+    await _scratch(engine)
+    wrote, finish = asyncio.Event(), asyncio.Event()
+
+    async def holder(value: int, *, fail: bool = False) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO scratch (n) VALUES (:n)"), {"n": value})
+            wrote.set()
+            await finish.wait()
+            if fail:
+                raise RuntimeError("a bug after the write")
+
+    async def writer(value: int) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO scratch (n) VALUES (:n)"), {"n": value})
+
+    async with asyncio.timeout(10):  # a turn never handed on would hang here
+        for ending in ("commit", "rollback", "cancel"):
+            wrote.clear()
+            finish.clear()
+            first = asyncio.create_task(holder(1, fail=ending == "rollback"))
+            await wrote.wait()
+            waiting = asyncio.create_task(writer(2))
+            cancelled = asyncio.create_task(writer(99))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not waiting.done()  # its turn comes after the first's transaction
+            cancelled.cancel()  # a writer stopped while it waits gives up its place
+            if ending == "cancel":
+                first.cancel()
+            finish.set()
+            await asyncio.gather(first, cancelled, return_exceptions=True)
+            await waiting
+    assert await _values(engine) == [1, 2, 2, 2]  # the failed and the cancelled wrote nothing
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_many_sessions_that_read_then_write_all_succeed(engine: AsyncEngine) -> None:
+    """The shape of every update: read the member, then write; fifty at once."""
+    from payrescue.db import create_sessionmaker
+
+    await _scratch(engine)
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO scratch (n) VALUES (0)"))
+    sessionmaker = create_sessionmaker(engine)
+
+    async def add_one() -> None:
+        async with sessionmaker() as session:
+            await session.execute(text("SELECT n FROM scratch WHERE id = 1"))
+            await asyncio.sleep(0)  # another task reads meanwhile
+            await session.execute(text("UPDATE scratch SET n = n + 1 WHERE id = 1"))
+            await session.commit()
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(add_one() for _ in range(50)))
+    assert await _values(engine) == [50]
