@@ -127,13 +127,7 @@ class Poller:
 
     async def _wait(self, seconds: float) -> None:
         """A pause on the app's clock that `stop()` cuts short."""
-        pause = asyncio.ensure_future(self.clock.sleep(seconds))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({pause, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            pause.cancel()
-            stopping.cancel()
+        await self.clock.sleep_unless(seconds, self._stopping)
 
     def _grow_pause(self) -> float:
         pause, self._pause = self._pause, min(self._pause * 2, MAX_PAUSE)

@@ -17,6 +17,16 @@ class Clock:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    async def sleep_unless(self, seconds: float, event: asyncio.Event) -> None:
+        """`sleep(seconds)`, cut short once `event` is set (a stop, a wake-up call)."""
+        sleeping = asyncio.ensure_future(self.sleep(seconds))
+        waking = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({sleeping, waking}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            waking.cancel()
+
 
 class FakeClock(Clock):
     """A clock that only moves when a test says so.

@@ -102,13 +102,7 @@ class _GroupWatch:
 
     async def pause(self, clock: Clock, seconds: float) -> None:
         """SWEEP_SECONDS on the app's clock, cut short by `look_again`."""
-        sleeping = asyncio.ensure_future(clock.sleep(seconds))
-        woken = asyncio.ensure_future(self.look_again.wait())
-        try:
-            await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeping.cancel()
-            woken.cancel()
+        await clock.sleep_unless(seconds, self.look_again)
         self.look_again.clear()
 
 
