@@ -182,7 +182,9 @@ class Notifier:
         # Telegram's round trips, and never the whole queue in one process, which would
         # leave the other processes nothing to claim (a chat's rows follow its first)
         self._max_in_flight = min(max(10, int(rate * 2)), MAX_IN_FLIGHT)
-        self._claim_batch = max(10, self._max_in_flight // 4)  # the first sends start soon
+        # refilled at half (see run): one claim tops it up again; at the default rate of 30
+        # a claim of 15, so that the first sends start soon
+        self._claim_batch = max(10, min(int(rate / 2), self._max_in_flight // 2))
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._sent: list[tuple[Outbox, int | None]] = []  # delivered, not yet recorded
