@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -45,25 +46,21 @@ class WriteTurns:
         event.listen(engine, "before_cursor_execute", self._before_statement)
         for name in ("checkin", "invalidate", "close", "close_detached", "soft_invalidate"):
             event.listen(engine.pool, name, self._pool_event)
-        dialect = engine.dialect
-        commit, rollback = dialect.do_commit, dialect.do_rollback
-
         # the turn ends after the transaction's end reached SQLite, not before: SQLAlchemy has
-        # no event after a commit, so the dialect's own do_commit is wrapped (this engine's)
-        def do_commit(connection: Any) -> None:
+        # no event after a commit, so this engine's dialect's own do_commit and do_rollback
+        # are wrapped
+        dialect = engine.dialect
+        dialect.do_commit = self._then_release(dialect.do_commit)  # type: ignore[method-assign]
+        dialect.do_rollback = self._then_release(dialect.do_rollback)  # type: ignore[method-assign]
+
+    def _then_release(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def ending(connection: Any) -> None:
             try:
-                commit(connection)
+                end(connection)
             finally:
                 self._release(connection)
 
-        def do_rollback(connection: Any) -> None:
-            try:
-                rollback(connection)
-            finally:
-                self._release(connection)
-
-        dialect.do_commit = do_commit  # type: ignore[method-assign]
-        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+        return ending
 
     def _before_statement(self, conn: Any, _cursor: object, statement: str, *_: object) -> None:
         if statement.lstrip()[:7].upper().startswith(_READS) or not in_greenlet():
