@@ -78,7 +78,7 @@ class WriteTurns:
             async with asyncio.timeout(self.timeout):
                 await self._lock.acquire()
         except TimeoutError:
-            raise sqlite3.OperationalError("database is locked") from None
+            raise _busy() from None
         self._holder = connection
 
     def _release(self, connection: Any) -> None:
@@ -88,6 +88,15 @@ class WriteTurns:
 
     def _pool_event(self, dbapi_connection: Any, *_: object) -> None:
         self._release(dbapi_connection)
+
+
+def _busy() -> sqlite3.OperationalError:
+    """What SQLite itself raises when its busy timeout runs out, code included, so the
+    service treats it alike: the database is away for now (`payrescue.outage`)."""
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    error.sqlite_errorname = "SQLITE_BUSY"  # type: ignore[attr-defined]
+    return error
 
 
 def _raw(connection: Any) -> object:

@@ -121,3 +121,36 @@ async def test_many_sessions_that_read_then_write_all_succeed(engine: AsyncEngin
     async with asyncio.timeout(30):
         await asyncio.gather(*(add_one() for _ in range(50)))
     assert await _values(engine) == [50]
+
+
+async def test_a_writer_that_waits_out_the_busy_timeout_meets_an_outage(
+    monkeypatch: pytest.MonkeyPatch, tmp_path,
+) -> None:
+    """As SQLite's own busy timeout would: the update is retried later, not skipped as a bug."""
+    import payrescue.db
+    from payrescue.outage import is_database_unavailable
+
+    monkeypatch.setattr(payrescue.db, "SQLITE_BUSY_SECONDS", 0.2)
+    engine = payrescue.db.create_engine(f"sqlite+aiosqlite:///{tmp_path}/busy.sqlite3")
+    try:
+        await _scratch(engine)
+        wrote, finish = asyncio.Event(), asyncio.Event()
+
+        async def holder() -> None:
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO scratch (n) VALUES (1)"))
+                wrote.set()
+                await finish.wait()
+
+        holding = asyncio.create_task(holder())
+        await wrote.wait()
+        with pytest.raises(Exception) as caught:  # noqa: PT011 - the kind is what is checked
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO scratch (n) VALUES (2)"))
+        assert "database is locked" in str(caught.value)
+        assert is_database_unavailable(caught.value)
+        finish.set()
+        await holding
+        assert await _values(engine) == [1]
+    finally:
+        await engine.dispose()
