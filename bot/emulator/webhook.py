@@ -139,23 +139,21 @@ class WebhookDispatcher:
         queues = _Queues(self.retry_initial, self.retry_max)
         notifier = self.state.notifier
         sending: set[asyncio.Task[None]] = set()
-        loop = asyncio.get_running_loop()
+
+        def sendable() -> dict[str, Any] | None:
+            """The next update to send, while a connection is free."""
+            if len(queues.busy) >= webhook.max_connections:
+                return None
+            return queues.next_update(bot.pending)
+
         try:
             while True:
-                retry, failures = queues.next_retry(), queues.failures
-
-                def may_act(failures: int = failures) -> bool:
-                    return ((len(queues.busy) < webhook.max_connections
-                             and queues.next_update(bot.pending) is not None)
-                            or queues.failures != failures  # a new pause: wait for it instead
-                            or bot.webhook is not webhook or notifier.closed)
-
                 await notifier.wait_for(
-                    may_act, None if retry is None else max(retry - loop.time(), 0.001))
+                    lambda: sendable() is not None or bot.webhook is not webhook
+                    or notifier.closed, None)
                 if bot.webhook is not webhook or notifier.closed:
                     return
-                while (len(queues.busy) < webhook.max_connections
-                       and (update := queues.next_update(bot.pending)) is not None):
+                while (update := sendable()) is not None:
                     key = queue_of(update)
                     queues.busy.add(key)
                     task = asyncio.create_task(self._send(bot, webhook, queues, key, update))
@@ -168,13 +166,18 @@ class WebhookDispatcher:
 
     async def _send(self, bot: BotAccount, webhook: Webhook, queues: _Queues, key: Hashable,
                     update: dict[str, Any]) -> None:
+        """Deliver one update; after a failure its queue waits out a pause here, without
+        holding one of the webhook's connections."""
         try:
             error, call = await self._deliver(webhook, update)
             if error is not None:
                 webhook.last_error_date = self.state.now()
                 webhook.last_error_message = error
-                queues.failed(key)
                 log.debug("webhook delivery to %s failed: %s", webhook.url, error)
+                queues.busy.discard(key)
+                queues.pausing.add(key)
+                self.state.changed()  # a connection is free; tests may wait for the failure
+                await asyncio.sleep(queues.pause_after_failure(key))
                 return
             queues.delivered(key)
             if any(pending is update for pending in bot.pending):
@@ -188,7 +191,8 @@ class WebhookDispatcher:
                     log.info("webhook reply %s failed: %s", method, exc.description)
         finally:
             queues.busy.discard(key)
-            self.state.changed()  # the next update of this queue may go; tests may wait on it
+            queues.pausing.discard(key)
+            self.state.changed()  # the next update of this queue may go
 
     async def _deliver(
         self, webhook: Webhook, update: dict[str, Any]
@@ -221,39 +225,31 @@ def queue_of(update: dict[str, Any]) -> Hashable:
 
 
 class _Queues:
-    """Which queues have an update in flight, and which wait out a failure."""
+    """Which queues have an update in flight, and which wait out a failed delivery."""
 
     def __init__(self, retry_initial: float, retry_max: float) -> None:
         self.retry_initial, self.retry_max = retry_initial, retry_max
-        self.busy: set[Hashable] = set()
-        self._retry_at: dict[Hashable, float] = {}  # loop time
+        self.busy: set[Hashable] = set()  # an update in flight: holds a connection
+        self.pausing: set[Hashable] = set()  # after a failure: holds no connection
         self._delay: dict[Hashable, float] = {}
-        self.failures = 0
 
     def next_update(self, pending: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The oldest update at the head of a queue that may send now."""
-        now = asyncio.get_running_loop().time()
         seen: set[Hashable] = set()
         for update in pending:
             key = queue_of(update)
             if key in seen:
                 continue
             seen.add(key)
-            if key not in self.busy and self._retry_at.get(key, 0) <= now:
+            if key not in self.busy and key not in self.pausing:
                 return update
         return None
 
-    def next_retry(self) -> float | None:
-        """When the next held-back queue may try again (None: none is held back)."""
-        now = asyncio.get_running_loop().time()
-        return min((at for at in self._retry_at.values() if at > now), default=None)
-
-    def failed(self, key: Hashable) -> None:
+    def pause_after_failure(self, key: Hashable) -> float:
+        """Seconds this queue waits before it tries again: doubling, up to retry_max."""
         delay = self._delay.get(key, self.retry_initial)
-        self._retry_at[key] = asyncio.get_running_loop().time() + delay
         self._delay[key] = min(delay * 2, self.retry_max)
-        self.failures += 1
+        return delay
 
     def delivered(self, key: Hashable) -> None:
-        self._retry_at.pop(key, None)
         self._delay.pop(key, None)
